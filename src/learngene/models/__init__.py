@@ -1,0 +1,50 @@
+"""Models: the expandable VGG collective model, its registry, and function-preserving growth.
+
+``create_model(name, **overrides)`` builds a registered preset (``list_models()`` names them);
+``model_from_config(model.config())`` rebuilds any model, grown or not, from its shape record.
+"""
+
+from __future__ import annotations
+
+from learngene.models.growth import (
+    GrowthPlan,
+    GrowthSchedule,
+    deepen,
+    expand_classes,
+    identity_block,
+    paper_schedule,
+    plan_deepen,
+    plan_expand_classes,
+    plan_widen,
+    widen,
+)
+from learngene.models.registry import (
+    create_model,
+    list_architectures,
+    list_models,
+    model_from_config,
+    register_architecture,
+    register_model,
+)
+from learngene.models.vgg import ConvBlock, ExpandableVGG
+
+__all__ = [
+    "ConvBlock",
+    "ExpandableVGG",
+    "GrowthPlan",
+    "GrowthSchedule",
+    "create_model",
+    "deepen",
+    "expand_classes",
+    "identity_block",
+    "list_architectures",
+    "list_models",
+    "model_from_config",
+    "paper_schedule",
+    "plan_deepen",
+    "plan_expand_classes",
+    "plan_widen",
+    "register_architecture",
+    "register_model",
+    "widen",
+]
