@@ -1,0 +1,579 @@
+"""The learngene artifact: extraction, round trip, and refusal of every foreign, tampered or broken file."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import pickle
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+from learngene.errors import GeneError, ModelError
+from learngene.gene import GENE_FORMAT, MANIFEST_FILE, TENSOR_FILE, Learngene
+from learngene.models.vgg import ConvBlock, ExpandableVGG
+
+SPEC = {"image_size": 8, "channels": 1, "mean": [0.5], "std": [0.25], "spatial_in": 4}
+CRITERION = {
+    "name": "grad_stability",
+    "scores": {"features.2": 0.125, "features.3": 0.5},
+    "reason": "low variance",
+}
+
+
+class Tiny(nn.Module):
+    """A miniature collective model: conv blocks under ``features`` plus a non-block head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            ConvBlock(1, 4),
+            ConvBlock(4, 6, pool=True),
+            ConvBlock(6, 8),
+            ConvBlock(8, 8, pool=True, bias=False),
+        )
+        self.head = nn.Linear(8 * 2 * 2, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x).flatten(1))
+
+
+def _trained_tiny(seed: int = 0) -> Tiny:
+    """Random weights and non-trivial BN statistics, so a round trip that dropped buffers would be caught."""
+    torch.manual_seed(seed)
+    model = Tiny()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, 0.3)
+        model.train()
+        model(torch.randn(16, 1, 8, 8) * 2 + 1)
+    return model.eval()
+
+
+def _gene(seed: int = 0) -> Learngene:
+    return Learngene.from_model(
+        _trained_tiny(seed),
+        ["features.2", "features.3"],
+        input_spec=SPEC,
+        criterion=CRITERION,
+        provenance={"collective_run": "runs/test", "task_index": 3, "seed": seed},
+    )
+
+
+@pytest.fixture
+def gene_dir(tmp_path: Path) -> Path:
+    return _gene().save(tmp_path / "gene")
+
+
+def _edit_manifest(directory: Path, edit: Callable[[dict], Any]) -> None:
+    path = directory / MANIFEST_FILE
+    manifest = json.loads(path.read_text())
+    edit(manifest)
+    path.write_text(json.dumps(manifest))
+
+
+# ----------------------------------------------------------------------------- extraction and round trip
+def test_from_model_takes_the_named_blocks_with_bn_buffers() -> None:
+    model = _trained_tiny()
+    gene = Learngene.from_model(model, ["features.2", "features.3"], input_spec=SPEC, criterion=CRITERION)
+    assert gene.layer_names == ["features.2", "features.3"]
+    assert (gene.in_channels, gene.out_channels) == (6, 8)
+    assert gene.num_params == sum(p.numel() for p in model.features[2:4].parameters())
+    assert gene.spatial_out == 2  # features.3 pools
+    layers = gene.layers
+    assert [(x["pool"], x["bias"]) for x in layers] == [(False, True), (True, False)]
+    sd = model.state_dict()
+    expected_keys = {k for k in sd if k.startswith(("features.2.", "features.3."))}
+    assert set(gene.tensors) == expected_keys
+    assert "features.3.bn.running_var" in gene.tensors and "features.3.conv.bias" not in gene.tensors
+    for k in expected_keys:
+        assert torch.equal(gene.tensors[k], sd[k])
+    # the gene owns a copy: changing the model afterwards does not change the gene
+    with torch.no_grad():
+        model.features[2].conv.weight.add_(1.0)
+    assert not torch.equal(gene.tensors["features.2.conv.weight"], model.features[2].conv.weight)
+    assert (
+        gene.provenance is not None and "package_version" in gene.provenance and "created" in gene.provenance
+    )
+
+
+def test_from_expandable_vgg_uses_stable_prefixes() -> None:
+    torch.manual_seed(1)
+    vgg = ExpandableVGG(widths=[4, 8, 8], pools=[1], in_channels=1, image_size=8, num_classes=3, hidden=())
+    gene = Learngene.from_model(vgg, ["features.1", "features.2"], input_spec={**SPEC, "spatial_in": 8})
+    assert gene.layer_names == ["features.1", "features.2"]
+    assert all(k.startswith(("features.1.", "features.2.")) for k in gene.tensors)
+    assert "features.2.bn.num_batches_tracked" in gene.tensors
+
+
+def test_round_trip_identical_tensors_and_outputs(tmp_path: Path) -> None:
+    gene = _gene()
+    out = gene.save(tmp_path / "g")
+    assert sorted(p.name for p in out.iterdir()) == sorted([MANIFEST_FILE, TENSOR_FILE])
+    loaded = Learngene.load(out)
+    assert loaded.layers == gene.layers
+    assert loaded.input_spec == gene.input_spec
+    assert loaded.criterion == gene.criterion and loaded.provenance == gene.provenance
+    assert set(loaded.tensors) == set(gene.tensors)
+    for k, v in gene.tensors.items():
+        assert loaded.tensors[k].dtype == v.dtype and torch.equal(loaded.tensors[k], v)
+    a, b = gene.build_layers().eval(), loaded.build_layers().eval()
+    x = torch.randn(5, 6, 4, 4)
+    with torch.no_grad():
+        ya, yb = a(x), b(x)
+    assert ya.shape == (5, 8, 2, 2)
+    assert torch.equal(ya, yb)
+    assert loaded.manifest() == gene.manifest()
+    # accepts the manifest path too
+    assert Learngene.load(out / MANIFEST_FILE).layer_names == gene.layer_names
+
+
+def test_build_layers_matches_source_model_blocks() -> None:
+    model = _trained_tiny(3)
+    gene = Learngene.from_model(model, ["features.2", "features.3"], input_spec=SPEC)
+    x = torch.randn(2, 6, 4, 4)
+    with torch.no_grad():
+        assert torch.allclose(gene.build_layers().eval()(x), model.features[2:4](x), atol=0, rtol=0)
+
+
+def test_state_dict_for_renames_to_individual_prefix() -> None:
+    gene = _gene()
+    sd = gene.state_dict_for("body.")
+    assert set(sd) == {
+        k.replace("features.2.", "body.0.").replace("features.3.", "body.1.") for k in gene.tensors
+    }
+    assert torch.equal(sd["body.1.bn.running_mean"], gene.tensors["features.3.bn.running_mean"])
+    body = nn.Module()
+    body.body = gene.build_layers()
+    body.body.load_state_dict(gene.state_dict_for(""), strict=True)
+
+
+def test_manifest_content(gene_dir: Path) -> None:
+    manifest = json.loads((gene_dir / MANIFEST_FILE).read_text())
+    assert manifest["format"] == GENE_FORMAT
+    assert manifest["tensors"]["features.2.conv.weight"] == {"shape": [8, 6, 3, 3], "dtype": "float32"}
+    assert manifest["tensors"]["features.3.bn.num_batches_tracked"]["dtype"] == "int64"
+    assert len(manifest["sha256"]) == 64
+    from safetensors import safe_open
+
+    with safe_open(gene_dir / TENSOR_FILE, framework="pt") as f:
+        assert f.metadata()["format"] == GENE_FORMAT
+
+
+def test_saving_is_deterministic(tmp_path: Path) -> None:
+    gene = _gene()
+    digests = {
+        json.loads((gene.save(tmp_path / f"g{i}") / MANIFEST_FILE).read_text())["sha256"] for i in range(8)
+    }
+    assert len(digests) == 1
+    assert gene.manifest()["sha256"] in digests
+
+
+def test_gene_is_not_mutated_through_accessors() -> None:
+    gene = _gene()
+    before = gene.tensors["features.2.conv.weight"].clone()
+    gene.tensors["features.2.conv.weight"].zero_()
+    gene.state_dict_for("x.")["x.0.conv.weight"].zero_()
+    assert torch.equal(gene.tensors["features.2.conv.weight"], before)
+
+
+def test_describe_is_readable() -> None:
+    text = _gene().describe()
+    for needle in (
+        "features.2",
+        "features.3",
+        "conv_block",
+        "6 -> 8",
+        "grad_stability",
+        "0.125",
+        "runs/test",
+    ):
+        assert needle in text, needle
+
+
+# ----------------------------------------------------------------------------- from_model errors
+@pytest.mark.parametrize(
+    ("names", "match"),
+    [
+        (["features.9"], "not a module"),
+        (["head"], "not a conv block"),
+        (["features"], "not a conv block"),
+        (["features.3", "features.2"], "model order"),
+        (["features.2", "features.2"], "duplicates"),
+        (["features.0", "features.2"], "do not chain"),
+        ([], "no learngene layers"),
+    ],
+)
+def test_from_model_errors(names: list[str], match: str) -> None:
+    with pytest.raises(ModelError, match=match):
+        Learngene.from_model(_trained_tiny(), names, input_spec=SPEC)
+
+
+def test_constructor_rejects_inconsistent_input() -> None:
+    gene = _gene()
+    layers, tensors = gene.layers, gene.tensors
+    bad = copy.deepcopy(layers)
+    bad[1]["in_channels"] = 7
+    with pytest.raises(GeneError, match="does not match out_channels"):
+        Learngene(bad, tensors, input_spec=SPEC)
+    nan = dict(tensors)
+    nan["features.2.bn.weight"] = torch.full_like(nan["features.2.bn.weight"], float("nan"))
+    with pytest.raises(GeneError, match="NaN"):
+        Learngene(layers, nan, input_spec=SPEC)
+    extra = {**tensors, "features.9.conv.weight": torch.zeros(1)}
+    with pytest.raises(GeneError, match="belong to no gene layer"):
+        Learngene(layers, extra, input_spec=SPEC)
+    with pytest.raises(GeneError, match="mean"):
+        Learngene(layers, tensors, input_spec={**SPEC, "mean": [0.1, 0.2]})
+    with pytest.raises(GeneError, match="finite"):
+        Learngene(layers, tensors, input_spec=SPEC, criterion={**CRITERION, "scores": {"a": float("inf")}})
+
+
+# ----------------------------------------------------------------------------- tampering and foreign files
+def test_tampered_tensor_file(gene_dir: Path) -> None:
+    path = gene_dir / TENSOR_FILE
+    data = bytearray(path.read_bytes())
+    data[-5] ^= 0x01  # one bit inside the weights
+    path.write_bytes(bytes(data))
+    with pytest.raises(GeneError, match="sha256"):
+        Learngene.load(gene_dir)
+
+
+def test_truncated_tensor_file(gene_dir: Path) -> None:
+    path = gene_dir / TENSOR_FILE
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(GeneError, match="sha256"):
+        Learngene.load(gene_dir)
+
+
+def _set(path: list, value: Any) -> Callable[[dict], None]:
+    def edit(m: dict) -> None:
+        node = m
+        for key in path[:-1]:
+            node = node[key]
+        node[path[-1]] = value
+
+    return edit
+
+
+def _delete(key: str) -> Callable[[dict], None]:
+    return lambda m: m.pop(key)
+
+
+@pytest.mark.parametrize(
+    ("edit", "match"),
+    [
+        (
+            _set(["tensors", "features.2.conv.weight", "shape"], [8, 6, 3, 1]),
+            "disagree|features.2.conv.weight",
+        ),
+        (_set(["tensors", "features.2.conv.weight", "dtype"], "float16"), "features.2.conv.weight"),
+        (_set(["format"], "othertool/v1"), "not a learngene"),
+        (_set(["version"], "99.0"), "made by learngene 99.0, this is .*incompatible"),
+        (_set(["version"], 1), "version"),
+        (_delete("layers"), "layers"),
+        (_delete("input_spec"), "input_spec"),
+        (_delete("sha256"), "sha256"),
+        (_delete("tensors"), "tensors"),
+        (_delete("format"), "not a learngene"),
+        (_set(["layers", 0, "pool"], "no"), "pool"),
+        (_set(["layers", 0, "in_channels"], "6"), "in_channels"),
+        (_set(["layers", 1, "in_channels"], True), "in_channels"),
+        (_set(["layers"], {"a": 1}), "layers"),
+        (_set(["layers", 0, "type"], "transformer_block"), "unsupported type"),
+        (_set(["layers", 0, "params"], 5), "params"),
+        (_set(["input_spec", "std"], [0.0]), "std"),
+        (_set(["input_spec", "spatial_in"], 100), "spatial_in"),
+        (_set(["criterion"], "grad"), "criterion"),
+        (_set(["criterion", "scores"], [1, 2]), "scores"),
+        (_set(["provenance"], [1]), "provenance"),
+        (_set(["sha256"], "zz"), "sha256"),
+    ],
+)
+def test_edited_manifest_is_refused(gene_dir: Path, edit: Callable[[dict], None], match: str) -> None:
+    _edit_manifest(gene_dir, edit)
+    with pytest.raises(GeneError, match=match):
+        Learngene.load(gene_dir)
+
+
+def test_layer_shape_mismatch_names_layer_and_shapes(gene_dir: Path) -> None:
+    def edit(m: dict) -> None:  # consistent manifest, but the weights do not have these channels
+        m["layers"][1]["out_channels"] = 16
+        m["layers"][1]["params"] = 8 * 16 * 9 + 3 * 16
+
+    _edit_manifest(gene_dir, edit)
+    with pytest.raises(
+        GeneError, match=r"layer features.3: expected conv.weight shape \[16, 8, 3, 3\] got \[8, 8, 3, 3\]"
+    ):
+        Learngene.load(gene_dir)
+
+
+def test_channel_chaining_mismatch_in_manifest(gene_dir: Path) -> None:
+    _edit_manifest(gene_dir, _set(["layers", 1, "in_channels"], 6))
+    with pytest.raises(GeneError, match="features.3: in_channels 6 does not match out_channels 8"):
+        Learngene.load(gene_dir)
+
+
+def test_nan_weights_with_valid_checksum_refused(tmp_path: Path) -> None:
+    from safetensors.torch import save
+
+    gene = _gene()
+    out = gene.save(tmp_path / "g")
+    tensors = gene.tensors
+    tensors["features.3.conv.weight"][0, 0, 0, 0] = float("inf")
+    data = save(tensors, metadata={"format": GENE_FORMAT})
+    (out / TENSOR_FILE).write_bytes(data)
+    import hashlib
+
+    _edit_manifest(out, _set(["sha256"], hashlib.sha256(data).hexdigest()))
+    with pytest.raises(GeneError, match="NaN or Inf"):
+        Learngene.load(out)
+
+
+class _Evil:
+    marker = ""
+
+    def __reduce__(self):  # type: ignore[override]
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_foreign_files(tmp_path: Path) -> None:
+    # nonexistent
+    with pytest.raises(GeneError, match="no such file"):
+        Learngene.load(tmp_path / "nope")
+    # a random text file
+    txt = tmp_path / "notes.txt"
+    txt.write_text("hello")
+    with pytest.raises(GeneError, match="not a learngene"):
+        Learngene.load(txt)
+    # an empty directory
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(GeneError, match=r"not a learngene \(no learngene.json in .*empty\)"):
+        Learngene.load(empty)
+    # a directory of a different tool (HF-style model dir)
+    other = tmp_path / "hf"
+    other.mkdir()
+    (other / "config.json").write_text('{"model_type": "bert"}')
+    from safetensors.torch import save_file
+
+    save_file({"w": torch.zeros(2)}, other / "model.safetensors")
+    with pytest.raises(GeneError, match="no learngene.json"):
+        Learngene.load(other)
+    # learngene.json that is not JSON / not an object
+    junk = tmp_path / "junk"
+    junk.mkdir()
+    (junk / MANIFEST_FILE).write_bytes(b"\x00\x01binary")
+    with pytest.raises(GeneError, match="not valid JSON"):
+        Learngene.load(junk)
+    (junk / MANIFEST_FILE).write_text("[1, 2, 3]")
+    with pytest.raises(GeneError, match="not an object"):
+        Learngene.load(junk / MANIFEST_FILE)
+    (junk / MANIFEST_FILE).write_text('{"format": "learngene/v1", "version": "0.1.0", "x": NaN}')
+    with pytest.raises(GeneError, match="not valid JSON"):
+        Learngene.load(junk)
+
+
+def test_pickle_posing_as_safetensors_is_never_unpickled(gene_dir: Path, tmp_path: Path) -> None:
+    import hashlib
+
+    marker = tmp_path / "PWNED"
+    evil = _Evil()
+    evil.marker = str(marker)
+    for payload in (
+        (lambda p: torch.save({"w": torch.ones(2), "x": evil}, p)),
+        (lambda p: p.write_bytes(pickle.dumps(evil))),
+    ):
+        target = gene_dir / TENSOR_FILE
+        payload(target)
+        with pytest.raises(GeneError, match="sha256"):
+            Learngene.load(gene_dir)
+        # even with the checksum forged to match, the file is parsed as safetensors only
+        _edit_manifest(gene_dir, _set(["sha256"], hashlib.sha256(target.read_bytes()).hexdigest()))
+        with pytest.raises(GeneError, match="truncated/corrupt safetensors"):
+            Learngene.load(gene_dir)
+        assert not marker.exists()
+
+
+def test_foreign_safetensors_with_forged_checksum(gene_dir: Path) -> None:
+    import hashlib
+
+    from safetensors.torch import save
+
+    gene = Learngene.load(gene_dir)
+    data = save(gene.tensors, metadata={"format": "pt"})  # right tensors, but not written as a learngene
+    (gene_dir / TENSOR_FILE).write_bytes(data)
+    _edit_manifest(gene_dir, _set(["sha256"], hashlib.sha256(data).hexdigest()))
+    with pytest.raises(GeneError, match="not written as a learngene"):
+        Learngene.load(gene_dir)
+
+
+def test_missing_tensor_file(gene_dir: Path) -> None:
+    (gene_dir / TENSOR_FILE).unlink()
+    with pytest.raises(GeneError, match="model.safetensors is missing"):
+        Learngene.load(gene_dir)
+
+
+def test_save_into_file_path_refused(tmp_path: Path) -> None:
+    f = tmp_path / "f"
+    f.write_text("x")
+    with pytest.raises(GeneError, match="existing file"):
+        _gene().save(f)
+
+
+# ----------------------------------------------------------------------------- fuzzing
+_REFERENCE: dict[str, Any] = {}
+
+
+def _reference() -> dict[str, Any]:
+    """Bytes of one valid gene, built once (hypothesis forbids function-scoped fixtures)."""
+    if not _REFERENCE:
+        with tempfile.TemporaryDirectory() as d:
+            out = _gene(7).save(Path(d) / "g")
+            manifest_bytes = (out / MANIFEST_FILE).read_bytes()
+            _REFERENCE.update(
+                manifest=manifest_bytes,
+                tensors=(out / TENSOR_FILE).read_bytes(),
+                paths=_json_paths(json.loads(manifest_bytes)),
+            )
+    return _REFERENCE
+
+
+def _json_paths(node: Any, prefix: tuple = ()) -> list[tuple]:
+    paths = [prefix]
+    if isinstance(node, dict):
+        for k, v in node.items():
+            paths += _json_paths(v, (*prefix, k))
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            paths += _json_paths(v, (*prefix, i))
+    return paths
+
+
+_json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=12),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+_mutations = st.one_of(
+    st.tuples(
+        st.just("truncate"), st.sampled_from(["manifest", "tensors"]), st.floats(0, 1, exclude_max=True)
+    ),
+    st.tuples(
+        st.just("flip"),
+        st.sampled_from(["manifest", "tensors"]),
+        st.floats(0, 1, exclude_max=True),
+        st.integers(0, 7),
+    ),
+    # tensor-file damage with the checksum re-forged, so the safetensors parser and validators are exercised
+    st.tuples(st.just("flip_resign"), st.floats(0, 1, exclude_max=True), st.integers(0, 7)),
+    st.tuples(st.just("truncate_resign"), st.floats(0, 1, exclude_max=True)),
+    st.tuples(st.just("replace"), st.integers(0, 10_000), _json_values),
+    st.tuples(st.just("delete"), st.integers(0, 10_000)),
+    st.tuples(st.just("none")),
+)
+
+
+def _apply(mutation: tuple) -> tuple[bytes, bytes, bool]:
+    """Return (manifest bytes, tensor bytes, whether the tensor file changed without re-signing)."""
+    import hashlib
+
+    ref = _reference()
+    manifest, tensors = ref["manifest"], ref["tensors"]
+    kind = mutation[0]
+    if kind in ("truncate", "flip"):
+        which = mutation[1]
+        data = bytearray(manifest if which == "manifest" else tensors)
+        pos = int(mutation[2] * len(data))
+        if kind == "truncate":
+            data = data[:pos]
+        else:
+            data[pos] ^= 1 << mutation[3]
+        if which == "manifest":
+            return bytes(data), tensors, False
+        return manifest, bytes(data), True
+    if kind in ("flip_resign", "truncate_resign"):
+        data = bytearray(tensors)
+        pos = int(mutation[1] * len(data))
+        if kind == "truncate_resign":
+            data = data[:pos]
+        else:
+            data[pos] ^= 1 << mutation[2]
+        m = json.loads(manifest)
+        m["sha256"] = hashlib.sha256(bytes(data)).hexdigest()
+        return json.dumps(m).encode(), bytes(data), False
+    if kind in ("replace", "delete"):
+        m = json.loads(manifest)
+        path = ref["paths"][mutation[1] % len(ref["paths"])]
+        if not path:
+            m = mutation[2] if kind == "replace" else {}
+        else:
+            node = m
+            for key in path[:-1]:
+                node = node[key]
+            if kind == "replace":
+                node[path[-1]] = mutation[2]
+            else:
+                del node[path[-1]]
+        return json.dumps(m).encode(), tensors, False
+    return manifest, tensors, False
+
+
+def _fuzz_once(mutation: tuple) -> None:
+    manifest, tensors, tensors_damaged = _apply(mutation)
+    with tempfile.TemporaryDirectory() as d:
+        directory = Path(d)
+        (directory / MANIFEST_FILE).write_bytes(manifest)
+        (directory / TENSOR_FILE).write_bytes(tensors)
+        start = time.monotonic()
+        try:
+            gene = Learngene.load(directory)
+        except GeneError as err:
+            assert str(err), "GeneError without a message"
+            return
+        finally:
+            assert time.monotonic() - start < 5.0, "load took too long"
+    assert not tensors_damaged, "a damaged tensor file loaded without error"
+    # whatever loads must be fully usable
+    layers = gene.build_layers().eval()
+    with torch.no_grad():
+        y = layers(torch.randn(1, gene.in_channels, 4, 4))
+    assert torch.isfinite(y).all()
+    assert gene.describe() and gene.manifest()["format"] == GENE_FORMAT
+    if mutation[0] == "none":
+        assert gene.layer_names == ["features.2", "features.3"]
+
+
+@settings(
+    max_examples=150,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+@given(_mutations)
+def test_fuzz_damaged_artifacts_raise_gene_error(mutation: tuple) -> None:
+    _fuzz_once(mutation)
+
+
+@pytest.mark.slow
+@settings(max_examples=2000, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_mutations)
+def test_fuzz_damaged_artifacts_raise_gene_error_long(mutation: tuple) -> None:
+    _fuzz_once(mutation)
