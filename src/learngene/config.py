@@ -74,7 +74,7 @@ class TrainConfig:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     loss_scope: str = "task"  # task: cross-entropy over the current task's classes | all: over every class seen
-    ewc_lambda: float = 100.0
+    ewc_lambda: float = 10.0  # the per-task Fisher is scaled to max 1, so lr * ewc_lambda must stay below ~2
     ewc_decay: float = 1.0
     fisher_samples: int = 256
     amp: bool = False
@@ -93,6 +93,9 @@ class RecordConfig:
 class OpenSetConfig:
     method: str = "msp"  # msp | energy | maxlogit
     tpr: float = 0.95
+    # a class of a new task is taken for unknown when at least this fraction of its images score below the
+    # known-class threshold (known classes put 1 - tpr = 5% of their images there)
+    class_fraction: float = 0.2
 
 
 @dataclass
@@ -116,7 +119,7 @@ class IndividualConfig:
     lr: float = 0.01
     momentum: float = 0.9
     weight_decay: float = 5e-4
-    ewc_lambda: float = 10.0
+    ewc_lambda: float = 50.0  # with the support-set Fisher scaled to max 1 (lambda * lr must stay < ~2)
     inherit_mode: str = "ewc"  # ewc | freeze | lr_scale | free
     lr_scale: float = 0.1
     imprint: bool = True
@@ -216,6 +219,8 @@ def _validate(cfg: Config) -> None:
         raise ConfigError("config key stream.train_per_class must be >= 1 (or unset for all images)")
     if not 0.0 < cfg.stream.test_fraction < 1.0:
         raise ConfigError(f"config key stream.test_fraction = {cfg.stream.test_fraction} must be between 0 and 1")
+    if not 0.0 < cfg.openset.class_fraction <= 1.0:
+        raise ConfigError(f"config key openset.class_fraction = {cfg.openset.class_fraction} must be in (0, 1]")
     if not 0.0 < cfg.openset.tpr < 1.0:
         raise ConfigError(f"config key openset.tpr = {cfg.openset.tpr} must be between 0 and 1")
     if len(cfg.data.split_fractions) != 3 or any(f < 0 for f in cfg.data.split_fractions):

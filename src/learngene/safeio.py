@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from learngene.errors import CheckpointError, ConfigError, LearngeneError
+from learngene.faults import maybe_kill
 
 __all__ = [
     "atomic_torch_save",
@@ -78,7 +79,11 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+            half = len(data) // 2
+            fh.write(data[:half])
+            fh.flush()
+            maybe_kill("checkpoint_write" if target.suffix == ".pt" else "file_write")  # tests: die mid-write
+            fh.write(data[half:])
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, target)

@@ -1,0 +1,235 @@
+"""CLI stages after the collective model: select, evaluate, inherit, predict, run."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import safetensors.torch
+import torch
+
+from learngene.errors import DataError, LearngeneError
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+
+
+def add_parsers(sub, config_args, run_args) -> None:
+    from learngene.cli import command
+
+    p = sub.add_parser("run", help="the whole paradigm: collective -> criterion -> gene -> individuals + baselines")
+    config_args(p)
+    run_args(p)
+
+    p = sub.add_parser("select", help="choose the learngene of a finished collective run and save it")
+    p.add_argument("--run", required=True, help="collective run directory")
+    p.add_argument("--out", required=True, help="learngene directory to write")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override criterion keys, e.g. --set criterion.name=gradient_stability")
+
+    p = sub.add_parser("evaluate", help="compare individual models with baselines on novel-class few-shot tasks")
+    p.add_argument("--run", required=True, help="collective run directory")
+    p.add_argument("--gene", required=True, help="learngene directory")
+    p.add_argument("--out", required=True, help="where to write evaluation.json")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--quiet", action="store_true")
+
+    p = sub.add_parser("inherit", help="train an individual model on your own few examples")
+    p.add_argument("--gene", required=True, help="learngene directory")
+    p.add_argument("--support", required=True, help="ImageFolder-style folder: one subfolder of images per class")
+    p.add_argument("--query", help="optional folder of the same layout to measure accuracy")
+    p.add_argument("--out", required=True, help="model directory to write")
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--preset", help="take the [individual] settings of a preset")
+    p.add_argument("--config", help="take the [individual] settings of a TOML file")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--seed", type=int, default=0)
+
+    p = sub.add_parser("predict", help="classify images with a model written by `learngene inherit`")
+    p.add_argument("--model", required=True, help="model directory written by `learngene inherit`")
+    p.add_argument("images", nargs="+", help="image files or folders")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+    command("run")(_run)
+    command("select")(_select)
+    command("evaluate")(_evaluate)
+    command("inherit")(_inherit)
+    command("predict")(_predict)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from learngene.cli import _load_cfg
+    from learngene.paradigm import run_paradigm
+    from learngene.report import methods_table
+    from learngene.runtime import resolve_device
+
+    cfg = _load_cfg(args)
+    report = run_paradigm(cfg, args.out, resume=args.resume, overwrite=args.overwrite,
+                          device=resolve_device(args.device), progress=not args.quiet)
+    ind = report["individual"]
+    ow = report["collective"].get("open_world") or {}
+    print(f"learngene selected: {', '.join(report['criterion']['selected'])} ({report['criterion']['name']})")
+    print(f"collective: final avg accuracy {report['collective']['final']['average_accuracy']:.3f}, "
+          f"open-world AUROC {ow.get('auroc', float('nan')):.3f}")
+    for setting, res in ind["settings"].items():
+        print(f"\n{setting}:")
+        print(methods_table(res["methods"]))
+    print(f"\nreport: {Path(args.out) / 'report.md'}")
+    return 0
+
+
+def _run_cfg(run_dir: str, overrides: list[str]):
+    from learngene.config import config_from_dict, load_config
+    from learngene.safeio import read_json
+
+    cfg = config_from_dict(read_json(Path(run_dir) / "config.json", "run config"))
+    if overrides:
+        import tomllib
+
+        from learngene.config import _merge_into
+
+        for item in overrides:
+            key, raw = item.split("=", 1) if "=" in item else (item, "")
+            parts = key.strip().split(".")
+            try:
+                value: Any = tomllib.loads(f"v = {raw}")["v"]
+            except tomllib.TOMLDecodeError:
+                value = raw
+            nested: dict[str, Any] = {parts[-1]: value}
+            for part in reversed(parts[:-1]):
+                nested = {part: nested}
+            _merge_into(cfg, nested, "")
+        cfg.validate()
+    _ = load_config  # same validation path as the CLI presets
+    return cfg
+
+
+def _select(args: argparse.Namespace) -> int:
+    from learngene.paradigm import select_gene
+
+    cfg = _run_cfg(args.run, args.overrides)
+    gene, result = select_gene(args.run, args.out, cfg=cfg)
+    print(gene.describe())
+    print(f"\nselected {result['selected']} by {result['name']}: {result['reason']}")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from learngene.gene import Learngene
+    from learngene.paradigm import evaluate_run
+    from learngene.report import jsonable, methods_table
+    from learngene.safeio import atomic_write_json
+
+    cfg = _run_cfg(args.run, args.overrides)
+    gene = Learngene.load(args.gene)
+    result = evaluate_run(args.run, gene, cfg=cfg, progress=not args.quiet)
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    atomic_write_json(Path(args.out) / "evaluation.json", jsonable(result))
+    for setting, res in result["settings"].items():
+        print(f"\n{setting}:")
+        print(methods_table(res["methods"]))
+    return 0
+
+
+def _inherit(args: argparse.Namespace) -> int:
+    from learngene.config import Config, load_config
+    from learngene.data.sources import load_image_folder
+    from learngene.data.transforms import normalize
+    from learngene.evaluate import individual_spec, train_settings
+    from learngene.gene import Learngene
+    from learngene.individual import build_individual, train_few_shot
+    from learngene.safeio import atomic_write_bytes, atomic_write_json, check_writable_dir
+
+    cfg = load_config(args.preset, args.config, args.overrides) if (args.preset or args.config or args.overrides) \
+        else Config()
+    gene = Learngene.load(args.gene)
+    spec = gene.input_spec
+    out = check_writable_dir(args.out, overwrite=args.overwrite)
+    support = load_image_folder(args.support, image_size=spec["image_size"], channels=spec["channels"])
+    classes = list(support.classes)
+    x = normalize(support.images, spec["mean"], spec["std"])
+    y = support.labels.long()
+    qx = qy = None
+    if args.query:
+        query = load_image_folder(args.query, image_size=spec["image_size"], channels=spec["channels"])
+        extra = [c for c in query.classes if c not in classes]
+        if extra:
+            raise DataError(f"query folder {args.query} has classes {extra} that the support folder {args.support} lacks")
+        qx = normalize(query.images, spec["mean"], spec["std"])
+        qy = torch.tensor([classes.index(query.classes[int(i)]) for i in query.labels])
+    model = build_individual(gene, individual_spec(cfg), len(classes), seed=args.seed)
+    result = train_few_shot(model, x, y, train_settings(cfg), query_x=qx, query_y=qy, seed=args.seed)
+    tensors = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    atomic_write_bytes(out / "model.safetensors", safetensors.torch.save(tensors, metadata={"format": "learngene-individual"}))
+    manifest = {
+        "format": "learngene-individual/v1",
+        "architecture": model.config(),
+        "classes": classes,
+        "preprocessing": {k: spec[k] for k in ("image_size", "channels", "mean", "std")},
+        "gene": {"layers": gene.layer_names, "provenance": gene.manifest().get("provenance")},
+        "support": {"dir": str(Path(args.support).resolve()), "images": len(y)},
+        "params": sum(p.numel() for p in model.parameters()),
+        "inherited_params": model.inherited_params(),
+        "query_accuracy": result.get("accuracy"),
+    }
+    atomic_write_json(out / "model.json", manifest)
+    msg = f"trained an individual model on {len(y)} images of {len(classes)} classes -> {out}"
+    if "accuracy" in result:
+        msg += f"; query accuracy {result['accuracy']:.3f} on {len(qy)} images"
+    print(msg)
+    return 0
+
+
+def load_individual(directory: str | Path):
+    from learngene.individual import IndividualModel
+    from learngene.safeio import read_json
+
+    directory = Path(directory)
+    meta = read_json(directory / "model.json", "individual model manifest")
+    if meta.get("format") != "learngene-individual/v1":
+        raise LearngeneError(f"{directory} is not a model written by `learngene inherit` (format {meta.get('format')!r})")
+    try:
+        model = IndividualModel.from_config(meta["architecture"])
+        model.load_state_dict(safetensors.torch.load_file(str(directory / "model.safetensors")))
+    except (KeyError, TypeError, RuntimeError, OSError, ValueError) as err:
+        raise LearngeneError(f"cannot load the individual model in {directory}: {str(err)[:300]}") from None
+    except Exception as err:  # safetensors raises its own error type for corrupt files
+        raise LearngeneError(f"cannot load the individual model in {directory}: {str(err)[:300]}") from None
+    return model.eval(), meta
+
+
+def _image_paths(items: list[str]) -> list[Path]:
+    paths: list[Path] = []
+    for item in items:
+        p = Path(item)
+        if p.is_dir():
+            paths += sorted(q for q in p.rglob("*") if q.suffix.lower() in IMAGE_SUFFIXES)
+        elif p.is_file():
+            paths.append(p)
+        else:
+            raise DataError(f"{p} is neither an image file nor a folder")
+    if not paths:
+        raise DataError(f"no images found in {items} (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
+    return paths
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from learngene.data.transforms import load_rgb_or_gray, normalize
+
+    model, meta = load_individual(args.model)
+    pre = meta["preprocessing"]
+    rows = []
+    for path in _image_paths(args.images):
+        x = load_rgb_or_gray(path, pre["image_size"], pre["channels"]).unsqueeze(0)
+        with torch.no_grad():
+            prob = model(normalize(x, pre["mean"], pre["std"])).softmax(1)[0]
+        k = int(prob.argmax())
+        rows.append({"image": str(path), "class": meta["classes"][k], "confidence": float(prob[k])})
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        width = max(len(r["image"]) for r in rows)
+        for r in rows:
+            print(f"{r['image']:<{width}}  {r['class']}  {r['confidence']:.3f}")
+    return 0

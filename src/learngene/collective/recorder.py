@@ -1,0 +1,401 @@
+"""Per-layer gradient statistics of the collective model, the raw material of the learngene criterion.
+
+The paper picks the learngene from how much each layer's weights still move while new tasks arrive: for
+every layer and epoch it counts the fraction of weight-gradient entries whose value exceeds a small
+threshold. Layers whose gradients settle early hold general, reusable knowledge.
+
+The statistics are accumulated on the training device with a handful of fused ``torch._foreach_*`` ops
+per batch (no ``.item()``, no host copy); :meth:`GradientRecorder.end_epoch` does the one host transfer.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from learngene.errors import CheckpointError, ConfigError, DataError, LearngeneError, ModelError
+
+__all__ = ["STATS", "GradientRecorder", "conv_weights", "layer_name"]
+
+STATS = ("fraction", "grad_norm")
+STATS_FILE = "gradient_stats.safetensors"
+META_FILE = "gradient_stats.json"
+FORMAT = "learngene.gradient_stats"
+FORMAT_VERSION = 1
+
+LayerFilter = Callable[[str, nn.Parameter], bool]
+
+
+def conv_weights(name: str, param: nn.Parameter) -> bool:
+    """Default filter: 4-D weights (convolution kernels)."""
+    return param.dim() == 4 and name.endswith("weight")
+
+
+def layer_name(param_name: str) -> str:
+    """``features.3.conv.weight`` -> ``features.3``; ``0.weight`` -> ``0``; other names are kept as they are."""
+    if param_name.endswith(".weight"):
+        base = param_name[: -len(".weight")]
+        if base.endswith(".conv"):
+            base = base[: -len(".conv")]
+        return base
+    return param_name
+
+
+def _check_stat(stat: str) -> None:
+    if stat not in STATS:
+        raise ConfigError(f"unknown gradient statistic {stat!r}; choose one of {', '.join(STATS)}")
+
+
+class GradientRecorder:
+    """Per layer and epoch: fraction of weight-gradient entries above ``threshold`` and the gradient L2 norm.
+
+    Per epoch, ``fraction`` is the mean over batches of (entries above threshold / entries) and
+    ``grad_norm`` the mean over batches of the layer's gradient L2 norm. ``signed=True`` counts
+    ``grad > threshold`` (what the paper's reference code does); ``signed=False`` counts ``|grad| > threshold``.
+    A layer whose gradient is ``None`` in a batch (frozen/unused) skips that batch; with no batch at all
+    its epoch value is NaN.
+    """
+
+    def __init__(
+        self, threshold: float = 1e-4, signed: bool = False, layer_filter: LayerFilter | None = None
+    ) -> None:
+        if not (isinstance(threshold, int | float) and math.isfinite(threshold) and threshold >= 0):
+            raise ConfigError(f"gradient threshold must be a finite number >= 0, got {threshold!r}")
+        self.threshold = float(threshold)
+        self.signed = bool(signed)
+        self.layer_filter: LayerFilter = layer_filter if layer_filter is not None else conv_weights
+        self.records: list[dict[str, Any]] = []
+        self._order: list[str] = []  # union of recorded layer names, in network order
+        self._names: list[str] = []  # currently attached layers
+        self._params: list[nn.Parameter] = []
+        self._numel: Tensor | None = None  # [L] float64 on device
+        self._acc: Tensor | None = None  # [3, L] float64 on device: sum fraction, sum norm, n batches
+        self._index_cache: dict[tuple[int, ...], Tensor] = {}
+
+    # -- collecting ------------------------------------------------------------------------------------------
+    def attach(self, model: nn.Module) -> None:
+        """(Re)collect the layers to watch; call again after growth (new Parameter objects, maybe new layers).
+
+        Batches already accumulated in the current epoch are kept for layers that still exist.
+        """
+        chosen: list[tuple[str, nn.Parameter]] = []
+        seen: dict[str, str] = {}
+        for pname, p in model.named_parameters():
+            if not self.layer_filter(pname, p):
+                continue
+            lname = layer_name(pname)
+            if lname in seen:
+                raise ModelError(
+                    f"gradient recorder: parameters {seen[lname]!r} and {pname!r} map to the same layer name "
+                    f"{lname!r}; pass a layer_filter that selects one weight per layer"
+                )
+            seen[lname] = pname
+            chosen.append((lname, p))
+        if not chosen:
+            raise ModelError(
+                "gradient recorder: no parameter matched the layer filter (default: 4-D conv weights); the model "
+                "has no conv layer -- pass layer_filter=... to choose the weights to watch"
+            )
+        pending: dict[str, list[float]] = {}
+        if self._acc is not None and bool(self._acc[2].any()):
+            host = self._acc.cpu()
+            pending = {n: host[:, i].tolist() for i, n in enumerate(self._names)}
+        device = chosen[0][1].device
+        self._names = [n for n, _ in chosen]
+        self._params = [p for _, p in chosen]
+        self._numel = torch.tensor([p.numel() for p in self._params], dtype=torch.float64, device=device)
+        acc = torch.zeros(3, len(chosen), dtype=torch.float64)
+        for i, n in enumerate(self._names):
+            if n in pending:
+                acc[:, i] = torch.tensor(pending[n], dtype=torch.float64)
+        self._acc = acc.to(device)
+        self._index_cache = {}
+
+    @property
+    def attached(self) -> list[str]:
+        return list(self._names)
+
+    @torch.no_grad()
+    def after_backward(self) -> None:
+        """Accumulate the current ``.grad`` of every watched layer (call after ``loss.backward()``)."""
+        if self._acc is None or self._numel is None:
+            raise LearngeneError("gradient recorder: call recorder.attach(model) before after_backward()")
+        grads = [p.grad for p in self._params]
+        idx: Tensor | None = None
+        if any(g is None for g in grads):
+            keep = [i for i, g in enumerate(grads) if g is not None]
+            if not keep:
+                return
+            grads = [grads[i] for i in keep]
+            idx = self._index_cache.get(tuple(keep))
+            if idx is None:  # the set of frozen layers rarely changes: one small upload per pattern
+                idx = self._index_cache[tuple(keep)] = torch.tensor(keep, device=self._acc.device)
+        if self.signed:
+            above = torch._foreach_sub(grads, self.threshold)
+        else:
+            above = torch._foreach_abs(grads)
+            torch._foreach_sub_(above, self.threshold)
+        torch._foreach_clamp_min_(above, 0.0)
+        torch._foreach_sign_(above)  # 1 where the entry exceeds the threshold, else 0
+        counts = torch._foreach_norm(above, 1)
+        norms = torch._foreach_norm(grads, 2)
+        batch = torch.stack(
+            [
+                torch.stack([c.to(torch.float64) for c in counts]),
+                torch.stack([n.to(torch.float64) for n in norms]),
+            ]
+        ).to(self._acc.device)
+        if idx is None:
+            batch[0].div_(self._numel)
+            self._acc[:2].add_(batch)
+            self._acc[2].add_(1.0)
+        else:
+            batch[0].div_(self._numel[idx])
+            self._acc[:2].index_add_(1, idx, batch)
+            self._acc[2].index_add_(0, idx, torch.ones_like(batch[0]))
+
+    def end_epoch(self, task: int, epoch: int) -> dict[str, dict[str, float]]:
+        """Close the epoch: one host transfer, append a record, reset the accumulators."""
+        if self._acc is None:
+            raise LearngeneError("gradient recorder: call recorder.attach(model) before end_epoch()")
+        host = self._acc.to("cpu", copy=True)  # the one host transfer (a copy: .cpu() aliases on CPU)
+        self._acc.zero_()
+        n = host[2]
+        frac = torch.where(n > 0, host[0] / n.clamp_min(1), torch.full_like(n, math.nan)).tolist()
+        norm = torch.where(n > 0, host[1] / n.clamp_min(1), torch.full_like(n, math.nan)).tolist()
+        record = {
+            "task": int(task),
+            "epoch": int(epoch),
+            "layers": list(self._names),
+            "fraction": frac,
+            "grad_norm": norm,
+        }
+        self._append(record)
+        return {name: {"fraction": f, "grad_norm": g} for name, f, g in zip(self._names, frac, norm)}
+
+    def _append(self, record: dict[str, Any]) -> None:
+        self.records.append(record)
+        self._merge_order(record["layers"])
+
+    def _merge_order(self, layers: list[str]) -> None:
+        """Union of layer names; a new layer goes right after its predecessor in the record (network order)."""
+        for k, name in enumerate(layers):
+            if name in self._order:
+                continue
+            pos = 0
+            for prev in reversed(layers[:k]):
+                if prev in self._order:
+                    pos = self._order.index(prev) + 1
+                    break
+            self._order.insert(pos, name)
+
+    # -- views -----------------------------------------------------------------------------------------------
+    @property
+    def layer_names(self) -> list[str]:
+        """Every layer seen in any record, in network order (layers added by growth slot in after their predecessor)."""
+        return list(self._order)
+
+    @property
+    def tasks(self) -> list[int]:
+        """Sorted distinct task ids: the row order of :meth:`per_task`."""
+        return sorted({r["task"] for r in self.records})
+
+    def to_tensor(self, stat: str = "fraction") -> Tensor:
+        """``[n_records, n_layers]`` float64; NaN where a layer did not exist in that record."""
+        _check_stat(stat)
+        col = {n: i for i, n in enumerate(self._order)}
+        out = torch.full((len(self.records), len(self._order)), math.nan, dtype=torch.float64)
+        for r, rec in enumerate(self.records):
+            for name, v in zip(rec["layers"], rec[stat]):
+                out[r, col[name]] = v
+        return out
+
+    def per_task(self, stat: str = "fraction") -> Tensor:
+        """``[n_tasks, n_layers]``: NaN-aware mean over each task's epochs; rows follow :attr:`tasks`."""
+        full = self.to_tensor(stat)
+        task_of = torch.tensor([r["task"] for r in self.records], dtype=torch.long)
+        rows = [full[task_of == t].nanmean(dim=0) for t in self.tasks]
+        if not rows:
+            return torch.empty(0, len(self._order), dtype=torch.float64)
+        return torch.stack(rows)
+
+    # -- persistence -----------------------------------------------------------------------------------------
+    def _tensors(self) -> dict[str, Tensor]:
+        col = {n: i for i, n in enumerate(self._order)}
+        present = torch.zeros(len(self.records), len(self._order), dtype=torch.uint8)
+        for r, rec in enumerate(self.records):
+            for name in rec["layers"]:
+                present[r, col[name]] = 1
+        return {
+            "fraction": self.to_tensor("fraction"),
+            "grad_norm": self.to_tensor("grad_norm"),
+            "present": present,
+            "task": torch.tensor([r["task"] for r in self.records], dtype=torch.int64),
+            "epoch": torch.tensor([r["epoch"] for r in self.records], dtype=torch.int64),
+        }
+
+    def save(self, directory: str | os.PathLike[str]) -> None:
+        """Write ``gradient_stats.safetensors`` (tensors) and ``gradient_stats.json`` (names, tasks, settings)."""
+        from safetensors.torch import save_file
+
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        meta = {
+            "format": FORMAT,
+            "version": FORMAT_VERSION,
+            "layer_names": self.layer_names,
+            "tasks": [r["task"] for r in self.records],
+            "epochs": [r["epoch"] for r in self.records],
+            "threshold": self.threshold,
+            "signed": self.signed,
+            "stats": list(STATS),
+        }
+        tmp_t, tmp_m = d / (STATS_FILE + ".tmp"), d / (META_FILE + ".tmp")
+        save_file(self._tensors(), str(tmp_t), metadata={"format": FORMAT})
+        tmp_m.write_text(json.dumps(meta, indent=2))
+        os.replace(tmp_t, d / STATS_FILE)
+        os.replace(tmp_m, d / META_FILE)
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike[str]) -> GradientRecorder:
+        """Read what :meth:`save` wrote; :class:`DataError` naming the file if it is missing or corrupt."""
+        from safetensors.torch import load_file
+
+        d = Path(directory)
+        tpath, mpath = d / STATS_FILE, d / META_FILE
+        for p in (tpath, mpath):
+            if not p.is_file():
+                raise DataError(
+                    f"gradient statistics not found: {p} is missing; point to the run directory of a collective "
+                    "training (it writes gradient_stats.json and gradient_stats.safetensors)"
+                )
+        try:
+            meta = json.loads(mpath.read_text())
+            tensors = load_file(str(tpath))
+        except Exception as exc:  # json or safetensors parse errors have many types
+            raise DataError(
+                f"gradient statistics in {d} are corrupt ({type(exc).__name__}: {exc}); re-run the collective "
+                "training or restore the files from a backup"
+            ) from exc
+        try:
+            if meta.get("format") != FORMAT:
+                raise ValueError(f"format is {meta.get('format')!r}, expected {FORMAT!r}")
+            names = [str(n) for n in meta["layer_names"]]
+            tasks = [int(t) for t in meta["tasks"]]
+            epochs = [int(e) for e in meta["epochs"]]
+            rec = cls(threshold=float(meta["threshold"]), signed=bool(meta["signed"]))
+            shape = (len(tasks), len(names))
+            for key in ("fraction", "grad_norm", "present"):
+                if tuple(tensors[key].shape) != shape:
+                    raise ValueError(f"{key} has shape {tuple(tensors[key].shape)}, expected {shape}")
+            if tensors["task"].tolist() != tasks or tensors["epoch"].tolist() != epochs:
+                raise ValueError("task/epoch ids differ between the json and safetensors files")
+        except (KeyError, TypeError, ValueError, ConfigError) as exc:
+            raise DataError(
+                f"gradient statistics in {d} are inconsistent ({exc}); the two files do not belong together -- "
+                "re-run the collective training"
+            ) from exc
+        frac, norm, present = tensors["fraction"], tensors["grad_norm"], tensors["present"].bool()
+        for r, (t, e) in enumerate(zip(tasks, epochs)):
+            cols = present[r].nonzero().flatten().tolist()
+            rec._append(
+                {
+                    "task": t,
+                    "epoch": e,
+                    "layers": [names[c] for c in cols],
+                    "fraction": [float(frac[r, c]) for c in cols],
+                    "grad_norm": [float(norm[r, c]) for c in cols],
+                }
+            )
+        rec._order = names  # keep the saved column order exactly
+        return rec
+
+    def state_dict(self) -> dict[str, Any]:
+        """Plain Python (floats, ints, names) for checkpoints; the open epoch's accumulators are not included."""
+        return {
+            "threshold": self.threshold,
+            "signed": self.signed,
+            "layer_names": list(self._order),
+            "records": [
+                {
+                    "task": r["task"],
+                    "epoch": r["epoch"],
+                    "layers": list(r["layers"]),
+                    "fraction": list(r["fraction"]),
+                    "grad_norm": list(r["grad_norm"]),
+                }
+                for r in self.records
+            ],
+        }
+
+    def load_state_dict(self, d: dict[str, Any]) -> None:
+        try:
+            threshold, signed = float(d["threshold"]), bool(d["signed"])
+            records = [
+                {
+                    "task": int(r["task"]),
+                    "epoch": int(r["epoch"]),
+                    "layers": [str(n) for n in r["layers"]],
+                    "fraction": [float(v) for v in r["fraction"]],
+                    "grad_norm": [float(v) for v in r["grad_norm"]],
+                }
+                for r in d["records"]
+            ]
+            order = [str(n) for n in d.get("layer_names", [])]
+            for r in records:
+                if not len(r["layers"]) == len(r["fraction"]) == len(r["grad_norm"]):
+                    raise ValueError("a record has lists of different lengths")
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CheckpointError(
+                f"gradient recorder state is malformed ({exc}); use a checkpoint written by "
+                "GradientRecorder.state_dict()"
+            ) from exc
+        self.threshold, self.signed = threshold, signed
+        self.records = []
+        self._order = list(order)
+        for r in records:
+            self._append(r)
+
+    # -- plotting --------------------------------------------------------------------------------------------
+    def plot_heatmap(self, path: str | os.PathLike[str], stat: str = "fraction") -> None:
+        """Layers x tasks heatmap (per-task mean of ``stat``) as a PNG; grey where a layer did not exist."""
+        _check_stat(stat)
+        if not self.records:
+            raise DataError("no gradient statistics recorded yet; train at least one epoch before plotting")
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        import numpy as np
+
+        data = self.per_task(stat).T.numpy()  # [layers, tasks]
+        names, tasks = self.layer_names, self.tasks
+        masked = np.ma.masked_invalid(data)
+        cmap = plt.get_cmap("viridis").with_extremes(bad="lightgrey")
+        fig, ax = plt.subplots(figsize=(max(4.0, 0.6 * len(tasks) + 2.5), max(3.0, 0.35 * len(names) + 1.5)))
+        try:
+            im = ax.imshow(masked, aspect="auto", cmap=cmap, interpolation="nearest")
+            ax.set_xticks(range(len(tasks)), [str(t) for t in tasks])
+            ax.set_yticks(range(len(names)), names)
+            ax.set_xlabel("task")
+            ax.set_ylabel("layer")
+            if stat == "fraction":
+                op = "grad" if self.signed else "|grad|"
+                label = f"fraction of {op} > {self.threshold:g}"
+            else:
+                label = "gradient L2 norm"
+            ax.set_title(f"per-layer {stat.replace('_', ' ')} (mean over epochs)")
+            fig.colorbar(im, ax=ax, label=label)
+            fig.tight_layout()
+            out = Path(path)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            fig.savefig(out, dpi=120)
+        finally:
+            plt.close(fig)

@@ -1,0 +1,235 @@
+"""Few-shot evaluation of individual models against baselines on the same target tasks and budget.
+
+Methods: ``learngene`` (criterion-selected gene), ``scratch`` (same architecture, random init), ``finetune``
+(whole collective network + new head), ``linear-probe`` (frozen collective features + new head) and the
+ablations ``gene-bottom`` / ``gene-top`` / ``gene-random-layers`` (genes of the same size elsewhere).
+Every (setting, seed) draws its own episodes from the novel classes; every method sees the same episodes.
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+from learngene.config import Config, parse_setting
+from learngene.data import Episode, ImageSet, sample_episodes
+from learngene.data.transforms import normalize
+from learngene.errors import ConfigError
+from learngene.gene import Learngene
+from learngene.individual import IndividualSpec, TrainSettings, build_individual, train_few_shot
+from learngene.runtime import derive_seed
+from learngene.stats import mean_ci95
+
+METHODS = ("learngene", "scratch", "finetune", "linear-probe", "gene-bottom", "gene-top", "gene-random-layers")
+
+
+def individual_spec(cfg: Config) -> IndividualSpec:
+    i = cfg.individual
+    return IndividualSpec(before=list(i.before), after=list(i.after), hidden=list(i.hidden), match_spatial=i.pool_before)
+
+
+def train_settings(cfg: Config) -> TrainSettings:
+    i = cfg.individual
+    return TrainSettings(epochs=i.epochs, batch_size=i.batch_size, lr=i.lr, momentum=i.momentum,
+                         weight_decay=i.weight_decay, inherit_mode=i.inherit_mode, ewc_lambda=i.ewc_lambda,
+                         lr_scale=i.lr_scale, imprint=i.imprint)
+
+
+def spatial_in(network: nn.Module, layer_name: str, image_size: int) -> int:
+    size = image_size
+    for name, block in network.features.named_children():
+        if f"features.{name}" == layer_name:
+            return size
+        if isinstance(getattr(block, "pool", None), nn.MaxPool2d):
+            size //= 2
+    raise ConfigError(f"{layer_name} is not a conv block of the collective model")
+
+
+def gene_from_network(network: nn.Module, layers: list[str], spec: dict[str, Any], criterion: dict | None = None,
+                      provenance: dict | None = None) -> Learngene:
+    full = {**spec, "spatial_in": spatial_in(network, layers[0], spec["image_size"])}
+    return Learngene.from_model(network, layers, input_spec=full, criterion=criterion, provenance=provenance)
+
+
+def episode_tensors(data: ImageSet, ep: Episode, spec: dict[str, Any]):
+    sx = normalize(data.images[ep.support_indices], spec["mean"], spec["std"])
+    qx = normalize(data.images[ep.query_indices], spec["mean"], spec["std"])
+    return sx, ep.support_labels.long(), qx, ep.query_labels.long()
+
+
+class LinearProbe(nn.Module):
+    """Frozen collective features (always in eval mode) + a new linear classifier."""
+
+    def __init__(self, backbone: nn.Module, ways: int):
+        super().__init__()
+        self.backbone = backbone.eval()
+        for p in self.backbone.parameters():
+            p.requires_grad_(False)
+        self.classifier = nn.Linear(backbone.classifier.in_features, ways)
+
+    def train(self, mode: bool = True) -> LinearProbe:
+        super().train(mode)
+        self.backbone.eval()
+        return self
+
+    def forward_penultimate(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return self.backbone.forward_penultimate(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.forward_penultimate(x))
+
+
+def _finetune_model(network: nn.Module, ways: int) -> nn.Module:
+    model = copy.deepcopy(network)
+    model.classifier = nn.Linear(model.classifier.in_features, ways)
+    return model
+
+
+def _n_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def ablation_genes(network: nn.Module, layer_names: list[str], selected: list[str], spec: dict[str, Any],
+                   seed: int) -> dict[str, Learngene]:
+    k = len(selected)
+    n = len(layer_names)
+    start = layer_names.index(selected[0])
+    # a window that is neither the selected one nor the bottom/top ablations, when the network has one
+    windows = list(range(n - k + 1))
+    others = [a for a in windows if a not in (start, 0, n - k)] or [a for a in windows if a != start] or [start]
+    r = random.Random(seed).choice(others)
+    return {
+        "gene-bottom": gene_from_network(network, layer_names[:k], spec),
+        "gene-top": gene_from_network(network, layer_names[n - k :], spec),
+        "gene-random-layers": gene_from_network(network, layer_names[r : r + k], spec),
+    }
+
+
+def evaluate_methods(
+    cfg: Config,
+    data: ImageSet,
+    novel: list[str],
+    network: nn.Module,
+    gene: Learngene,
+    layer_names: list[str],
+    spec: dict[str, Any],
+    *,
+    methods: list[str] | None = None,
+    progress: bool = True,
+    shard: tuple[int, int] = (0, 1),
+) -> dict[str, Any]:
+    """Run every method on every setting and seed; returns ``individual`` report section."""
+    from tqdm.auto import tqdm
+
+    methods = list(methods or cfg.evaluate.methods)
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise ConfigError(f"unknown evaluation methods {unknown}; available: {', '.join(METHODS)}")
+    ind_spec = individual_spec(cfg)
+    base = train_settings(cfg)
+    network = network.cpu().eval()
+    ablations = ablation_genes(network, layer_names, gene.layer_names, spec, cfg.seed)
+    results: dict[str, Any] = {}
+    jobs = [(s, seed) for s in cfg.evaluate.settings for seed in cfg.evaluate.seeds]
+    for setting, seed in jobs:
+        ways, shots = parse_setting(setting)
+        episodes = sample_episodes(data, novel, ways, shots, cfg.evaluate.queries, cfg.evaluate.episodes,
+                                   seed=derive_seed(cfg.seed, "episodes", setting, seed) % (2**31))
+        per = results.setdefault(setting, {m: [] for m in methods})
+        bar = tqdm(enumerate(episodes), total=len(episodes), desc=f"{setting} seed {seed}", disable=not progress,
+                   leave=False, dynamic_ncols=True)
+        for i, ep in bar:
+            if i % shard[1] != shard[0]:
+                continue
+            sx, sy, qx, qy = episode_tensors(data, ep, spec)
+            init_seed = derive_seed(cfg.seed, "init", setting, seed, i) % (2**31)
+            for m in methods:
+                model, settings, use_ewc = _build(m, network, gene, ablations, ind_spec, base, ways, init_seed)
+                out = train_few_shot(model, sx, sy, settings, query_x=qx, query_y=qy, seed=init_seed,
+                                     use_gene_ewc=use_ewc)
+                if m == "scratch":
+                    inherited = 0
+                elif hasattr(model, "inherited_params"):
+                    inherited = model.inherited_params()
+                else:
+                    inherited = _n_params(model) - _n_params(model.classifier)
+                per[m].append({"episode": i, "seed": seed, "accuracy": out["accuracy"], "curve": out["curve"],
+                               "train_seconds": out["train_seconds"], "params": _n_params(model),
+                               "inherited_params": inherited})
+    return summarize(results, cfg)
+
+
+def _build(m: str, network, gene, ablations, ind_spec, base: TrainSettings, ways: int, seed: int):
+    settings = copy.copy(base)
+    if m == "learngene":
+        return build_individual(gene, ind_spec, ways, seed=seed), settings, True
+    if m == "scratch":
+        settings.inherit_mode = "free"
+        return build_individual(gene, ind_spec, ways, seed=seed, inherit=False), settings, False
+    if m in ablations:
+        return build_individual(ablations[m], ind_spec, ways, seed=seed), settings, True
+    torch.manual_seed(seed)
+    if m == "finetune":
+        settings.inherit_mode = "free"
+        return _finetune_model(network, ways), settings, False
+    if m == "linear-probe":
+        settings.train_prefixes = ("classifier.",)
+        return LinearProbe(copy.deepcopy(network), ways), settings, False
+    raise ConfigError(f"unknown method {m!r}")
+
+
+def summarize(results: dict[str, dict[str, list[dict[str, Any]]]], cfg: Config) -> dict[str, Any]:
+    settings: dict[str, Any] = {}
+    for setting, per in results.items():
+        methods: dict[str, Any] = {}
+        for m, runs in per.items():
+            accs = [r["accuracy"] for r in runs]
+            mean, ci = mean_ci95(accs)
+            n_epochs = max((len(r["curve"]) for r in runs), default=0)
+            curve = [sum(r["curve"][e] for r in runs) / len(runs) for e in range(n_epochs)] if runs else []
+            final = curve[-1] if curve else float("nan")
+            to90 = next((e + 1 for e, v in enumerate(curve) if v >= 0.9 * final), None) if curve else None
+            methods[m] = {
+                "acc_mean": mean,
+                "acc_ci95": ci,
+                "n": len(accs),
+                "params": runs[0]["params"] if runs else None,
+                "inherited_params": runs[0]["inherited_params"] if runs else None,
+                "train_seconds_mean": sum(r["train_seconds"] for r in runs) / max(len(runs), 1),
+                "epochs_to_90pct_final": to90,
+                "curve": curve,
+                "accuracies": accs,
+            }
+        settings[setting] = {"methods": methods}
+    headline = cfg.evaluate.headline
+    return {
+        "headline": headline,
+        "methods": settings.get(headline, {}).get("methods", {}),
+        "settings": settings,
+        "episodes_per_seed": cfg.evaluate.episodes,
+        "queries_per_class": cfg.evaluate.queries,
+        "seeds": list(cfg.evaluate.seeds),
+        "ci": "95% Student-t interval over all (episode, seed) pairs",
+    }
+
+
+def merge_shards(parts: list[dict[str, dict[str, list[dict[str, Any]]]]]) -> dict[str, dict[str, list]]:
+    merged: dict[str, dict[str, list]] = {}
+    for part in parts:
+        for setting, per in part.items():
+            dst = merged.setdefault(setting, {})
+            for m, runs in per.items():
+                dst.setdefault(m, []).extend(runs)
+    for per in merged.values():
+        for runs in per.values():
+            runs.sort(key=lambda r: (r["seed"], r["episode"]))
+    return merged
+
+
+MethodBuilder = Callable[..., Any]

@@ -1,0 +1,269 @@
+"""Individual models: fresh layers + an inherited learngene + a new head, trained on a few-shot target task.
+
+Layout (stable state-dict prefixes): ``before.{i}`` fresh conv blocks, ``gene.{k}`` the inherited blocks,
+``after.{i}`` fresh conv blocks, ``head.*`` hidden MLP, ``classifier.*`` the new C-way output layer.
+Every target task starts from a *fresh* copy of the gene (the paper's code reused the fine-tuned model).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from learngene.collective.ewc import EWC, diagonal_fisher
+from learngene.errors import ModelError, NonFiniteError
+from learngene.models.vgg import ConvBlock
+
+GENE_PREFIX = "gene."
+
+
+def _blocks(specs: Sequence[dict[str, Any]]) -> nn.Sequential:
+    return nn.Sequential(*[ConvBlock(s["in_channels"], s["out_channels"], pool=bool(s["pool"])) for s in specs])
+
+
+class IndividualModel(nn.Module):
+    """A lightweight descendant: ``before -> gene -> after -> head -> classifier``."""
+
+    def __init__(self, in_channels: int, image_size: int, before: Sequence[dict[str, Any]],
+                 gene: Sequence[dict[str, Any]], after: Sequence[dict[str, Any]], hidden: Sequence[int],
+                 num_classes: int, dropout: float = 0.0):
+        super().__init__()
+        self._cfg = {
+            "name": "individual", "in_channels": in_channels, "image_size": image_size,
+            "before": [dict(s) for s in before], "gene": [dict(s) for s in gene], "after": [dict(s) for s in after],
+            "hidden": list(hidden), "num_classes": num_classes, "dropout": dropout,
+        }
+        chain = list(before) + list(gene) + list(after)
+        prev = in_channels
+        size = image_size
+        for s in chain:
+            if s["in_channels"] != prev:
+                raise ModelError(f"individual model: a block expects {s['in_channels']} input channels but gets {prev}")
+            prev = s["out_channels"]
+            size = size // 2 if s["pool"] else size
+        if size < 1:
+            raise ModelError(f"individual model: too many pools for {image_size}x{image_size} images")
+        self.before = _blocks(before)
+        self.gene = _blocks(gene)
+        self.after = _blocks(after)
+        layers: list[nn.Module] = [nn.Flatten()]
+        dim = prev * size * size
+        for h in hidden:
+            layers += [nn.Linear(dim, h), nn.ReLU(inplace=True)]
+            if dropout:
+                layers.append(nn.Dropout(dropout))
+            dim = h
+        self.head = nn.Sequential(*layers)
+        self.classifier = nn.Linear(dim, num_classes)
+        self.feature_dim = dim
+
+    def config(self) -> dict[str, Any]:
+        return copy.deepcopy(self._cfg)
+
+    @classmethod
+    def from_config(cls, cfg: dict[str, Any]) -> IndividualModel:
+        kw = {k: v for k, v in cfg.items() if k != "name"}
+        return cls(**kw)
+
+    @property
+    def num_classes(self) -> int:
+        return self.classifier.out_features
+
+    def forward_penultimate(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.after(self.gene(self.before(x))))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.forward_penultimate(x))
+
+    def inherited_params(self) -> int:
+        return sum(p.numel() for p in self.gene.parameters())
+
+
+@dataclass
+class IndividualSpec:
+    """How big the descendant is around its gene."""
+
+    before: list[int] = field(default_factory=lambda: [32])
+    after: list[int] = field(default_factory=list)
+    hidden: list[int] = field(default_factory=list)
+    match_spatial: bool = True  # place pools in the fresh layers so the gene sees the spatial size it saw in the source
+    adapt: bool = True  # make the last fresh layer before the gene output the gene's input channels
+
+
+def plan_individual(gene_layers: Sequence[dict[str, Any]], input_spec: dict[str, Any], spec: IndividualSpec,
+                    num_classes: int) -> dict[str, Any]:
+    """Turn a gene's layer list and a size spec into an IndividualModel config (shape-checked)."""
+    channels, image_size = int(input_spec["channels"]), int(input_spec["image_size"])
+    gene_specs = [
+        {"in_channels": int(g["in_channels"]), "out_channels": int(g["out_channels"]), "pool": bool(g["pool"])}
+        for g in gene_layers
+    ]
+    before: list[dict[str, Any]] = []
+    spatial_in = int(input_spec.get("spatial_in", image_size))
+    gene_in = gene_specs[0]["in_channels"] if gene_specs else channels
+    at_input = spatial_in == image_size and gene_in == channels
+    if gene_specs and not at_input:
+        widths = list(spec.before)
+        if not widths:
+            raise ModelError(
+                f"the gene expects {gene_in} input channels (it sat inside the collective model), so the individual "
+                "model needs at least one fresh layer before it: set individual.before, e.g. [32]"
+            )
+        if widths[-1] != gene_in:
+            if not spec.adapt:
+                raise ModelError(
+                    f"the last fresh layer before the gene has {widths[-1]} channels but the gene expects {gene_in}; "
+                    f"set individual.before to end with {gene_in} or allow adaptation"
+                )
+            widths[-1] = gene_in
+        n_pools = 0
+        if spec.match_spatial and spatial_in < image_size:
+            n_pools = max(0, round(math.log2(image_size / spatial_in)))
+        prev = channels
+        for i, w in enumerate(widths):
+            pool = i < n_pools if n_pools <= len(widths) else True
+            before.append({"in_channels": prev, "out_channels": w, "pool": pool})
+            prev = w
+    elif not gene_specs:
+        prev = channels
+        for w in spec.before:
+            before.append({"in_channels": prev, "out_channels": w, "pool": True})
+            prev = w
+    after: list[dict[str, Any]] = []
+    prev = gene_specs[-1]["out_channels"] if gene_specs else (before[-1]["out_channels"] if before else channels)
+    for w in spec.after:
+        after.append({"in_channels": prev, "out_channels": w, "pool": False})
+        prev = w
+    return {
+        "name": "individual", "in_channels": channels, "image_size": image_size, "before": before,
+        "gene": gene_specs, "after": after, "hidden": list(spec.hidden), "num_classes": num_classes, "dropout": 0.0,
+    }
+
+
+def build_individual(gene, spec: IndividualSpec, num_classes: int, *, seed: int = 0,
+                     inherit: bool = True) -> IndividualModel:
+    """A descendant around ``gene``; ``inherit=False`` gives the same architecture with random init (scratch)."""
+    torch.manual_seed(seed)
+    cfg = plan_individual(gene.layers, gene.input_spec, spec, num_classes)
+    model = IndividualModel.from_config(cfg)
+    if inherit:
+        # a fresh copy of the gene every time: the artifact's tensors are never trained in place
+        model.gene.load_state_dict({k: v.clone() for k, v in gene.state_dict_for("").items()}, strict=True)
+    return model
+
+
+@dataclass
+class TrainSettings:
+    epochs: int = 30
+    batch_size: int = 32
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    inherit_mode: str = "ewc"  # ewc | freeze | lr_scale | free
+    ewc_lambda: float = 50.0
+    lr_scale: float = 0.1
+    imprint: bool = True
+    train_prefixes: tuple[str, ...] | None = None  # only these parameters train (linear probe: ("classifier.",))
+
+
+@torch.no_grad()
+def imprint_classifier(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> None:
+    """Weight imprinting: each class's row is its mean support feature, so training starts from a sensible head."""
+    was = model.training
+    model.eval()
+    feats = model.forward_penultimate(x)
+    model.train(was)
+    n = model.classifier.out_features
+    means = torch.stack([feats[y == c].mean(0) for c in range(n)])
+    norm = means.norm(dim=1, keepdim=True).clamp_min(1e-6)
+    scale = 1.0 / norm.mean()
+    model.classifier.weight.copy_(means * scale)
+    model.classifier.bias.copy_(-0.5 * (means * scale * means).sum(1))
+
+
+def _param_groups(model: nn.Module, s: TrainSettings) -> list[dict[str, Any]]:
+    inherited, rest = [], []
+    for name, p in model.named_parameters():
+        if s.train_prefixes is not None and not name.startswith(s.train_prefixes):
+            p.requires_grad_(False)
+            continue
+        if name.startswith(GENE_PREFIX):
+            if s.inherit_mode == "freeze":
+                p.requires_grad_(False)
+                continue
+            inherited.append(p)
+        else:
+            rest.append(p)
+    groups = [{"params": rest, "lr": s.lr}]
+    if inherited:
+        groups.append({"params": inherited, "lr": s.lr * (s.lr_scale if s.inherit_mode == "lr_scale" else 1.0)})
+    return [g for g in groups if g["params"]]
+
+
+def train_few_shot(model: nn.Module, support_x: torch.Tensor, support_y: torch.Tensor, s: TrainSettings, *,
+                   query_x: torch.Tensor | None = None, query_y: torch.Tensor | None = None, seed: int = 0,
+                   use_gene_ewc: bool = True) -> dict[str, Any]:
+    """Train on the support set; accuracy on the query set after every epoch (the convergence curve)."""
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    if s.imprint:
+        imprint_classifier(model, support_x, support_y)
+    ewc = None
+    if use_gene_ewc and s.inherit_mode == "ewc" and s.ewc_lambda > 0 and any(
+        n.startswith(GENE_PREFIX) for n, _ in model.named_parameters()
+    ):
+        def select(name: str, p: nn.Parameter) -> bool:
+            return name.startswith(GENE_PREFIX)
+
+        ewc = EWC(s.ewc_lambda, params=select)
+        fisher = diagonal_fisher(model, support_x, support_y, params=select)
+        top = max(float(f.max()) for f in fisher.values())
+        if top > 0:  # the most important inherited weight gets weight 1: lambda * lr stays a stable step size
+            fisher = {k: f / top for k, f in fisher.items()}
+        ewc.set_reference(model, fisher)
+    opt = torch.optim.SGD(_param_groups(model, s), lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay)
+    curve: list[float] = []
+    tick = time.perf_counter()
+    n = len(support_x)
+    for _epoch in range(s.epochs):
+        model.train()
+        order = torch.randperm(n, generator=gen)
+        for start in range(0, n, s.batch_size):
+            idx = order[start : start + s.batch_size]
+            loss = F.cross_entropy(model(support_x[idx]), support_y[idx])
+            if ewc is not None:
+                loss = loss + ewc.penalty(model)
+            if not torch.isfinite(loss.detach()):
+                raise NonFiniteError(
+                    f"non-finite loss while training an individual model (epoch {_epoch}, batch {start // s.batch_size}); "
+                    f"lower individual.lr (now {s.lr}) or individual.ewc_lambda (now {s.ewc_lambda})"
+                )
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        if query_x is not None:
+            curve.append(accuracy_of(model, query_x, query_y))
+    seconds = time.perf_counter() - tick
+    out: dict[str, Any] = {"curve": curve, "train_seconds": seconds}
+    if ewc is not None:
+        out["ewc_penalty_final"] = float(ewc.penalty(model).detach())
+    if query_x is not None:
+        out["accuracy"] = curve[-1] if curve else accuracy_of(model, query_x, query_y)
+    return out
+
+
+@torch.no_grad()
+def accuracy_of(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 256) -> float:
+    model.eval()
+    correct = 0
+    for start in range(0, len(x), batch_size):
+        correct += int((model(x[start : start + batch_size]).argmax(1) == y[start : start + batch_size]).sum())
+    return correct / max(len(x), 1)

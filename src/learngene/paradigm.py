@@ -1,0 +1,132 @@
+"""The later stages over run directories: select the learngene, evaluate individuals, run everything."""
+
+from __future__ import annotations
+
+import datetime as _dt
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from learngene import __version__
+from learngene.collective.recorder import GradientRecorder
+from learngene.config import Config
+from learngene.criterion import CriterionContext, select_layers
+from learngene.data import TaskStream
+from learngene.evaluate import evaluate_methods, gene_from_network
+from learngene.gene import Learngene
+from learngene.pipeline import load_collective_run, run_collective
+from learngene.plots import plot_bars, plot_curves
+from learngene.prepare import load_data
+from learngene.report import jsonable, write_report
+from learngene.safeio import atomic_write_json, check_writable_dir
+
+
+def _pseudo_pool(stream: TaskStream) -> tuple[list[str], str]:
+    """Classes for pseudo-target tasks: source classes the stream never used, else the open world. Never novel."""
+    split = stream.split
+    unseen = [c for c in split.source if c not in set(stream.class_order)]
+    if len(unseen) >= 2:
+        return unseen, "source (never in the stream)"
+    if len(split.open_world) >= 2:
+        return list(split.open_world), "open-world"
+    return list(split.source), "source (seen by the collective model: optimistic)"
+
+
+def select_gene(run_dir: str | Path, gene_dir: str | Path, *, cfg: Config | None = None, data=None,
+                overwrite: bool = True) -> tuple[Learngene, dict[str, Any]]:
+    """Apply the configured criterion to a finished collective run and save the learngene."""
+    run = load_collective_run(run_dir)
+    cfg = cfg or run["config"]
+    network = run["network"].cpu().eval()
+    data = data if data is not None else load_data(cfg)
+    stream = TaskStream.from_manifest(data, run["stream_manifest"])
+    recorder = GradientRecorder.load(run_dir)
+    layer_names = network.conv_layer_names()
+    fractions = recorder.per_task("fraction")
+    norms = recorder.per_task("grad_norm")
+    order = [recorder.layer_names.index(n) for n in layer_names if n in recorder.layer_names]
+    if len(order) == len(layer_names):
+        fractions, norms = fractions[:, order], norms[:, order]
+    else:
+        fractions = norms = None
+    spec = run["meta"]["input_spec"]
+    pseudo, pool = _pseudo_pool(stream)
+    ctx = CriterionContext(network=network, layer_names=layer_names, grad_stats=fractions, grad_norms=norms,
+                           cfg=cfg, data=data, pseudo_classes=pseudo, pseudo_pool=pool, input_spec=spec)
+    result = select_layers(ctx)
+    provenance = {
+        "collective_run": str(Path(run_dir).resolve()),
+        "task_index": len(stream) - 1,
+        "seed": cfg.seed,
+        "package_version": __version__,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "data": data.name,
+    }
+    gene = gene_from_network(network, result.selected, spec, criterion=result.to_dict(), provenance=provenance)
+    check_writable_dir(gene_dir, overwrite=overwrite)
+    gene.save(gene_dir)
+    return gene, result.to_dict()
+
+
+def evaluate_run(run_dir: str | Path, gene: Learngene, *, cfg: Config | None = None, data=None,
+                 progress: bool = True) -> dict[str, Any]:
+    run = load_collective_run(run_dir)
+    cfg = cfg or run["config"]
+    data = data if data is not None else load_data(cfg)
+    stream = TaskStream.from_manifest(data, run["stream_manifest"])
+    network = run["network"]
+    return evaluate_methods(cfg, data, list(stream.split.novel), network, gene, network.conv_layer_names(),
+                            run["meta"]["input_spec"], progress=progress)
+
+
+def run_paradigm(cfg: Config, out: str | Path, *, resume: bool = False, overwrite: bool = False,
+                 device: torch.device | str = "cpu", progress: bool = True) -> dict[str, Any]:
+    """collective -> criterion -> gene -> individuals + baselines -> report.json / report.md / plots."""
+    out = Path(out)
+    if not resume:
+        check_writable_dir(out, overwrite=overwrite)
+    data = load_data(cfg)
+    coll_dir = out / "collective"
+    if resume and (coll_dir / "collective.json").is_file():
+        from learngene.safeio import read_json
+
+        collective = read_json(coll_dir / "collective.json", "collective report")
+    else:
+        collective = run_collective(cfg, coll_dir, resume=resume and coll_dir.exists(), overwrite=True,
+                                    device=device, progress=progress, data=data)
+    gene, criterion = select_gene(coll_dir, out / "gene", cfg=cfg, data=data)
+    individual = evaluate_run(coll_dir, gene, cfg=cfg, data=data, progress=progress)
+    stream_manifest = load_collective_run(coll_dir)["stream_manifest"]
+    report = {
+        "version": __version__,
+        "seed": cfg.seed,
+        "config": cfg.to_dict(),
+        "split": collective["split"],
+        "data": data.name,
+        "machine": collective.get("machine"),
+        "collective": {
+            "open_world": collective.get("open_world"),
+            "final": collective["final"],
+            "forgetting_curve": collective["forgetting_curve"],
+            "average_accuracy_curve": collective["average_accuracy_curve"],
+            "n_tasks": collective["n_tasks"],
+            "class_order": stream_manifest.get("class_order"),
+        },
+        "criterion": criterion,
+        "gene": {"dir": str(out / "gene"), "layers": gene.layer_names, "params": gene.num_params},
+        "individual": individual,
+    }
+    atomic_write_json(out / "report.json", jsonable(report))
+    write_report(report, out / "report.md")
+    plots = out / "plots"
+    for setting, res in individual["settings"].items():
+        ms = res["methods"]
+        plot_curves({m: r["curve"] for m, r in ms.items()}, plots / f"convergence_{setting}.png",
+                    title=f"query accuracy after each epoch, {setting}")
+        plot_bars({m: r["acc_mean"] for m, r in ms.items()}, {m: r["acc_ci95"] for m, r in ms.items()},
+                  plots / f"accuracy_{setting}.png", title=f"{setting}: mean accuracy with 95% CI")
+    src = coll_dir / "plots" / "gradient_heatmap.png"
+    if src.is_file():
+        (plots / "criterion_heatmap.png").write_bytes(src.read_bytes())
+    return report

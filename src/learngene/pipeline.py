@@ -1,0 +1,119 @@
+"""The stages of the paradigm as functions over a run directory, shared by the CLI and the Python API.
+
+A run directory holds: ``config.json`` (resolved config), ``stream.json`` (split + every task's images),
+``checkpoints/``, ``collective.json`` (report), ``model/`` (final collective network: model.safetensors +
+config.json), ``gradient_stats.*`` and ``plots/``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import safetensors.torch
+import torch
+from torch import nn
+
+from learngene.collective.learner import CollectiveModel
+from learngene.config import Config, config_from_dict
+from learngene.data import ImageSet, TaskStream
+from learngene.errors import CheckpointError, LearngeneError
+from learngene.models import model_from_config
+from learngene.plots import plot_accuracy_matrix, plot_forgetting_curve, plot_params
+from learngene.prepare import input_spec, load_data, make_split, make_stream
+from learngene.report import jsonable
+from learngene.safeio import atomic_write_bytes, atomic_write_json, check_writable_dir, read_json
+
+MODEL_DIR = "model"
+
+
+def save_network(model: nn.Module, directory: str | Path, extra: dict[str, Any] | None = None) -> Path:
+    """timm habit: weights in model.safetensors, architecture in config.json (nothing executable)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    atomic_write_bytes(directory / "model.safetensors", safetensors.torch.save(tensors, metadata={"format": "learngene-model"}))
+    atomic_write_json(directory / "config.json", {"architecture": model.config(), **(extra or {})})
+    return directory
+
+
+def load_network(directory: str | Path) -> tuple[nn.Module, dict[str, Any]]:
+    directory = Path(directory)
+    meta = read_json(directory / "config.json", "model config")
+    if "architecture" not in meta:
+        raise LearngeneError(f"{directory / 'config.json'} has no 'architecture'; is this a learngene model directory?")
+    try:
+        tensors = safetensors.torch.load_file(str(directory / "model.safetensors"))
+    except Exception as err:  # noqa: BLE001 - any parse failure is a bad file
+        raise LearngeneError(f"cannot read {directory / 'model.safetensors'}: {err}") from None
+    model = model_from_config(meta["architecture"])
+    try:
+        model.load_state_dict(tensors)
+    except RuntimeError as err:
+        raise LearngeneError(f"weights in {directory} do not match its architecture: {str(err)[:300]}") from None
+    return model.eval(), meta
+
+
+def run_collective(
+    cfg: Config,
+    out: str | Path,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    device: torch.device | str = "cpu",
+    progress: bool = True,
+    data: ImageSet | None = None,
+) -> dict[str, Any]:
+    """Train the collective model of ``cfg`` into ``out`` (or resume it) and write its report and plots."""
+    out = Path(out)
+    if resume:
+        if not (out / "checkpoints" / "latest.json").is_file():
+            raise CheckpointError(f"--resume given but {out}/checkpoints/latest.json does not exist; start without --resume")
+        saved = config_from_dict(read_json(out / "config.json", "run config"))
+        if saved.to_dict() != cfg.to_dict():
+            raise CheckpointError(
+                f"{out} was started with a different configuration; resume with the same --preset/--config/--set, "
+                "or use a new --out directory"
+            )
+    else:
+        check_writable_dir(out, overwrite=overwrite)
+    data = data if data is not None else load_data(cfg)
+    split = make_split(cfg, data)
+    stream = make_stream(cfg, data, split)
+    if resume and (out / "stream.json").is_file():
+        saved_stream = read_json(out / "stream.json", "stream manifest")
+        stream = TaskStream.from_manifest(data, saved_stream)
+    spec = input_spec(data, split.source)
+    atomic_write_json(out / "config.json", cfg.to_dict())
+    stream.save_manifest(out / "stream.json")
+    model = CollectiveModel(cfg, stream, spec, device=device)
+    report = model.learn(ckpt_dir=out / "checkpoints", resume=resume, progress=progress)
+    model.recorder.save(out)
+    save_network(model.network, out / MODEL_DIR, {"input_spec": spec, "class_order": stream.class_order})
+    atomic_write_json(out / "collective.json", jsonable(report))
+    plots = out / "plots"
+    plot_forgetting_curve(report, plots / "forgetting_curve.png")
+    plot_accuracy_matrix(report["accuracy_matrix_task_aware"]["R"], plots / "accuracy_matrix.png")
+    plot_params(report, plots / "params.png")
+    if model.recorder.records:
+        model.recorder.plot_heatmap(plots / "gradient_heatmap.png")
+    return report
+
+
+def load_collective_run(run_dir: str | Path) -> dict[str, Any]:
+    """Everything later stages need from a finished collective run."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "collective.json").is_file():
+        raise LearngeneError(
+            f"{run_dir} is not a finished collective run (no collective.json); run `learngene collective --out {run_dir}` first"
+        )
+    cfg = config_from_dict(read_json(run_dir / "config.json", "run config"))
+    report = read_json(run_dir / "collective.json", "collective report")
+    network, meta = load_network(run_dir / MODEL_DIR)
+    return {"config": cfg, "report": report, "network": network, "meta": meta, "dir": run_dir,
+            "stream_manifest": read_json(run_dir / "stream.json", "stream manifest")}
+
+
+def dump(obj: Any) -> str:
+    return json.dumps(obj, indent=2, sort_keys=False)

@@ -1,0 +1,66 @@
+"""From a config to data: load the source, split its classes, draw the task stream."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from learngene.config import Config
+from learngene.data import ClassSplit, ImageSet, TaskStream, load_source, paper_split
+from learngene.errors import ConfigError
+
+
+def load_data(cfg: Config, root: str | None = None) -> ImageSet:
+    d = cfg.data
+    kwargs: dict[str, Any] = {}
+    if d.source == "glyphs":
+        kwargs = {"per_class": d.per_class, "max_classes": d.max_classes}
+    return load_source(
+        d.source, root=root or d.root, image_size=d.image_size, channels=d.channels, seed=cfg.seed, **kwargs
+    )
+
+
+def make_split(cfg: Config, data: ImageSet) -> ClassSplit:
+    d = cfg.data
+    if d.split == "groups":
+        split = ClassSplit.random_groups(data, fractions=tuple(d.split_fractions), seed=cfg.seed)
+    elif d.split == "classes":
+        n = len(data.classes)
+        f = d.split_fractions
+        total = sum(f)
+        n_src, n_open = int(n * f[0] / total), int(n * f[1] / total)
+        split = ClassSplit.random_classes(data, n_src, n_open, n - n_src - n_open, seed=cfg.seed)
+    elif d.split == "paper":
+        if d.source not in ("cifar100", "imagefolder"):
+            raise ConfigError("data.split = 'paper' exists for CIFAR-100 and ImageNet-100 (imagefolder) only")
+        split = paper_split("cifar100" if d.source == "cifar100" else "imagenet100")
+    else:
+        split = ClassSplit.by_groups(
+            data, d.source_groups or [], d.open_world_groups or [], d.novel_groups or []
+        )
+    split.validate_against(data)
+    return split
+
+
+def make_stream(cfg: Config, data: ImageSet, split: ClassSplit) -> TaskStream:
+    s = cfg.stream
+    return TaskStream(
+        data,
+        split,
+        n_tasks=s.tasks,
+        ways=s.ways,
+        train_per_class=s.train_per_class,
+        test_fraction=s.test_fraction,
+        class_sampling=s.class_sampling,
+        seed=cfg.seed,
+    )
+
+
+def input_spec(data: ImageSet, classes: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """Normalization statistics from the source classes only (the novel classes stay unseen)."""
+    idx = torch.cat([data.indices_of(c) for c in classes])
+    x = data.images[idx].float().div_(255)
+    mean = x.mean(dim=(0, 2, 3)).tolist()
+    std = x.std(dim=(0, 2, 3)).clamp_min(1e-3).tolist()
+    return {"image_size": data.image_size, "channels": data.channels, "mean": mean, "std": std}

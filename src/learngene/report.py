@@ -1,0 +1,72 @@
+"""Markdown tables for humans, from the same dict that goes to report.json."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from learngene.safeio import atomic_write_bytes
+
+
+def _f(x: Any, digits: int = 3) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "-"
+    if isinstance(x, float):
+        return f"{x:.{digits}f}"
+    return f"{x:,}" if isinstance(x, int) else str(x)
+
+
+def methods_table(methods: dict[str, Any]) -> str:
+    rows = ["| method | accuracy | 95% CI | n | params | inherited | epochs to 90% | train s/task |",
+            "|---|---|---|---|---|---|---|---|"]
+    for m, r in methods.items():
+        rows.append(
+            f"| {m} | {_f(r['acc_mean'])} | ±{_f(r['acc_ci95'])} | {r['n']} | {_f(r['params'])} | "
+            f"{_f(r['inherited_params'])} | {_f(r.get('epochs_to_90pct_final'))} | {_f(r['train_seconds_mean'], 2)} |"
+        )
+    return "\n".join(rows)
+
+
+def render(report: dict[str, Any]) -> str:
+    ind = report["individual"]
+    coll = report["collective"]
+    crit = report["criterion"]
+    ow = coll.get("open_world") or {}
+    lines = [
+        "# learngene report",
+        "",
+        f"- data: `{report['data']}`, seed {report['seed']}, learngene {report['version']}",
+        f"- split: {len(report['split']['source'])} source / {len(report['split']['open_world'])} open-world / "
+        f"{len(report['split']['novel'])} novel classes",
+        f"- collective model: {coll['n_tasks']} tasks, final average accuracy {_f(coll['final']['average_accuracy'])}, "
+        f"forgetting {_f(coll['final']['forgetting'])}, open-world AUROC {_f(ow.get('auroc'))}, "
+        f"FPR@95%TPR {_f(ow.get('fpr95'))}, {coll['final']['params']:,} parameters",
+        f"- criterion `{crit['name']}` selected {', '.join(crit['selected'])}: {crit['reason']}",
+        f"- evaluation: {ind['episodes_per_seed']} episodes x seeds {ind['seeds']}, {ind['queries_per_class']} "
+        f"queries per class; {ind['ci']}",
+        "",
+    ]
+    for setting, res in ind["settings"].items():
+        lines += [f"## {setting}" + (" (headline)" if setting == ind["headline"] else ""), "",
+                  methods_table(res["methods"]), ""]
+    lines += ["## Criterion candidates", "", "| layers | score | grad fraction (mean) | std over tasks |", "|---|---|---|---|"]
+    for c in crit["candidates"]:
+        lines.append(f"| {', '.join(c['layers'])} | {_f(c['score'])} | {_f(c.get('grad_fraction_mean'), 5)} | "
+                     f"{_f(c.get('grad_fraction_std_over_tasks'), 5)} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_report(report: dict[str, Any], path: str | Path) -> None:
+    atomic_write_bytes(path, render(report).encode())
+
+
+def jsonable(obj: Any) -> Any:
+    """Reports may hold NaN (undefined entries, CI of one sample): strict JSON has no NaN, so write null."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    return obj

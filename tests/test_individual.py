@@ -1,0 +1,111 @@
+import pytest
+import torch
+
+from learngene.errors import ModelError
+from learngene.evaluate import gene_from_network
+from learngene.individual import (
+    IndividualModel,
+    IndividualSpec,
+    TrainSettings,
+    build_individual,
+    plan_individual,
+    train_few_shot,
+)
+from learngene.models import create_model
+
+SPEC = {"image_size": 16, "channels": 1, "mean": [0.5], "std": [0.25]}
+
+
+@pytest.fixture
+def network():
+    torch.manual_seed(0)
+    net = create_model("test_vgg", in_channels=1, image_size=16, num_classes=5)
+    net.train()
+    with torch.no_grad():  # non-trivial BN statistics
+        for _ in range(3):
+            net(torch.randn(8, 1, 16, 16))
+    return net.eval()
+
+
+def _task(n_per_class=2, ways=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    protos = torch.randn(ways, 1, 16, 16, generator=g) * 2
+    x = protos.repeat_interleave(n_per_class, 0) + 0.3 * torch.randn(ways * n_per_class, 1, 16, 16, generator=g)
+    y = torch.arange(ways).repeat_interleave(n_per_class)
+    return x, y
+
+
+def test_builder_shapes_and_inherited_weights(network):
+    gene = gene_from_network(network, ["features.1", "features.2"], SPEC)
+    model = build_individual(gene, IndividualSpec(before=[5]), num_classes=3)
+    assert isinstance(model, IndividualModel)
+    assert model.eval()(torch.randn(2, 1, 16, 16)).shape == (2, 3)
+    # the fresh layer before the gene was adapted to the gene's input channels, and pools match the source
+    assert model.before[0].conv.out_channels == gene.in_channels
+    src = network.state_dict()
+    for k, v in model.gene.state_dict().items():
+        i, rest = k.split(".", 1)
+        assert torch.equal(v, src[f"features.{int(i) + 1}.{rest}"])
+    assert model.inherited_params() == gene.num_params
+
+
+def test_builder_refuses_mismatch(network):
+    gene = gene_from_network(network, ["features.1"], SPEC)
+    with pytest.raises(ModelError, match="needs at least one fresh layer"):
+        plan_individual(gene.layers, gene.input_spec, IndividualSpec(before=[]), 3)
+    with pytest.raises(ModelError, match="expects 4"):
+        plan_individual(gene.layers, gene.input_spec, IndividualSpec(before=[7], adapt=False), 3)
+
+
+def test_gene_at_input_needs_no_fresh_layer(network):
+    gene = gene_from_network(network, ["features.0"], SPEC)
+    cfg = plan_individual(gene.layers, gene.input_spec, IndividualSpec(before=[32]), 3)
+    assert cfg["before"] == []
+
+
+def test_every_task_starts_from_a_fresh_gene(network):
+    gene = gene_from_network(network, ["features.1", "features.2"], SPEC)
+    before = {k: v.clone() for k, v in gene.state_dict_for("").items()}
+    x, y = _task()
+    m1 = build_individual(gene, IndividualSpec(before=[4]), 3)
+    train_few_shot(m1, x, y, TrainSettings(epochs=5, inherit_mode="free", lr=0.1), seed=0)
+    assert any(not torch.equal(v, before[k]) for k, v in m1.gene.state_dict().items())  # it did train
+    m2 = build_individual(gene, IndividualSpec(before=[4]), 3)
+    for k, v in m2.gene.state_dict().items():
+        assert torch.equal(v, before[k])
+
+
+def _drift(model, gene):
+    ref = gene.state_dict_for("")
+    return sum(float((p.detach() - ref[n]).pow(2).sum()) for n, p in model.gene.named_parameters())
+
+
+def test_ewc_keeps_inherited_layers_close(network):
+    gene = gene_from_network(network, ["features.1", "features.2"], SPEC)
+    x, y = _task(n_per_class=4)
+    drifts = {}
+    for lam in (0.0, 100.0):
+        model = build_individual(gene, IndividualSpec(before=[4]), 3, seed=1)
+        out = train_few_shot(model, x, y, TrainSettings(epochs=20, lr=0.01, ewc_lambda=lam, imprint=False), seed=1)
+        drifts[lam] = _drift(model, gene)
+        if lam:
+            assert out["ewc_penalty_final"] > 0
+    assert drifts[100.0] < 0.5 * drifts[0.0]
+
+
+def test_freeze_mode_keeps_gene_exact(network):
+    gene = gene_from_network(network, ["features.1"], SPEC)
+    x, y = _task()
+    model = build_individual(gene, IndividualSpec(before=[4]), 3)
+    train_few_shot(model, x, y, TrainSettings(epochs=5, inherit_mode="freeze", lr=0.1), seed=0)
+    assert _drift(model, gene) == 0.0
+
+
+def test_training_learns_separable_task(network):
+    gene = gene_from_network(network, ["features.1"], SPEC)
+    x, y = _task(n_per_class=3)
+    qx, qy = _task(n_per_class=3, seed=0)
+    model = build_individual(gene, IndividualSpec(before=[4]), 3)
+    out = train_few_shot(model, x, y, TrainSettings(epochs=15, lr=0.05), query_x=qx, query_y=qy, seed=0)
+    assert len(out["curve"]) == 15
+    assert out["accuracy"] > 0.6
