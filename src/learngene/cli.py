@@ -87,13 +87,15 @@ def _toml_str(s: str) -> str:
 
 @command("collective")
 def _collective(args: argparse.Namespace) -> int:
+    from learngene.distributed import init_distributed
     from learngene.pipeline import dump, run_collective
-    from learngene.runtime import resolve_device
 
     cfg = _load_cfg(args)
-    device = resolve_device(args.device)
+    dist, device = init_distributed(args.device)
     report = run_collective(cfg, args.out, resume=args.resume, overwrite=args.overwrite, device=device,
-                            progress=not args.quiet)
+                            progress=not args.quiet, dist=dist)
+    if not dist.is_main:
+        return 0
     final = report["final"]
     ow = report.get("open_world") or {}
     print(dump({"out": str(Path(args.out) / "collective.json"), "final": final,
@@ -135,6 +137,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"learngene {args.command}: interrupted; continue later with the same command and --resume",
               file=sys.stderr)
         return 130
+    finally:
+        from learngene.distributed import shutdown
+
+        shutdown()
 
 
 if __name__ == "__main__":  # pragma: no cover

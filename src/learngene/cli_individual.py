@@ -23,13 +23,13 @@ def add_parsers(sub, config_args, run_args) -> None:
     run_args(p)
 
     p = sub.add_parser("select", help="choose the learngene of a finished collective run and save it")
-    p.add_argument("--run", required=True, help="collective run directory")
+    p.add_argument("--run-dir", "--run", dest="run", required=True, help="collective run directory (under torchrun spell it --run-dir)")
     p.add_argument("--out", required=True, help="learngene directory to write")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override criterion keys, e.g. --set criterion.name=gradient_stability")
 
     p = sub.add_parser("evaluate", help="compare individual models with baselines on novel-class few-shot tasks")
-    p.add_argument("--run", required=True, help="collective run directory")
+    p.add_argument("--run-dir", "--run", dest="run", required=True, help="collective run directory (under torchrun spell it --run-dir)")
     p.add_argument("--gene", required=True, help="learngene directory")
     p.add_argument("--out", required=True, help="where to write evaluation.json")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
@@ -60,13 +60,16 @@ def add_parsers(sub, config_args, run_args) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from learngene.cli import _load_cfg
+    from learngene.distributed import init_distributed
     from learngene.paradigm import run_paradigm
     from learngene.report import methods_table
-    from learngene.runtime import resolve_device
 
     cfg = _load_cfg(args)
+    dist, device = init_distributed(args.device)
     report = run_paradigm(cfg, args.out, resume=args.resume, overwrite=args.overwrite,
-                          device=resolve_device(args.device), progress=not args.quiet)
+                          device=device, progress=not args.quiet, dist=dist)
+    if not dist.is_main:
+        return 0
     ind = report["individual"]
     ow = report["collective"].get("open_world") or {}
     print(f"learngene selected: {', '.join(report['criterion']['selected'])} ({report['criterion']['name']})")
@@ -80,29 +83,25 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _run_cfg(run_dir: str, overrides: list[str]):
-    from learngene.config import config_from_dict, load_config
+    from learngene.config import _merge_into, _parse_override, config_from_dict
     from learngene.safeio import read_json
 
-    cfg = config_from_dict(read_json(Path(run_dir) / "config.json", "run config"))
-    if overrides:
-        import tomllib
-
-        from learngene.config import _merge_into
-
-        for item in overrides:
-            key, raw = item.split("=", 1) if "=" in item else (item, "")
-            parts = key.strip().split(".")
-            try:
-                value: Any = tomllib.loads(f"v = {raw}")["v"]
-            except tomllib.TOMLDecodeError:
-                value = raw
-            nested: dict[str, Any] = {parts[-1]: value}
-            for part in reversed(parts[:-1]):
-                nested = {part: nested}
-            _merge_into(cfg, nested, "")
-        cfg.validate()
-    _ = load_config  # same validation path as the CLI presets
-    return cfg
+    run = Path(run_dir)
+    if not (run / "config.json").is_file():
+        if (run / "collective" / "config.json").is_file():
+            hint = f"this looks like the output of `learngene run`: pass --run {run / 'collective'}"
+        else:
+            hint = "pass the --out directory of `learngene collective` (or the collective/ folder of `learngene run`)"
+        raise LearngeneError(f"{run} is not a collective run directory (no config.json); {hint}")
+    cfg = config_from_dict(read_json(run / "config.json", "run config"))
+    for item in overrides:
+        key, value = _parse_override(item)  # same parsing and messages as --set of the other commands
+        parts = key.split(".")
+        nested: dict[str, Any] = {parts[-1]: value}
+        for part in reversed(parts[:-1]):
+            nested = {part: nested}
+        _merge_into(cfg, nested, "")
+    return cfg.validate()
 
 
 def _select(args: argparse.Namespace) -> int:
@@ -116,15 +115,20 @@ def _select(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
+    from learngene.distributed import init_distributed
     from learngene.gene import Learngene
     from learngene.paradigm import evaluate_run
     from learngene.report import jsonable, methods_table
-    from learngene.safeio import atomic_write_json
+    from learngene.safeio import atomic_write_json, check_writable_dir
 
     cfg = _run_cfg(args.run, args.overrides)
+    dist, _ = init_distributed("cpu")  # individual trainings are small: sharded over ranks on the CPU
     gene = Learngene.load(args.gene)
-    result = evaluate_run(args.run, gene, cfg=cfg, progress=not args.quiet)
-    Path(args.out).mkdir(parents=True, exist_ok=True)
+    if dist.is_main:  # an unwritable --out fails now, not after the whole evaluation
+        check_writable_dir(args.out, overwrite=True, resumable=False)
+    result = evaluate_run(args.run, gene, cfg=cfg, progress=not args.quiet, dist=dist)
+    if not dist.is_main:
+        return 0
     atomic_write_json(Path(args.out) / "evaluation.json", jsonable(result))
     for setting, res in result["settings"].items():
         print(f"\n{setting}:")
@@ -139,15 +143,20 @@ def _inherit(args: argparse.Namespace) -> int:
     from learngene.evaluate import individual_spec, train_settings
     from learngene.gene import Learngene
     from learngene.individual import build_individual, train_few_shot
-    from learngene.safeio import atomic_write_bytes, atomic_write_json, check_writable_dir
+    from learngene.safeio import atomic_write_bytes, atomic_write_json, check_writable_dir, sha256_bytes
 
     cfg = load_config(args.preset, args.config, args.overrides) if (args.preset or args.config or args.overrides) \
         else Config()
     gene = Learngene.load(args.gene)
     spec = gene.input_spec
-    out = check_writable_dir(args.out, overwrite=args.overwrite)
+    out = check_writable_dir(args.out, overwrite=args.overwrite, resumable=False)
     support = load_image_folder(args.support, image_size=spec["image_size"], channels=spec["channels"])
     classes = list(support.classes)
+    if len(classes) < 2:
+        raise DataError(
+            f"support folder {args.support} has {len(classes)} class folder ({', '.join(classes)}); a classifier "
+            "needs at least 2 classes, one subfolder of images per class"
+        )
     x = normalize(support.images, spec["mean"], spec["std"])
     y = support.labels.long()
     qx = qy = None
@@ -161,7 +170,8 @@ def _inherit(args: argparse.Namespace) -> int:
     model = build_individual(gene, individual_spec(cfg), len(classes), seed=args.seed)
     result = train_few_shot(model, x, y, train_settings(cfg), query_x=qx, query_y=qy, seed=args.seed)
     tensors = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-    atomic_write_bytes(out / "model.safetensors", safetensors.torch.save(tensors, metadata={"format": "learngene-individual"}))
+    weights = safetensors.torch.save(tensors, metadata={"format": "learngene-individual"})
+    atomic_write_bytes(out / "model.safetensors", weights)
     manifest = {
         "format": "learngene-individual/v1",
         "architecture": model.config(),
@@ -172,6 +182,7 @@ def _inherit(args: argparse.Namespace) -> int:
         "params": sum(p.numel() for p in model.parameters()),
         "inherited_params": model.inherited_params(),
         "query_accuracy": result.get("accuracy"),
+        "sha256": sha256_bytes(weights),  # checked by `learngene predict`: a modified file is refused
     }
     atomic_write_json(out / "model.json", manifest)
     msg = f"trained an individual model on {len(y)} images of {len(classes)} classes -> {out}"
@@ -183,19 +194,48 @@ def _inherit(args: argparse.Namespace) -> int:
 
 def load_individual(directory: str | Path):
     from learngene.individual import IndividualModel
-    from learngene.safeio import read_json
+    from learngene.safeio import read_json, sha256_file
 
     directory = Path(directory)
+    if not directory.is_dir():
+        raise LearngeneError(
+            f"model directory {directory} does not exist (or is not a folder); pass the --out of `learngene inherit`"
+        )
+    if not (directory / "model.json").is_file():
+        raise LearngeneError(
+            f"{directory} is not a model written by `learngene inherit` (no model.json); pass the --out of "
+            "`learngene inherit`"
+        )
     meta = read_json(directory / "model.json", "individual model manifest")
     if meta.get("format") != "learngene-individual/v1":
         raise LearngeneError(f"{directory} is not a model written by `learngene inherit` (format {meta.get('format')!r})")
+    weights = directory / "model.safetensors"
+    if not weights.is_file():
+        raise LearngeneError(f"{weights} is missing; the model directory is incomplete, run `learngene inherit` again")
+    expected = meta.get("sha256")
+    if expected is not None:  # models written before the checksum was recorded load without the check
+        actual = sha256_file(weights)
+        if actual != expected:
+            raise LearngeneError(
+                f"tampered: sha256 mismatch for {weights} (file {actual}, model.json {expected}); the weights were "
+                "modified or truncated after `learngene inherit` wrote them. Run `learngene inherit` again"
+            )
     try:
         model = IndividualModel.from_config(meta["architecture"])
-        model.load_state_dict(safetensors.torch.load_file(str(directory / "model.safetensors")))
-    except (KeyError, TypeError, RuntimeError, OSError, ValueError) as err:
+        model.load_state_dict(safetensors.torch.load_file(str(weights)))
+    except Exception as err:  # noqa: BLE001 - torch, safetensors (own error type) and bad manifests alike
         raise LearngeneError(f"cannot load the individual model in {directory}: {str(err)[:300]}") from None
-    except Exception as err:  # safetensors raises its own error type for corrupt files
-        raise LearngeneError(f"cannot load the individual model in {directory}: {str(err)[:300]}") from None
+    classes, pre = meta.get("classes"), meta.get("preprocessing")
+    if not isinstance(classes, list) or len(classes) != model.num_classes:
+        raise LearngeneError(
+            f"{directory / 'model.json'}: 'classes' must list the model's {model.num_classes} class names; "
+            "the manifest was edited or is corrupt, run `learngene inherit` again"
+        )
+    if not isinstance(pre, dict) or not {"image_size", "channels", "mean", "std"} <= set(pre):
+        raise LearngeneError(
+            f"{directory / 'model.json'}: 'preprocessing' must give image_size, channels, mean and std; "
+            "the manifest was edited or is corrupt, run `learngene inherit` again"
+        )
     return model.eval(), meta
 
 
@@ -207,6 +247,8 @@ def _image_paths(items: list[str]) -> list[Path]:
             paths += sorted(q for q in p.rglob("*") if q.suffix.lower() in IMAGE_SUFFIXES)
         elif p.is_file():
             paths.append(p)
+        elif not p.exists():
+            raise DataError(f"image {p} does not exist; pass image files or folders of images")
         else:
             raise DataError(f"{p} is neither an image file nor a folder")
     if not paths:

@@ -19,6 +19,7 @@ from torch import nn
 from learngene.config import Config, parse_setting
 from learngene.data import Episode, ImageSet, sample_episodes
 from learngene.data.transforms import normalize
+from learngene.distributed import SINGLE, DistInfo, all_gather_objects
 from learngene.errors import ConfigError
 from learngene.gene import Learngene
 from learngene.individual import IndividualSpec, TrainSettings, build_individual, train_few_shot
@@ -122,9 +123,13 @@ def evaluate_methods(
     *,
     methods: list[str] | None = None,
     progress: bool = True,
-    shard: tuple[int, int] = (0, 1),
+    dist: DistInfo = SINGLE,
 ) -> dict[str, Any]:
-    """Run every method on every setting and seed; returns ``individual`` report section."""
+    """Run every method on every setting and seed; returns the ``individual`` report section.
+
+    Under torchrun the episodes are sharded across ranks (episode i goes to rank i mod world) and gathered:
+    each episode's result depends only on its own seeds, so the report equals the single-process one.
+    """
     from tqdm.auto import tqdm
 
     methods = list(methods or cfg.evaluate.methods)
@@ -142,10 +147,11 @@ def evaluate_methods(
         episodes = sample_episodes(data, novel, ways, shots, cfg.evaluate.queries, cfg.evaluate.episodes,
                                    seed=derive_seed(cfg.seed, "episodes", setting, seed) % (2**31))
         per = results.setdefault(setting, {m: [] for m in methods})
-        bar = tqdm(enumerate(episodes), total=len(episodes), desc=f"{setting} seed {seed}", disable=not progress,
+        bar = tqdm(enumerate(episodes), total=len(episodes), desc=f"{setting} seed {seed}",
+                   disable=not (progress and dist.is_main),
                    leave=False, dynamic_ncols=True)
         for i, ep in bar:
-            if i % shard[1] != shard[0]:
+            if i % dist.world_size != dist.rank:
                 continue
             sx, sy, qx, qy = episode_tensors(data, ep, spec)
             init_seed = derive_seed(cfg.seed, "init", setting, seed, i) % (2**31)
@@ -162,7 +168,7 @@ def evaluate_methods(
                 per[m].append({"episode": i, "seed": seed, "accuracy": out["accuracy"], "curve": out["curve"],
                                "train_seconds": out["train_seconds"], "params": _n_params(model),
                                "inherited_params": inherited})
-    return summarize(results, cfg)
+    return summarize(merge_shards(all_gather_objects(dist, results)), cfg)
 
 
 def _build(m: str, network, gene, ablations, ind_spec, base: TrainSettings, ways: int, seed: int):
@@ -228,7 +234,7 @@ def merge_shards(parts: list[dict[str, dict[str, list[dict[str, Any]]]]]) -> dic
                 dst.setdefault(m, []).extend(runs)
     for per in merged.values():
         for runs in per.values():
-            runs.sort(key=lambda r: (r["seed"], r["episode"]))
+            runs.sort(key=lambda r: (r["seed"], r["episode"]))  # one canonical order, however many ranks
     return merged
 
 

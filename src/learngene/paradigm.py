@@ -13,13 +13,14 @@ from learngene.collective.recorder import GradientRecorder
 from learngene.config import Config
 from learngene.criterion import CriterionContext, select_layers
 from learngene.data import TaskStream
+from learngene.distributed import SINGLE, DistInfo, barrier
 from learngene.evaluate import evaluate_methods, gene_from_network
 from learngene.gene import Learngene
 from learngene.pipeline import load_collective_run, run_collective
 from learngene.plots import plot_bars, plot_curves
 from learngene.prepare import load_data
 from learngene.report import jsonable, write_report
-from learngene.safeio import atomic_write_json, check_writable_dir
+from learngene.safeio import atomic_write_json, check_writable_dir, read_json
 
 
 def _pseudo_pool(stream: TaskStream) -> tuple[list[str], str]:
@@ -34,7 +35,7 @@ def _pseudo_pool(stream: TaskStream) -> tuple[list[str], str]:
 
 
 def select_gene(run_dir: str | Path, gene_dir: str | Path, *, cfg: Config | None = None, data=None,
-                overwrite: bool = True) -> tuple[Learngene, dict[str, Any]]:
+                overwrite: bool = True, dist: DistInfo = SINGLE) -> tuple[Learngene, dict[str, Any]]:
     """Apply the configured criterion to a finished collective run and save the learngene."""
     run = load_collective_run(run_dir)
     cfg = cfg or run["config"]
@@ -64,39 +65,44 @@ def select_gene(run_dir: str | Path, gene_dir: str | Path, *, cfg: Config | None
         "data": data.name,
     }
     gene = gene_from_network(network, result.selected, spec, criterion=result.to_dict(), provenance=provenance)
-    check_writable_dir(gene_dir, overwrite=overwrite)
-    gene.save(gene_dir)
+    if dist.is_main:  # every rank computed the same selection; one writes it
+        check_writable_dir(gene_dir, overwrite=overwrite)
+        gene.save(gene_dir)
+    barrier(dist)
     return gene, result.to_dict()
 
 
 def evaluate_run(run_dir: str | Path, gene: Learngene, *, cfg: Config | None = None, data=None,
-                 progress: bool = True) -> dict[str, Any]:
+                 progress: bool = True, dist: DistInfo = SINGLE) -> dict[str, Any]:
     run = load_collective_run(run_dir)
     cfg = cfg or run["config"]
     data = data if data is not None else load_data(cfg)
     stream = TaskStream.from_manifest(data, run["stream_manifest"])
     network = run["network"]
     return evaluate_methods(cfg, data, list(stream.split.novel), network, gene, network.conv_layer_names(),
-                            run["meta"]["input_spec"], progress=progress)
+                            run["meta"]["input_spec"], progress=progress, dist=dist)
 
 
 def run_paradigm(cfg: Config, out: str | Path, *, resume: bool = False, overwrite: bool = False,
-                 device: torch.device | str = "cpu", progress: bool = True) -> dict[str, Any]:
+                 device: torch.device | str = "cpu", progress: bool = True,
+                 dist: DistInfo = SINGLE) -> dict[str, Any]:
     """collective -> criterion -> gene -> individuals + baselines -> report.json / report.md / plots."""
     out = Path(out)
-    if not resume:
+    if not resume and dist.is_main:
         check_writable_dir(out, overwrite=overwrite)
+    barrier(dist)
     data = load_data(cfg)
     coll_dir = out / "collective"
     if resume and (coll_dir / "collective.json").is_file():
-        from learngene.safeio import read_json
-
         collective = read_json(coll_dir / "collective.json", "collective report")
     else:
-        collective = run_collective(cfg, coll_dir, resume=resume and coll_dir.exists(), overwrite=True,
-                                    device=device, progress=progress, data=data)
-    gene, criterion = select_gene(coll_dir, out / "gene", cfg=cfg, data=data)
-    individual = evaluate_run(coll_dir, gene, cfg=cfg, data=data, progress=progress)
+        run_collective(cfg, coll_dir, resume=resume and (coll_dir / "checkpoints" / "latest.json").is_file(),
+                       overwrite=True, device=device, progress=progress, data=data, dist=dist)
+        collective = read_json(coll_dir / "collective.json", "collective report")
+    gene, criterion = select_gene(coll_dir, out / "gene", cfg=cfg, data=data, dist=dist)
+    individual = evaluate_run(coll_dir, gene, cfg=cfg, data=data, progress=progress, dist=dist)
+    if not dist.is_main:
+        return {"individual": individual, "criterion": criterion, "collective": collective}
     stream_manifest = load_collective_run(coll_dir)["stream_manifest"]
     report = {
         "version": __version__,

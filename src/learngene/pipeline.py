@@ -18,6 +18,7 @@ from torch import nn
 from learngene.collective.learner import CollectiveModel
 from learngene.config import Config, config_from_dict
 from learngene.data import ImageSet, TaskStream
+from learngene.distributed import SINGLE, DistInfo, barrier
 from learngene.errors import CheckpointError, LearngeneError
 from learngene.models import model_from_config
 from learngene.plots import plot_accuracy_matrix, plot_forgetting_curve, plot_params
@@ -64,10 +65,14 @@ def run_collective(
     device: torch.device | str = "cpu",
     progress: bool = True,
     data: ImageSet | None = None,
+    dist: DistInfo = SINGLE,
 ) -> dict[str, Any]:
-    """Train the collective model of ``cfg`` into ``out`` (or resume it) and write its report and plots."""
+    """Train the collective model of ``cfg`` into ``out`` (or resume it) and write its report and plots.
+
+    Under torchrun every rank trains (DDP) but only rank 0 checks the directory and writes files.
+    """
     out = Path(out)
-    if resume:
+    if dist.is_main and resume:
         if not (out / "checkpoints" / "latest.json").is_file():
             raise CheckpointError(f"--resume given but {out}/checkpoints/latest.json does not exist; start without --resume")
         saved = config_from_dict(read_json(out / "config.json", "run config"))
@@ -76,8 +81,9 @@ def run_collective(
                 f"{out} was started with a different configuration; resume with the same --preset/--config/--set, "
                 "or use a new --out directory"
             )
-    else:
+    elif dist.is_main:
         check_writable_dir(out, overwrite=overwrite)
+    barrier(dist)
     data = data if data is not None else load_data(cfg)
     split = make_split(cfg, data)
     stream = make_stream(cfg, data, split)
@@ -85,10 +91,14 @@ def run_collective(
         saved_stream = read_json(out / "stream.json", "stream manifest")
         stream = TaskStream.from_manifest(data, saved_stream)
     spec = input_spec(data, split.source)
-    atomic_write_json(out / "config.json", cfg.to_dict())
-    stream.save_manifest(out / "stream.json")
-    model = CollectiveModel(cfg, stream, spec, device=device)
+    if dist.is_main:
+        atomic_write_json(out / "config.json", cfg.to_dict())
+        stream.save_manifest(out / "stream.json")
+    model = CollectiveModel(cfg, stream, spec, device=device, dist=dist)
     report = model.learn(ckpt_dir=out / "checkpoints", resume=resume, progress=progress)
+    if not dist.is_main:
+        barrier(dist)  # wait until rank 0 has written the outputs that later stages read
+        return report
     model.recorder.save(out)
     save_network(model.network, out / MODEL_DIR, {"input_spec": spec, "class_order": stream.class_order})
     atomic_write_json(out / "collective.json", jsonable(report))
@@ -98,6 +108,7 @@ def run_collective(
     plot_params(report, plots / "params.png")
     if model.recorder.records:
         model.recorder.plot_heatmap(plots / "gradient_heatmap.png")
+    barrier(dist)
     return report
 
 

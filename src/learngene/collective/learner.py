@@ -37,6 +37,7 @@ from learngene.collective.recorder import GradientRecorder
 from learngene.config import Config, config_from_dict
 from learngene.data import ImageSet, TaskStream
 from learngene.data.transforms import BatchAugment, normalize
+from learngene.distributed import SINGLE, DistInfo, all_reduce_sum, all_true, weighted_mean_
 from learngene.errors import CheckpointError, ConfigError, NonFiniteError
 from learngene.faults import maybe_kill
 from learngene.models import create_model, model_from_config
@@ -75,11 +76,13 @@ class Batches:
         batch_size: int,
         shuffle_gen: torch.Generator | None = None,
         augment: BatchAugment | None = None,
+        aug_gen: torch.Generator | None = None,
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         order = idx[torch.randperm(len(idx), generator=shuffle_gen)] if shuffle_gen is not None else idx
+        aug_gen = aug_gen if aug_gen is not None else shuffle_gen
         for start in range(0, len(order), batch_size):
             chunk = order[start : start + batch_size]
-            yield chunk, self.prepare(chunk, augment, shuffle_gen)
+            yield chunk, self.prepare(chunk, augment, aug_gen)
 
     @torch.no_grad()
     def logits(
@@ -99,9 +102,15 @@ class CollectiveModel:
     """An expandable network that learns a stream of tasks, grows for unknown classes and remembers with EWC."""
 
     def __init__(
-        self, cfg: Config, stream: TaskStream, spec: dict[str, Any], device: torch.device | str = "cpu"
+        self,
+        cfg: Config,
+        stream: TaskStream,
+        spec: dict[str, Any],
+        device: torch.device | str = "cpu",
+        dist: DistInfo = SINGLE,
     ):
         self.cfg = cfg
+        self.dist = dist
         self.stream = stream
         self.data = stream.data
         self.spec = spec
@@ -138,6 +147,23 @@ class CollectiveModel:
         self.optimizer: torch.optim.Optimizer | None = None
         self.scaler = grad_scaler(self.device, cfg.train.amp)
         self._task_start = 0.0
+        self._ddp: nn.Module | None = None
+
+    @property
+    def trainable(self) -> nn.Module:
+        """The module to run forward/backward through: a DDP wrapper under torchrun, rebuilt after each growth."""
+        if not self.dist.enabled:
+            return self.network
+        if self._ddp is None or self._ddp.module is not self.network:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self._ddp = DistributedDataParallel(self.network, device_ids=ids)
+        return self._ddp
+
+    def _invalidate_wrapper(self) -> None:
+        # growth replaced modules and parameters: the old DDP wrapper (and its buckets) is stale
+        self._ddp = None
 
     # ------------------------------------------------------------------ building blocks
     def _make_optimizer(self) -> torch.optim.Optimizer:
@@ -199,6 +225,7 @@ class CollectiveModel:
         self.network.to(self.device)
         self._apply_layout()
         self.recorder.attach(self.network)
+        self._invalidate_wrapper()
         return [plan.to_dict() for plan in plans]
 
     def start_task(self, t: int) -> None:
@@ -213,6 +240,7 @@ class CollectiveModel:
             plan.apply(self.network)
             self.ewc.on_growth(plan)
             self.network.to(self.device)
+            self._invalidate_wrapper()
         self.recorder.attach(self.network)
         self.optimizer = self._make_optimizer()
         self.tasks.append(
@@ -240,15 +268,26 @@ class CollectiveModel:
         remap = torch.full((max(self.network.num_classes, max(exp.labels) + 1),), -1, dtype=torch.long)
         remap[torch.tensor(exp.labels)] = torch.arange(len(exp.labels))
         remap = remap.to(self.device)
-        self.network.train()
+        model = self.trainable
+        model.train()
         total, correct, loss_sum, skipped = 0, 0, 0.0, 0
         assert self.optimizer is not None
-        for b, (idx, x) in enumerate(
-            self.batches.iterate(exp.train_indices, cfgt.batch_size, gen, self.augment)
-        ):
+        if self.dist.enabled:
+            # every rank takes its DistributedSampler shard of the same seeded order; the global batch stays
+            # train.batch_size (split across ranks), so the averaged gradient is that of one big batch
+            from torch.utils.data import DistributedSampler
+
+            sampler = DistributedSampler(range(len(exp.train_indices)), num_replicas=self.dist.world_size,
+                                         rank=self.dist.rank, shuffle=True, seed=seed % (2**31))
+            local = exp.train_indices[torch.tensor(list(sampler), dtype=torch.long)]
+            per_rank = max(1, math.ceil(cfgt.batch_size / self.dist.world_size))
+            batches = self.batches.iterate(local, per_rank, None, self.augment, aug_gen=gen)
+        else:
+            batches = self.batches.iterate(exp.train_indices, cfgt.batch_size, gen, self.augment)
+        for b, (idx, x) in enumerate(batches):
             y = self.stream.targets(idx).to(self.device, non_blocking=True)
             with autocast(self.device, cfgt.amp):
-                logits = self.network(x)
+                logits = model(x)
                 if cfgt.loss_scope == "task":
                     logits = logits[:, task_labels]
                     y_used = remap[y]
@@ -263,7 +302,7 @@ class CollectiveModel:
             gnorm = (
                 torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))) if grads else loss.detach()
             )
-            finite = bool(torch.isfinite(loss.detach()) & torch.isfinite(gnorm))
+            finite = all_true(self.dist, bool(torch.isfinite(loss.detach()) & torch.isfinite(gnorm)), self.device)
             if not finite:
                 where = f"task {t}, epoch {epoch}, batch {b}"
                 what = "loss" if not torch.isfinite(loss.detach()) else "gradient"
@@ -283,7 +322,11 @@ class CollectiveModel:
             loss_sum += float(ce.detach()) * len(idx)
             correct += int((logits.detach().argmax(1) == y_used).sum())
             total += len(idx)
+        # gradients were all-reduced by DDP before the recorder saw them, so its statistics agree across ranks
         stats = self.recorder.end_epoch(t, epoch)
+        loss_sum, correct, total, skipped = all_reduce_sum(
+            self.dist, [loss_sum, float(correct), float(total), float(skipped)], self.device)
+        total, correct, skipped = int(total), int(correct), int(skipped)
         row = {
             "epoch": epoch,
             "loss": loss_sum / max(total, 1),
@@ -301,9 +344,10 @@ class CollectiveModel:
         n = min(self.cfg.train.fisher_samples, len(exp.train_indices))
         gen = generator(derive_seed(self.cfg.seed, "fisher", t))
         pick = exp.train_indices[torch.randperm(len(exp.train_indices), generator=gen)[:n]]
+        pick = pick[self.dist.rank :: self.dist.world_size]  # each rank its share; the Fisher is averaged below
         x = self.batches.prepare(pick)
         y = self.stream.targets(pick).to(self.device)
-        self.ewc.consolidate(self.network, x, y)
+        self.ewc.consolidate(self.network, x, y, reduce=lambda f: weighted_mean_(self.dist, f, len(pick)))
         return self.evaluate(t)
 
     @torch.no_grad()
@@ -364,6 +408,7 @@ class CollectiveModel:
                 "and --set overrides, or start a new run in another --out directory"
             )
         self.network = model_from_config(json.loads(state["network_config"]))
+        self._invalidate_wrapper()
         self.network.load_state_dict(state["network"])
         self.network.to(self.device)
         self._apply_layout()
@@ -406,7 +451,7 @@ class CollectiveModel:
             bar = tqdm(
                 range(start_epoch, cfgt.epochs),
                 desc=f"task {t + 1}/{n}",
-                disable=not progress,
+                disable=not (progress and self.dist.is_main),
                 leave=False,
                 dynamic_ncols=True,
             )
@@ -417,6 +462,7 @@ class CollectiveModel:
                 self.position = {"task": t, "epoch": epoch + 1}
                 if (
                     ckpt_dir is not None
+                    and self.dist.is_main
                     and (epoch + 1) % cfgt.checkpoint_every == 0
                     and epoch + 1 < cfgt.epochs
                 ):
@@ -431,9 +477,9 @@ class CollectiveModel:
                 self.tasks[-1].get("train_seconds", 0.0) + time.perf_counter() - tick
             )
             self.position = {"task": t + 1, "epoch": 0}
-            if ckpt_dir is not None:
+            if ckpt_dir is not None and self.dist.is_main:
                 save_checkpoint(ckpt_dir, self.state_dict(), task=t + 1, epoch=0)
-            if progress:
+            if progress and self.dist.is_main:
                 ow = result.get("open_world", {})
                 tqdm.write(
                     f"task {t + 1}/{n}: avg acc {result['average_accuracy']:.3f} "
@@ -449,7 +495,7 @@ class CollectiveModel:
             "version": __version__,
             "seed": self.cfg.seed,
             "config": self.cfg.to_dict(),
-            "machine": machine_info(self.device),
+            "machine": {**machine_info(self.device), "world_size": self.dist.world_size},
             "split": self.stream.split.to_dict(),
             "input_spec": self.spec,
             "n_tasks": len(self.stream),
