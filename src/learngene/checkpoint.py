@@ -39,10 +39,16 @@ def load_latest(directory: str | Path) -> dict[str, Any]:
     directory = Path(directory)
     pointer = read_json(directory / POINTER, "checkpoint pointer")
     if not isinstance(pointer.get("file"), str) or "/" in pointer["file"] or not isinstance(pointer.get("sha256"), str):
-        raise CheckpointError(f"{directory / POINTER} is malformed; delete the run directory or start without --resume")
+        raise CheckpointError(
+            f"{directory / POINTER} is malformed; start the run again without --resume "
+            "(with --overwrite to reuse its directory)"
+        )
     path = directory / pointer["file"]
     if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} named by {directory / POINTER} is missing; start without --resume")
+        raise CheckpointError(
+            f"checkpoint {path} named by {directory / POINTER} is missing; start the run again without --resume "
+            "(with --overwrite to reuse its directory)"
+        )
     state = safe_torch_load(path, expected_sha256=pointer["sha256"])
     if not isinstance(state, dict):
         raise CheckpointError(f"checkpoint {path} does not hold a learngene run state")

@@ -173,11 +173,13 @@ def safe_torch_load(
         if actual.lower() != expected_sha256.lower():
             raise CheckpointError(
                 f"checkpoint {p} fails its checksum: sha256 is {actual}, expected {expected_sha256}; the file was "
-                "modified or truncated after it was written. Restore it, or restart without --resume"
+                "modified or truncated after it was written. Restore it, or start the run again without --resume "
+                "(with --overwrite to reuse its directory)"
             )
     if p.stat().st_size == 0:
         raise CheckpointError(
-            f"checkpoint {p} is empty (truncated write?); delete it and restart without --resume"
+            f"checkpoint {p} is empty (truncated write?); start the run again without --resume "
+            "(with --overwrite to reuse its directory)"
         )
     with open(p, "rb") as fh:
         # torch's format is a zip archive; its local-header magic survives truncation (the central directory does not)
@@ -242,7 +244,7 @@ def read_json(path: str | os.PathLike[str], what: str) -> dict:
 
 
 def check_writable_dir(
-    path: str | os.PathLike[str], overwrite: bool = False, marker: str | None = None
+    path: str | os.PathLike[str], overwrite: bool = False, marker: str | None = None, resumable: bool = True
 ) -> Path:
     """Create (if needed) and return an output directory that is safe to write into.
 
@@ -250,6 +252,7 @@ def check_writable_dir(
     with an older one. ``marker`` names the file that identifies a directory written by this tool (for example
     ``run.json``): with it, ``overwrite`` still refuses a non-empty directory lacking the marker (it is not ours,
     so we will not clobber it), and the refusal message suggests ``--resume`` when the marker is present.
+    ``resumable=False`` (commands without ``--resume``, such as ``inherit``) keeps ``--resume`` out of the hint.
     Writability is probed by creating a file, because permission bits lie for root.
     """
     p = Path(path)
@@ -275,6 +278,8 @@ def check_writable_dir(
                 if has_marker
                 else (
                     "pass --overwrite to write into it anyway, --resume to continue a run there, or choose an empty directory"
+                    if resumable
+                    else "pass --overwrite to write into it anyway, or choose an empty directory"
                 )
             )
             raise ConfigError(f"output directory {p} is not empty ({len(entries)} entries); {hint}")

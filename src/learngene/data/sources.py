@@ -122,11 +122,11 @@ def load_source(
 
 
 # ---------------------------------------------------------------------- helpers
-def _require_dir(path: Path, what: str) -> None:
+def _require_dir(path: Path, what: str, hint: str = _HINT) -> None:
     if not path.exists():
-        raise DataError(f"{what} not found: {path} does not exist; {_HINT}")
+        raise DataError(f"{what} not found: {path} does not exist; {hint}")
     if not path.is_dir():
-        raise DataError(f"{what}: {path} is not a folder; {_HINT}")
+        raise DataError(f"{what}: {path} is not a folder; {hint}")
 
 
 def _stat_fingerprint(files: list[Path], base: Path) -> list[tuple[str, int, int]]:
@@ -189,7 +189,8 @@ def load_image_folder(
     channels=None keeps gray images gray (1 channel) unless any image is colour. Images are resized
     (shorter side) and centre-cropped to image_size. invert: see load_rgb_or_gray."""
     root = Path(root).expanduser()
-    _require_dir(root, "image folder")
+    # no LEARNGENE_DATA hint here: this is also the user's own --support/--query folder
+    _require_dir(root, "image folder", f"expected a folder laid out as {root}/<class name>/<image files>")
     dirs = _class_dirs(root)
     if not dirs:
         raise DataError(

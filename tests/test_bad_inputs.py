@@ -1,0 +1,400 @@
+"""Every kind of bad input a user can give, in one table: what they did -> the exact phrase learngene answers.
+
+Each row provokes one mistake the way a user makes it -- mostly a `learngene ...` command line run in-process
+through ``learngene.cli.main`` (exit code 2, one line on stderr, never a traceback), a few through the Python
+API (the LearngeneError subclass and its message). docs/ERRORS.md is the same table written for users;
+``test_every_row_is_documented`` keeps the two in sync.
+
+A smoke run (collective -> gene -> evaluation) and one inherited model are built once per module and copied
+before a row modifies them.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from learngene.cli import main
+from learngene.errors import DataError, GeneError, LearngeneError, ModelError
+
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "ERRORS.md"
+SMOKE = ["--preset", "smoke"]
+
+
+# ------------------------------------------------------------------------------------------ shared artifacts
+class Built:
+    """The artifacts of one smoke run, built lazily (a config-only row never pays for the run)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    @cached_property
+    def run(self) -> Path:
+        out = self.root / "run"
+        assert main(["run", *SMOKE, "--out", str(out), "--quiet", "--device", "cpu"]) == 0
+        return out
+
+    @property
+    def collective(self) -> Path:
+        return self.run / "collective"
+
+    @property
+    def gene(self) -> Path:
+        return self.run / "gene"
+
+    @cached_property
+    def support(self) -> Path:
+        return image_folder(self.root / "support", ["alpha", "beta", "gamma"], 2)
+
+    @cached_property
+    def model(self) -> Path:
+        out = self.root / "model"
+        args = ["inherit", "--gene", str(self.gene), "--support", str(self.support), "--out", str(out),
+                "--preset", "smoke"]
+        assert main(args) == 0
+        return out
+
+
+def image_folder(root: Path, classes: list[str], per_class: int, seed: int = 0) -> Path:
+    """An ImageFolder tree of small random gray PNGs (other size than the gene's: inherit resizes)."""
+    rng = np.random.default_rng(seed)
+    for c in classes:
+        (root / c).mkdir(parents=True, exist_ok=True)
+        for k in range(per_class):
+            Image.fromarray(rng.integers(0, 256, (20, 20), dtype=np.uint8)).save(root / c / f"{k}.png")
+    return root
+
+
+@dataclass
+class Ctx:
+    built: Built
+    tmp: Path
+
+    def copy(self, src: Path, name: str) -> Path:
+        dst = self.tmp / name
+        shutil.copytree(src, dst)
+        return dst
+
+    def gene_copy(self) -> Path:
+        return self.copy(self.built.gene, "gene")
+
+    def collective_copy(self) -> Path:
+        return self.copy(self.built.collective, "collective")
+
+
+@dataclass
+class Api:
+    """A row driven through the Python API: ``call()`` must raise ``error``."""
+
+    error: type[LearngeneError]
+    call: Callable[[], Any]
+
+
+def flip_byte(path: Path, at: float = 0.5) -> None:
+    data = bytearray(path.read_bytes())
+    data[int(len(data) * at)] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def edit_json(path: Path, change: Callable[[dict], None]) -> None:
+    obj = json.loads(path.read_text())
+    change(obj)
+    path.write_text(json.dumps(obj))
+
+
+# ------------------------------------------------------------------------------------------ how to provoke
+def _missing_dataset_root(c: Ctx):
+    return ["collective", *SMOKE, "--set", "data.source='omniglot'", "--data-root", str(c.tmp / "nowhere"),
+            "--out", str(c.tmp / "out")]
+
+
+def _empty_class_folder(c: Ctx):
+    support = image_folder(c.tmp / "support", ["alpha", "beta"], 2)
+    (support / "gamma").mkdir()
+    return ["inherit", "--gene", str(c.built.gene), "--support", str(support), "--out", str(c.tmp / "m")]
+
+
+def _support_missing(c: Ctx):
+    return ["inherit", "--gene", str(c.built.gene), "--support", str(c.tmp / "no_support"), "--out", str(c.tmp / "m")]
+
+
+def _support_single_class(c: Ctx):
+    support = image_folder(c.tmp / "support", ["alpha"], 3)
+    return ["inherit", "--gene", str(c.built.gene), "--support", str(support), "--out", str(c.tmp / "m")]
+
+
+def _not_an_image_in_support(c: Ctx):
+    support = image_folder(c.tmp / "support", ["alpha", "beta"], 2)
+    (support / "alpha" / "notes.png").write_text("this is text, not a PNG")
+    return ["inherit", "--gene", str(c.built.gene), "--support", str(support), "--out", str(c.tmp / "m")]
+
+
+def _query_class_not_in_support(c: Ctx):
+    query = image_folder(c.tmp / "query", ["alpha", "delta"], 2, seed=1)
+    return ["inherit", "--gene", str(c.built.gene), "--support", str(c.built.support), "--query", str(query),
+            "--out", str(c.tmp / "m"), "--preset", "smoke"]
+
+
+def _evaluate(c: Ctx, setting: str):
+    return ["evaluate", "--run", str(c.built.collective), "--gene", str(c.built.gene), "--out", str(c.tmp / "e"),
+            "--quiet", "--set", f"evaluate.settings=['{setting}']", "--set", f"evaluate.headline='{setting}'"]
+
+
+def _overlapping_splits(c: Ctx):
+    from learngene.data import ClassSplit
+
+    return Api(DataError, lambda: ClassSplit(source=("a", "b"), open_world=(), novel=("b", "c")))
+
+
+def _collective(c: Ctx, *extra: str):
+    return ["collective", *SMOKE, *extra, "--out", str(c.tmp / "out"), "--quiet"]
+
+
+def _gene_before_channel_mismatch(c: Ctx):
+    from learngene.evaluate import gene_from_network
+    from learngene.individual import IndividualSpec, build_individual
+    from learngene.pipeline import load_network
+
+    network, meta = load_network(c.built.collective / "model")
+    gene = gene_from_network(network, ["features.1"], meta["input_spec"])  # sits inside: needs fresh layers first
+    spec = IndividualSpec(before=[gene.in_channels + 3], adapt=False)
+    return Api(ModelError, lambda: build_individual(gene, spec, 5))
+
+
+def _gene_layers_do_not_chain(c: Ctx):
+    from learngene.gene import Learngene
+
+    layers = [
+        {"name": "features.0", "type": "conv_block", "in_channels": 1, "out_channels": 8, "pool": False, "params": 96},
+        {"name": "features.1", "type": "conv_block", "in_channels": 6, "out_channels": 8, "pool": True, "params": 464},
+    ]
+    spec = {"image_size": 16, "channels": 1, "mean": [0.5], "std": [0.25], "spatial_in": 16}
+    return Api(GeneError, lambda: Learngene(layers, {}, input_spec=spec))
+
+
+def _gene_manifest_shape_mismatch(c: Ctx):
+    gene = c.gene_copy()
+    edit_json(gene / "learngene.json", lambda m: m["layers"][0].update(in_channels=7))
+    return ["inspect", str(gene)]
+
+
+def _gene_incompatible_version(c: Ctx):
+    gene = c.gene_copy()
+    edit_json(gene / "learngene.json", lambda m: m.update(version="99.0.0"))
+    return ["inspect", str(gene)]
+
+
+def _tampered_gene(c: Ctx):
+    gene = c.gene_copy()
+    flip_byte(gene / "model.safetensors", at=0.9)
+    return ["inherit", "--gene", str(gene), "--support", str(c.built.support), "--out", str(c.tmp / "m")]
+
+
+def _foreign_file_as_gene(c: Ctx):
+    foreign = c.tmp / "weights.pt"
+    foreign.write_bytes(b"\x80\x04not a learngene")
+    return ["inherit", "--gene", str(foreign), "--support", str(c.built.support), "--out", str(c.tmp / "m")]
+
+
+def _foreign_manifest_as_gene(c: Ctx):
+    d = c.tmp / "other"
+    d.mkdir()
+    (d / "learngene.json").write_text(json.dumps({"format": "onnx", "version": "1.0"}))
+    return ["inspect", str(d)]
+
+
+def _run_dir_as_gene(c: Ctx):
+    return ["evaluate", "--run", str(c.built.collective), "--gene", str(c.built.collective), "--out",
+            str(c.tmp / "e"), "--quiet"]
+
+
+def _unwritable_output_dir(c: Ctx):
+    (c.tmp / "a_file").write_text("x")
+    return ["run", *SMOKE, "--out", str(c.tmp / "a_file" / "out"), "--quiet"]
+
+
+def _output_not_empty(c: Ctx):
+    (c.tmp / "out").mkdir()
+    (c.tmp / "out" / "old.txt").write_text("x")
+    return ["run", *SMOKE, "--out", str(c.tmp / "out"), "--quiet"]
+
+
+def _inherit_output_not_empty(c: Ctx):
+    (c.tmp / "m").mkdir()
+    (c.tmp / "m" / "old.txt").write_text("x")
+    return ["inherit", "--gene", str(c.built.gene), "--support", str(c.built.support), "--out", str(c.tmp / "m")]
+
+
+def _cuda_without_cuda(c: Ctx):
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is present on this machine")
+    return ["collective", *SMOKE, "--device", "cuda", "--out", str(c.tmp / "out")]
+
+
+def _resume_no_checkpoint(c: Ctx):
+    (c.tmp / "out").mkdir()
+    return ["collective", *SMOKE, "--out", str(c.tmp / "out"), "--resume", "--quiet"]
+
+
+def _resume_different_config(c: Ctx):
+    run = c.collective_copy()
+    return ["collective", *SMOKE, "--set", "train.epochs=3", "--out", str(run), "--resume", "--quiet"]
+
+
+def _corrupt_checkpoint(c: Ctx):
+    run = c.collective_copy()
+    pointer = json.loads((run / "checkpoints" / "latest.json").read_text())
+    flip_byte(run / "checkpoints" / pointer["file"])
+    return ["collective", *SMOKE, "--out", str(run), "--resume", "--quiet", "--device", "cpu"]
+
+
+def _malformed_toml(c: Ctx):
+    (c.tmp / "bad.toml").write_text("[train\nepochs = 3\n")
+    return ["collective", "--config", str(c.tmp / "bad.toml"), "--out", str(c.tmp / "out")]
+
+
+def _config_file_missing(c: Ctx):
+    return ["collective", "--config", str(c.tmp / "missing.toml"), "--out", str(c.tmp / "out")]
+
+
+def _predict_missing_image(c: Ctx):
+    return ["predict", "--model", str(c.built.model), str(c.tmp / "photo.png")]
+
+
+def _predict_dir_not_model(c: Ctx):
+    return ["predict", "--model", str(c.built.gene), str(c.built.support)]
+
+
+def _tampered_model(c: Ctx):
+    model = c.copy(c.built.model, "model")
+    flip_byte(model / "model.safetensors", at=0.95)  # inside the weights: would silently change predictions
+    return ["predict", "--model", str(model), str(c.built.support)]
+
+
+def _model_manifest_edited(c: Ctx):
+    model = c.copy(c.built.model, "model")
+    edit_json(model / "model.json", lambda m: m["classes"].pop())  # a class name deleted by hand
+    return ["predict", "--model", str(model), str(c.built.support)]
+
+
+def _evaluate_output_under_file(c: Ctx):
+    (c.tmp / "a_file").write_text("x")
+    return ["evaluate", "--run", str(c.built.collective), "--gene", str(c.built.gene), "--out",
+            str(c.tmp / "a_file" / "e"), "--quiet"]
+
+
+def _select_on_paradigm_dir(c: Ctx):
+    return ["select", "--run", str(c.built.run), "--out", str(c.tmp / "g")]
+
+
+def _fixed_criterion_unknown_layer(c: Ctx):
+    return ["select", "--run", str(c.built.collective), "--out", str(c.tmp / "g"),
+            "--set", "criterion.name='fixed'", "--set", "criterion.layers=['features.9']"]
+
+
+# ------------------------------------------------------------------------------------------ the table
+# (id, how to provoke it, the exact key phrase the user sees)
+BAD_INPUTS: list[tuple[str, Callable[[Ctx], Any], str]] = [
+    # data
+    ("missing_dataset_root", _missing_dataset_root, "Omniglot data folder not found"),
+    ("support_folder_missing", _support_missing, "does not exist; expected a folder laid out as"),
+    ("empty_class_folder", _empty_class_folder, "is empty: expected image files"),
+    ("support_single_class", _support_single_class, "a classifier needs at least 2 classes"),
+    ("not_an_image_in_support", _not_an_image_in_support, "cannot read image"),
+    ("query_class_not_in_support", _query_class_not_in_support, "that the support folder"),
+    ("too_few_images_for_shots", lambda c: _evaluate(c, "5way20shot"), "need 24 images per class; too few in"),
+    ("more_ways_than_novel_classes", lambda c: _evaluate(c, "50way1shot"), "asked for 50-way but only"),
+    ("stream_ways_exceed_source", lambda c: _collective(c, "--set", "stream.ways=50"),
+     "asked for 50 classes per task but the split has only"),
+    ("overlapping_splits", _overlapping_splits, "class split overlaps: 1 class(es) in both source and novel: b"),
+    # configuration
+    ("unknown_preset", lambda c: ["collective", "--preset", "smok", "--out", str(c.tmp / "o")],
+     "unknown preset 'smok'"),
+    ("no_preset_or_config", lambda c: ["collective", "--out", str(c.tmp / "o")], "give --preset NAME or --config FILE"),
+    ("malformed_config_key", lambda c: _collective(c, "--set", "train.epoch=3"),
+     "unknown config key 'train.epoch' (did you mean train.epochs?)"),
+    ("override_without_equals", lambda c: _collective(c, "--set", "train.epochs"), "must look like section.key=value"),
+    ("wrong_config_type", lambda c: _collective(c, "--set", "train.epochs=three"),
+     "config key 'train.epochs' must be of type int, got 'three'"),
+    ("negative_epochs", lambda c: _collective(c, "--set", "train.epochs=-2"), "train.epochs = -2 must be > 0"),
+    ("invalid_evaluation_setting", lambda c: _collective(c, "--set", "evaluate.settings=['5-way']"),
+     "is not of the form '<ways>way<shots>shot'"),
+    ("headline_not_in_settings", lambda c: _collective(c, "--set", "evaluate.headline='5way5shot'"),
+     "must be one of evaluate.settings"),
+    ("malformed_toml", _malformed_toml, "is not valid TOML"),
+    ("config_file_missing", _config_file_missing, "does not exist; pass an existing .toml file"),
+    ("fixed_criterion_unknown_layer", _fixed_criterion_unknown_layer, "that are not conv blocks of the model"),
+    # devices
+    ("cuda_without_cuda", _cuda_without_cuda, "CUDA is not available on this machine"),
+    ("unknown_device", lambda c: _collective(c, "--device", "gpu"), "unknown device 'gpu'"),
+    # genes and models
+    ("gene_before_channel_mismatch", _gene_before_channel_mismatch, "but the gene expects"),
+    ("gene_layers_do_not_chain", _gene_layers_do_not_chain, "gene layers must chain"),
+    ("gene_manifest_shape_mismatch", _gene_manifest_shape_mismatch, "expected conv.weight shape [8, 7, 3, 3]"),
+    ("gene_incompatible_version", _gene_incompatible_version, "made by learngene 99.0.0"),
+    ("tampered_gene", _tampered_gene, "tampered: sha256 mismatch"),
+    ("foreign_file_as_gene", _foreign_file_as_gene, "not a learngene"),
+    ("foreign_manifest_as_gene", _foreign_manifest_as_gene, "has format 'onnx', expected 'learngene/v1'"),
+    ("run_dir_as_gene", _run_dir_as_gene, "not a learngene (no learngene.json in"),
+    ("predict_dir_not_model", _predict_dir_not_model, "is not a model written by `learngene inherit` (no model.json)"),
+    ("predict_missing_image", _predict_missing_image, "does not exist; pass image files or folders of images"),
+    ("tampered_model", _tampered_model, "tampered: sha256 mismatch"),
+    ("model_manifest_edited", _model_manifest_edited, "'classes' must list the model's 3 class names"),
+    # output directories, runs and checkpoints
+    ("unwritable_output_dir", _unwritable_output_dir, "cannot create output directory"),
+    ("evaluate_output_under_file", _evaluate_output_under_file, "cannot create output directory"),
+    ("output_not_empty", _output_not_empty, "is not empty (1 entries); pass --overwrite"),
+    ("inherit_output_not_empty", _inherit_output_not_empty,
+     "is not empty (1 entries); pass --overwrite to write into it anyway, or choose an empty directory"),
+    ("resume_no_checkpoint", _resume_no_checkpoint, "--resume given but"),
+    ("resume_different_config", _resume_different_config, "was started with a different configuration"),
+    ("corrupt_checkpoint", _corrupt_checkpoint, "fails its checksum"),
+    ("select_on_paradigm_dir", _select_on_paradigm_dir, "this looks like the output of `learngene run`"),
+    # training
+    ("non_finite_loss", lambda c: _collective(c, "--set", "train.lr=1e30"), "at task 0, epoch 0, batch"),
+]
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory) -> Built:
+    return Built(tmp_path_factory.mktemp("bad_inputs"))
+
+
+@pytest.mark.parametrize("row_id, provoke, phrase", BAD_INPUTS, ids=[r[0] for r in BAD_INPUTS])
+def test_bad_input(row_id, provoke, phrase, built, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a relative default (../shared/data) must not find real data by accident
+    monkeypatch.delenv("LEARNGENE_DEBUG", raising=False)
+    how = provoke(Ctx(built, tmp_path))
+    capsys.readouterr()  # drop what building the shared artifacts printed
+    if isinstance(how, Api):
+        with pytest.raises(how.error) as info:
+            how.call()
+        assert phrase in str(info.value)
+        return
+    assert main(how) == 2, how
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"learngene {how[0]}: error: "), err
+    assert phrase in lines[0], f"{phrase!r} not in {lines[0]!r}"
+
+
+def test_table_has_unique_ids():
+    ids = [r[0] for r in BAD_INPUTS]
+    assert len(ids) == len(set(ids)) and len(ids) >= 24
+
+
+def test_every_row_is_documented():
+    text = DOCS.read_text()
+    missing = [r[0] for r in BAD_INPUTS if f"`{r[0]}`" not in text]
+    assert not missing, f"rows of tests/test_bad_inputs.py missing from docs/ERRORS.md: {missing}"
