@@ -121,7 +121,7 @@ def plan_individual(gene_layers: Sequence[dict[str, Any]], input_spec: dict[str,
             if not spec.adapt:
                 raise ModelError(
                     f"the last fresh layer before the gene has {widths[-1]} channels but the gene expects {gene_in}; "
-                    f"set individual.before to end with {gene_in} or allow adaptation"
+                    f"set individual.before to end with {gene_in}, or keep IndividualSpec(adapt=True)"
                 )
             widths[-1] = gene_in
         n_pools = 0

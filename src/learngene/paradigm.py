@@ -14,6 +14,7 @@ from learngene.config import Config
 from learngene.criterion import CriterionContext, select_layers
 from learngene.data import TaskStream
 from learngene.distributed import SINGLE, DistInfo, barrier
+from learngene.errors import CheckpointError
 from learngene.evaluate import evaluate_methods, gene_from_network
 from learngene.gene import Learngene
 from learngene.pipeline import load_collective_run, run_collective
@@ -93,6 +94,9 @@ def run_paradigm(cfg: Config, out: str | Path, *, resume: bool = False, overwrit
     barrier(dist)
     data = load_data(cfg)
     coll_dir = out / "collective"
+    if resume and not ((coll_dir / "collective.json").is_file() or (coll_dir / "checkpoints" / "latest.json").is_file()):
+        raise CheckpointError(f"--resume given but {coll_dir} has no checkpoint; start without --resume "
+                              "(with --overwrite if the directory is not empty)")
     if resume and (coll_dir / "collective.json").is_file():
         collective = read_json(coll_dir / "collective.json", "collective report")
     else:

@@ -74,7 +74,10 @@ def run_collective(
     out = Path(out)
     if dist.is_main and resume:
         if not (out / "checkpoints" / "latest.json").is_file():
-            raise CheckpointError(f"--resume given but {out}/checkpoints/latest.json does not exist; start without --resume")
+            raise CheckpointError(
+                f"--resume given but {out}/checkpoints/latest.json does not exist; start without --resume "
+                "(with --overwrite if the directory is not empty)"
+            )
         saved = config_from_dict(read_json(out / "config.json", "run config"))
         if saved.to_dict() != cfg.to_dict():
             raise CheckpointError(

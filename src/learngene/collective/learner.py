@@ -148,6 +148,7 @@ class CollectiveModel:
         self.scaler = grad_scaler(self.device, cfg.train.amp)
         self._task_start = 0.0
         self._ddp: nn.Module | None = None
+        self._ckpt_dir: Path | None = None
 
     @property
     def trainable(self) -> nn.Module:
@@ -160,6 +161,11 @@ class CollectiveModel:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self._ddp = DistributedDataParallel(self.network, device_ids=ids)
         return self._ddp
+
+    def _kept(self) -> str:
+        if self._ckpt_dir is not None and has_checkpoint(self._ckpt_dir):
+            return f"The last good checkpoint is kept in {self._ckpt_dir}."
+        return "No checkpoint was written yet."
 
     def _invalidate_wrapper(self) -> None:
         # growth replaced modules and parameters: the old DDP wrapper (and its buckets) is stale
@@ -308,9 +314,9 @@ class CollectiveModel:
                 what = "loss" if not torch.isfinite(loss.detach()) else "gradient"
                 if cfgt.on_nonfinite == "stop":
                     raise NonFiniteError(
-                        f"non-finite {what} ({float(loss.detach())}) at {where}; the run stopped and the last good "
-                        f"checkpoint is kept (resume with --resume). Try a lower learning rate (train.lr = {cfgt.lr}), "
-                        "a smaller train.ewc_lambda, or train.on_nonfinite = 'skip' to skip such batches."
+                        f"non-finite {what} ({float(loss.detach())}) at {where}; the run stopped. {self._kept()} "
+                        f"Try a lower learning rate (train.lr = {cfgt.lr}), a smaller train.ewc_lambda, or "
+                        "train.on_nonfinite = 'skip' to skip such batches, and start again with --overwrite."
                     )
                 skipped += 1
                 self.optimizer.zero_grad(set_to_none=True)
@@ -436,6 +442,7 @@ class CollectiveModel:
         """Learn every remaining task of the stream; returns the collective report."""
         from tqdm.auto import tqdm
 
+        self._ckpt_dir = Path(ckpt_dir) if ckpt_dir is not None else None
         if resume:
             if ckpt_dir is None or not has_checkpoint(ckpt_dir):
                 raise CheckpointError(
