@@ -55,6 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--shots", type=int, nargs="+", default=[1, 5, 10])
     p.add_argument("--sweep-episodes", type=int, default=10)
+    p.add_argument("--no-sweeps", action="store_true", help="skip the shots and size sweeps")
+    p.add_argument("--curve-every", type=int, default=5, help="query accuracy every N epochs for the curves")
     p.add_argument("--set", dest="overrides", action="append", default=[])
     args = p.parse_args(argv)
     out = Path(args.out or f"bench/results/accuracy-{args.preset}")
@@ -63,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = load_config(args.preset, overrides=args.overrides)
     cfg.evaluate.settings, cfg.evaluate.headline = list(args.settings), args.settings[0]
     cfg.evaluate.episodes, cfg.evaluate.seeds = args.episodes, list(args.seeds)
+    cfg.evaluate.curve_every = args.curve_every
     data = load_data(cfg)
     coll_dir = Path(args.collective) if args.collective else out / "collective"
     if not args.collective:
@@ -78,12 +81,12 @@ def main(argv: list[str] | None = None) -> int:
     ways = 5
     sweep_cfg = copy.deepcopy(cfg)
     sweep_cfg.evaluate.episodes = args.sweep_episodes
-    shots = {}
-    for k in args.shots:
+    shots: dict[int, dict] = {}
+    sizes: dict[str, dict] = {}
+    for k in [] if args.no_sweeps else args.shots:
         res = _sweep(sweep_cfg, data, novel, network, gene, names, spec, [f"{ways}way{k}shot"], ["learngene", "scratch"])
         shots[k] = {m: {"acc_mean": r["acc_mean"], "acc_ci95": r["acc_ci95"]} for m, r in res["methods"].items()}
-    sizes = {}
-    for name, ind in SIZES.items():
+    for name, ind in ({} if args.no_sweeps else SIZES).items():
         res = _sweep(sweep_cfg, data, novel, network, gene, names, spec, [args.settings[0]], ["learngene", "scratch"],
                      individual=ind)
         sizes[name] = {"before": ind[0], "after": ind[1],
@@ -109,12 +112,15 @@ def main(argv: list[str] | None = None) -> int:
         ms = res["methods"]
         plot_bars({m: r["acc_mean"] for m, r in ms.items()}, {m: r["acc_ci95"] for m, r in ms.items()},
                   out / f"bars_{setting}.png", title=f"{args.preset} {setting}")
-        plot_curves({m: r["curve"] for m, r in ms.items()}, out / f"convergence_{setting}.png",
+        plot_curves({m: (r["curve_epochs"], r["curve"]) for m, r in ms.items()}, out / f"convergence_{setting}.png",
                     title=f"{args.preset} {setting}: query accuracy after each epoch")
-    plot_curves({m: [shots[k][m]["acc_mean"] for k in args.shots] for m in ("learngene", "scratch")},
-                out / "shots.png", xlabel=f"shots index ({args.shots})", title="5-way accuracy vs shots")
-    plot_curves({m: [sizes[s][m]["acc_mean"] for s in SIZES] for m in ("learngene", "scratch")},
-                out / "sizes.png", xlabel=f"individual size ({', '.join(SIZES)})", title="accuracy vs individual size")
+    if shots:
+        plot_curves({m: (list(shots), [shots[k][m]["acc_mean"] for k in shots]) for m in ("learngene", "scratch")},
+                    out / "shots.png", xlabel="shots per class", title="5-way accuracy vs shots")
+    if sizes:
+        plot_curves({m: ([sizes[s]["learngene"]["params"] for s in sizes], [sizes[s][m]["acc_mean"] for s in sizes])
+                     for m in ("learngene", "scratch")},
+                    out / "sizes.png", xlabel="individual model parameters", title="accuracy vs individual size")
     lines = [f"### {args.preset}: `{result['command']}`", "",
              f"Collective: {coll['final']['params']:,} parameters, final task-aware accuracy "
              f"{coll['final']['average_accuracy']:.3f}, forgetting {coll['final']['forgetting']:.3f}, open-world AUROC "
@@ -123,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     for setting, res in main_res["settings"].items():
         lines += [f"#### {setting}", "", methods_table(res["methods"]), ""]
     lines += ["#### Shots sweep (5-way)", "", "| shots | learngene | scratch |", "|---|---|---|"]
-    for k in args.shots:
+    for k in shots:
         lines.append(f"| {k} | {shots[k]['learngene']['acc_mean']:.3f} ±{shots[k]['learngene']['acc_ci95']:.3f} | "
                      f"{shots[k]['scratch']['acc_mean']:.3f} ±{shots[k]['scratch']['acc_ci95']:.3f} |")
     lines += ["", f"#### Individual size ({args.settings[0]})", "",

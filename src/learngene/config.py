@@ -131,6 +131,7 @@ class EvaluateConfig:
     headline: str = "5way1shot"
     episodes: int = 20
     queries: int = 15
+    curve_every: int = 1  # query accuracy every N epochs for the convergence curve (1 = every epoch)
     seeds: list[int] = field(default_factory=lambda: [0])
     methods: list[str] = field(
         default_factory=lambda: [
@@ -186,6 +187,7 @@ _POSITIVE = (
     "data.image_size", "data.per_class", "stream.tasks", "stream.ways", "train.epochs", "train.batch_size",
     "train.lr", "train.fisher_samples", "train.checkpoint_every", "growth.step", "growth.max_width",
     "individual.epochs", "individual.batch_size", "individual.lr", "evaluate.episodes", "evaluate.queries",
+    "evaluate.curve_every",
     "criterion.pseudo_tasks", "criterion.pseudo_shots", "criterion.pseudo_epochs",
 )
 _NON_NEGATIVE = (

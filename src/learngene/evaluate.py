@@ -38,7 +38,7 @@ def train_settings(cfg: Config) -> TrainSettings:
     i = cfg.individual
     return TrainSettings(epochs=i.epochs, batch_size=i.batch_size, lr=i.lr, momentum=i.momentum,
                          weight_decay=i.weight_decay, inherit_mode=i.inherit_mode, ewc_lambda=i.ewc_lambda,
-                         lr_scale=i.lr_scale, imprint=i.imprint)
+                         lr_scale=i.lr_scale, imprint=i.imprint, curve_every=cfg.evaluate.curve_every)
 
 
 def spatial_in(network: nn.Module, layer_name: str, image_size: int) -> int:
@@ -166,6 +166,7 @@ def evaluate_methods(
                 else:
                     inherited = _n_params(model) - _n_params(model.classifier)
                 per[m].append({"episode": i, "seed": seed, "accuracy": out["accuracy"], "curve": out["curve"],
+                               "curve_epochs": out["curve_epochs"],
                                "train_seconds": out["train_seconds"], "params": _n_params(model),
                                "inherited_params": inherited})
     return summarize(merge_shards(all_gather_objects(dist, results)), cfg)
@@ -199,8 +200,9 @@ def summarize(results: dict[str, dict[str, list[dict[str, Any]]]], cfg: Config) 
             mean, ci = mean_ci95(accs)
             n_epochs = max((len(r["curve"]) for r in runs), default=0)
             curve = [sum(r["curve"][e] for r in runs) / len(runs) for e in range(n_epochs)] if runs else []
+            epochs = runs[0]["curve_epochs"] if runs else []
             final = curve[-1] if curve else float("nan")
-            to90 = next((e + 1 for e, v in enumerate(curve) if v >= 0.9 * final), None) if curve else None
+            to90 = next((epochs[e] for e, v in enumerate(curve) if v >= 0.9 * final), None) if curve else None
             methods[m] = {
                 "acc_mean": mean,
                 "acc_ci95": ci,
@@ -210,6 +212,7 @@ def summarize(results: dict[str, dict[str, list[dict[str, Any]]]], cfg: Config) 
                 "train_seconds_mean": sum(r["train_seconds"] for r in runs) / max(len(runs), 1),
                 "epochs_to_90pct_final": to90,
                 "curve": curve,
+                "curve_epochs": epochs,
                 "accuracies": accs,
             }
         settings[setting] = {"methods": methods}

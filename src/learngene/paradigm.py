@@ -132,7 +132,7 @@ def run_paradigm(cfg: Config, out: str | Path, *, resume: bool = False, overwrit
     plots = out / "plots"
     for setting, res in individual["settings"].items():
         ms = res["methods"]
-        plot_curves({m: r["curve"] for m, r in ms.items()}, plots / f"convergence_{setting}.png",
+        plot_curves({m: (r["curve_epochs"], r["curve"]) for m, r in ms.items()}, plots / f"convergence_{setting}.png",
                     title=f"query accuracy after each epoch, {setting}")
         plot_bars({m: r["acc_mean"] for m, r in ms.items()}, {m: r["acc_ci95"] for m, r in ms.items()},
                   plots / f"accuracy_{setting}.png", title=f"{setting}: mean accuracy with 95% CI")

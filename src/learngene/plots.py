@@ -73,14 +73,15 @@ def plot_params(report: dict[str, Any], path: str | Path | None = None, ax=None)
     return _finish(fig, path)
 
 
-def plot_curves(curves: dict[str, Sequence[float]], path: str | Path | None = None, ax=None,
+def plot_curves(curves: dict[str, Sequence[float] | tuple[Sequence[float], Sequence[float]]], path: str | Path | None = None, ax=None,
                 xlabel: str = "epoch", ylabel: str = "query accuracy", title: str = ""):
     """One line per method, e.g. accuracy after each epoch (convergence)."""
     plt = _pyplot()
     fig = ax.figure if ax is not None else plt.figure(figsize=(6, 3.5))
     ax = ax or fig.add_subplot(111)
     for name, ys in curves.items():
-        ax.plot(range(1, len(ys) + 1), ys, label=name)
+        xs, ys = ys if isinstance(ys, tuple) else (range(1, len(ys) + 1), ys)  # (x, y) pairs or y only
+        ax.plot(list(xs), list(ys), "o-" if len(ys) < 12 else "-", label=name)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
