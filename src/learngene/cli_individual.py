@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any
 
 import safetensors.torch
 import torch
@@ -83,7 +82,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _run_cfg(run_dir: str, overrides: list[str]):
-    from learngene.config import _merge_into, _parse_override, config_from_dict
+    from learngene.config import apply_overrides, config_from_dict
     from learngene.safeio import read_json
 
     run = Path(run_dir)
@@ -94,14 +93,7 @@ def _run_cfg(run_dir: str, overrides: list[str]):
             hint = "pass the --out directory of `learngene collective` (or the collective/ folder of `learngene run`)"
         raise LearngeneError(f"{run} is not a collective run directory (no config.json); {hint}")
     cfg = config_from_dict(read_json(run / "config.json", "run config"))
-    for item in overrides:
-        key, value = _parse_override(item)  # same parsing and messages as --set of the other commands
-        parts = key.split(".")
-        nested: dict[str, Any] = {parts[-1]: value}
-        for part in reversed(parts[:-1]):
-            nested = {part: nested}
-        _merge_into(cfg, nested, "")
-    return cfg.validate()
+    return apply_overrides(cfg, overrides)  # same parsing and messages as --set of the other commands
 
 
 def _select(args: argparse.Namespace) -> int:

@@ -364,7 +364,12 @@ def load_config(
         if not p.is_file():
             raise ConfigError(f"config file {p} does not exist; pass an existing .toml file or use --preset")
         _merge_into(cfg, _read_toml(p.read_text(), f"config file {p}"), "")
-    for item in overrides or []:
+    return apply_overrides(cfg, overrides or [])
+
+
+def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
+    """Apply ``section.key=value`` strings (values parsed as TOML, else taken as strings) and re-validate."""
+    for item in overrides:
         key, value = _parse_override(item)
         parts = key.split(".")
         nested: dict[str, Any] = {parts[-1]: value}
