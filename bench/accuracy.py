@@ -26,6 +26,7 @@ import torch  # noqa: E402
 from learngene.config import load_config  # noqa: E402
 from learngene.data import TaskStream  # noqa: E402
 from learngene.evaluate import evaluate_methods  # noqa: E402
+from learngene.gene import Learngene  # noqa: E402
 from learngene.paradigm import select_gene  # noqa: E402
 from learngene.pipeline import load_collective_run, run_collective  # noqa: E402
 from learngene.plots import plot_bars, plot_curves  # noqa: E402
@@ -50,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--preset", default="omniglot")
     p.add_argument("--out", default=None)
     p.add_argument("--collective", help="reuse a finished collective run directory")
+    p.add_argument("--gene", help="reuse a learngene selected from that run (skips the criterion)")
     p.add_argument("--settings", nargs="+", default=["5way1shot", "5way5shot", "20way1shot", "20way5shot"])
     p.add_argument("--episodes", type=int, default=17, help="per seed (17 x 3 seeds = 51 target tasks per setting)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -71,7 +73,11 @@ def main(argv: list[str] | None = None) -> int:
     if not args.collective:
         run_collective(cfg, coll_dir, overwrite=True, progress=False, data=data)
     t_collective = time.perf_counter() - tick
-    gene, criterion = select_gene(coll_dir, out / "gene", cfg=cfg, data=data)
+    if args.gene:
+        gene = Learngene.load(args.gene)
+        criterion = {"selected": gene.layer_names, **(gene.criterion or {})}
+    else:
+        gene, criterion = select_gene(coll_dir, out / "gene", cfg=cfg, data=data)
     run = load_collective_run(coll_dir)
     stream = TaskStream.from_manifest(data, run["stream_manifest"])
     novel = list(stream.split.novel)

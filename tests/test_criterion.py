@@ -37,6 +37,8 @@ def test_fixed_criterion_checks_layers():
     stats = torch.rand(3, 5)
     ok = select_layers(_ctx(stats, **{"criterion.name": "'fixed'", "criterion.layers": "['features.1','features.2']"}))
     assert ok.selected == ["features.1", "features.2"]
+    d = ok.to_dict()  # a user's choice has no score: strict JSON for the gene manifest
+    assert d["scores"] == {} and d["candidates"][0]["score"] is None
     with pytest.raises(ConfigError, match="contiguous"):
         select_layers(_ctx(stats, **{"criterion.name": "'fixed'", "criterion.layers": "['features.1','features.3']"}))
     with pytest.raises(ConfigError, match="not conv blocks"):

@@ -9,6 +9,7 @@ never trained on (never the novel ones). Both write the gradient statistic next 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -56,9 +57,13 @@ class CriterionResult:
     reason: str
 
     def to_dict(self) -> dict[str, Any]:
-        scores = {"+".join(c["layers"]): c["score"] for c in self.candidates if c["score"] == c["score"]}
-        return {"name": self.name, "selected": self.selected, "scores": scores, "candidates": self.candidates,
-                "reason": self.reason}
+        from learngene.report import jsonable
+
+        scores = {"+".join(c["layers"]): c["score"] for c in self.candidates
+                  if isinstance(c["score"], float) and math.isfinite(c["score"])}
+        # undefined statistics (NaN) become null: the gene manifest is strict JSON
+        return {"name": self.name, "selected": self.selected, "scores": scores,
+                "candidates": jsonable(self.candidates), "reason": self.reason}
 
 
 def windows(n_layers: int, size: int | None) -> list[tuple[int, int]]:
