@@ -75,6 +75,20 @@ def _eval_mode(model: nn.Module) -> Iterator[None]:
             m.training = was_training
 
 
+@contextmanager
+def _same_parameters(model: nn.Module) -> Iterator[None]:
+    """Put every module's own Parameter objects back afterwards: ``functional_call`` on a model that holds one
+    module under two names (shared weights) leaves a swapped-in plain tensor behind (torch 2.x)."""
+    owned = [(m, dict(m._parameters)) for m in model.modules()]
+    try:
+        yield
+    finally:
+        for m, params in owned:
+            for name, p in params.items():
+                if m._parameters.get(name) is not p:
+                    m._parameters[name] = p
+
+
 def _check_samples(model: nn.Module, inputs: Tensor, targets: Tensor) -> None:
     """Fail early with a readable message (an out-of-range target is a device assert on CUDA)."""
     if not isinstance(inputs, Tensor) or not isinstance(targets, Tensor):
@@ -123,8 +137,8 @@ def _finite_or_raise(fisher: dict[str, Tensor]) -> dict[str, Tensor]:
 # of the *summed* loss gives each sample's gradient with respect to each layer's output. A layer's per-sample
 # weight gradient is then a small product of its input and that output gradient (a batched matmul over the
 # im2col patches for a convolution), squared and summed over the chunk right away. The numbers are the
-# vmap(grad) ones up to float rounding, but a convolution no longer goes through vmap's grouped-convolution
-# weight gradient, which on CPU costs several times a plain backward.
+# vmap(grad) ones up to float rounding, without vmap's per-sample convolution weight gradient (grouped
+# convolutions), which is slow on CPU and gets slower as the layers widen (see BENCHMARKS.md, Speed).
 
 # Modules known to treat samples independently in eval mode (exact type, so a subclass with its own forward
 # goes to the generic path). Library containers are named by their qualified name to avoid import cycles.
@@ -165,7 +179,8 @@ _SAMPLEWISE_NAMES = frozenset(
         "learngene.individual.IndividualModel",
     }
 )
-# elements of the im2col buffer per sub-chunk (16 MiB in float32): keeps the batched matmul in cache
+# elements of one im2col / per-sample-gradient buffer (16 MiB in float32): a convolution's per-sample gradients
+# are formed for as many samples at a time as fit, which bounds the extra memory whatever the chunk size
 _UNFOLD_BUDGET = 1 << 22
 
 
@@ -219,7 +234,8 @@ def _add_sq_grads(m: nn.Module, a: Tensor, g: Tensor, names: dict[str, str], sum
             sums[b_name].add_(g3.sum(2).square_().sum(0))
         if w_name is not None:
             ckk = m.weight[0].numel()
-            step = max(1, _UNFOLD_BUDGET // max(1, ckk * g3.shape[2]))
+            # bound both the im2col buffer [s, ckk, L] and the per-sample gradients [s, Cout, ckk]
+            step = max(1, _UNFOLD_BUDGET // max(1, ckk * max(g3.shape[2], cout)))
             acc = g3.new_zeros(cout, ckk)
             for s in range(0, n, step):
                 cols = F.unfold(a[s : s + step], m.kernel_size, dilation=m.dilation, padding=m.padding,
@@ -285,8 +301,10 @@ def _layerwise_fisher_sums(
                     if len(rec) != 1 or rec[0] is None:
                         return False  # called twice (shared module) or not at all: leave it to vmap
                     a, out, va, vo = rec[0]
-                    if a._version != va or out._version != vo or a.shape[0] != x.shape[0] or out.shape[0] != x.shape[0]:
+                    if a._version != va or out._version != vo:
                         return False  # modified in place after the layer (e.g. ReLU(inplace=True))
+                    if a.shape[0] != x.shape[0] or out.shape[0] != x.shape[0]:
+                        return False  # not batch-first: the per-sample split below would be wrong
                     records.append((a, out))
                 loss = F.cross_entropy(logits, y, reduction="sum")  # samples are independent: sum of per-sample
                 grads = torch.autograd.grad(loss, [out for _, out in records], allow_unused=True)
@@ -350,7 +368,7 @@ def diagonal_fisher(
         return F.cross_entropy(logits, y.unsqueeze(0))
 
     per_sample_grads = vmap(grad(sample_loss), in_dims=(None, 0, 0))
-    with _eval_mode(model), torch.no_grad():  # torch.func.grad still differentiates inside no_grad
+    with _eval_mode(model), _same_parameters(model), torch.no_grad():  # grad differentiates inside no_grad
         for start in range(0, n, batch_size):
             x = inputs[start : start + batch_size].to(device)
             y = targets[start : start + batch_size].to(device=device, dtype=torch.long)
