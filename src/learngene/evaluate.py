@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import random
-from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -240,5 +239,3 @@ def merge_shards(parts: list[dict[str, dict[str, list[dict[str, Any]]]]]) -> dic
             runs.sort(key=lambda r: (r["seed"], r["episode"]))  # one canonical order, however many ranks
     return merged
 
-
-MethodBuilder = Callable[..., Any]

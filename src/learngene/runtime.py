@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import random
 from typing import Any
 
 import torch
@@ -36,16 +35,6 @@ def derive_seed(*parts: Any) -> int:
     return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
 
 
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    torch.manual_seed(seed)
-    try:
-        import numpy as np
-
-        np.random.seed(seed % (2**32))
-    except ImportError:  # pragma: no cover
-        pass
-
 
 def generator(seed: int, device: torch.device | str = "cpu") -> torch.Generator:
     g = torch.Generator(device=device)
@@ -65,9 +54,6 @@ def grad_scaler(device: torch.device, amp: bool) -> torch.amp.GradScaler:
     """Loss scaling only matters for CUDA fp16; elsewhere the scaler is a no-op."""
     return torch.amp.GradScaler(device.type, enabled=amp and device.type == "cuda")
 
-
-def num_threads() -> int:
-    return int(os.environ.get("OMP_NUM_THREADS", torch.get_num_threads()))
 
 
 def machine_info(device: torch.device) -> dict[str, Any]:

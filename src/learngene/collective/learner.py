@@ -146,7 +146,6 @@ class CollectiveModel:
         self.position = {"task": 0, "epoch": 0}  # next thing to do
         self.optimizer: torch.optim.Optimizer | None = None
         self.scaler = grad_scaler(self.device, cfg.train.amp)
-        self._task_start = 0.0
         self._ddp: nn.Module | None = None
         self._ckpt_dir: Path | None = None
 
