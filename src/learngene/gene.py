@@ -241,6 +241,11 @@ def _validate_provenance(provenance: Any) -> dict | None:
     return _to_plain_json(provenance, "provenance")
 
 
+# A bit flip in a float32 exponent turns a weight into ~1e38; such a gene "loads" but overflows to Inf
+# on the first forward pass. Real trained conv/BN parameters are many orders of magnitude smaller.
+_MAX_ABS_VALUE = 1e6
+
+
 def _validate_tensors(layers: list[dict], tensors: Any) -> dict[str, Tensor]:
     """Check the tensors against what ConvBlocks of the given specs hold: names, shapes, dtypes, finiteness."""
     if not isinstance(tensors, Mapping):
@@ -286,6 +291,12 @@ def _validate_tensors(layers: list[dict], tensors: Any) -> dict[str, Tensor]:
                 if t.numel() and not bool(torch.isfinite(t).all()):
                     raise GeneError(
                         f"layer {name}: {suffix} contains NaN or Inf values; the gene is unusable"
+                    )
+                if t.numel() and float(t.abs().max()) > _MAX_ABS_VALUE:
+                    raise GeneError(
+                        f"layer {name}: {suffix} holds a value of magnitude {float(t.abs().max()):.3g} "
+                        f"(trained weights stay far below {_MAX_ABS_VALUE:.0e}); the gene is corrupt or was "
+                        "saved from a diverged run - re-export it from a healthy collective run"
                     )
                 if suffix.endswith("running_var") and t.numel() and bool((t < 0).any()):
                     raise GeneError(f"layer {name}: {suffix} has negative variances; the gene is corrupt")
