@@ -55,6 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--settings", nargs="+", default=["5way1shot", "5way5shot", "20way1shot", "20way5shot"])
     p.add_argument("--episodes", type=int, default=17, help="per seed (17 x 3 seeds = 51 target tasks per setting)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--methods", nargs="+", default=None,
+                   help="methods of the main table (default: the preset's evaluate.methods)")
     p.add_argument("--shots", type=int, nargs="+", default=[1, 5, 10])
     p.add_argument("--sweep-episodes", type=int, default=10)
     p.add_argument("--no-sweeps", action="store_true", help="skip the shots and size sweeps")
@@ -83,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     novel = list(stream.split.novel)
     network, spec = run["network"], run["meta"]["input_spec"]
     names = network.conv_layer_names()
-    main_res = evaluate_methods(cfg, data, novel, network, gene, names, spec, progress=True)
+    main_res = evaluate_methods(cfg, data, novel, network, gene, names, spec, methods=args.methods, progress=True)
     ways = 5
     sweep_cfg = copy.deepcopy(cfg)
     sweep_cfg.evaluate.episodes = args.sweep_episodes

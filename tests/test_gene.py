@@ -565,26 +565,23 @@ def _fuzz_once(mutation: tuple) -> None:
         assert gene.layer_names == ["features.2", "features.3"]
 
 
-@settings(
-    max_examples=150,
-    deadline=None,
-    derandomize=True,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow],
-)
+# derandomized: CI must be reproducible; the slow sweep below covers the bit flips systematically
+_FUZZ = {
+    "deadline": None,
+    "derandomize": True,
+    "database": None,
+    "suppress_health_check": [HealthCheck.too_slow],
+}
+
+
+@settings(max_examples=150, **_FUZZ)
 @given(_mutations)
 def test_fuzz_damaged_artifacts_raise_gene_error(mutation: tuple) -> None:
     _fuzz_once(mutation)
 
 
 @pytest.mark.slow
-@settings(
-    max_examples=2000,
-    deadline=None,
-    derandomize=True,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow],
-)
+@settings(max_examples=2000, **_FUZZ)
 @given(_mutations)
 def test_fuzz_damaged_artifacts_raise_gene_error_long(mutation: tuple) -> None:
     _fuzz_once(mutation)

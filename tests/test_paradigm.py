@@ -107,3 +107,29 @@ def test_cli_errors_are_one_clear_line(argv, message, tmp_path, capsys, monkeypa
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+def test_duplicate_gene_methods_are_trained_once_and_match_a_real_run(run_dir):
+    """gene-bottom with the learngene's own layers is reported as a copy, equal to training it for real."""
+    import copy
+
+    from learngene.data import TaskStream
+    from learngene.evaluate import evaluate_methods, gene_from_network
+    from learngene.pipeline import load_collective_run
+    from learngene.prepare import load_data
+
+    run = load_collective_run(run_dir / "collective")
+    cfg = copy.deepcopy(run["config"])
+    cfg.evaluate.episodes, cfg.evaluate.seeds = 2, [0]
+    data = load_data(cfg)
+    novel = list(TaskStream.from_manifest(data, run["stream_manifest"]).split.novel)
+    network, spec = run["network"], run["meta"]["input_spec"]
+    names = network.conv_layer_names()
+    bottom = gene_from_network(network, names[:2], spec)
+    both = evaluate_methods(cfg, data, novel, network, bottom, names, spec,
+                            methods=["learngene", "gene-bottom"], progress=False)["methods"]
+    alone = evaluate_methods(cfg, data, novel, network, bottom, names, spec,
+                             methods=["gene-bottom"], progress=False)["methods"]
+    assert both["gene-bottom"]["same_as"] == "learngene" and "same_as" not in both["learngene"]
+    assert "same_as" not in alone["gene-bottom"]
+    assert both["gene-bottom"]["accuracies"] == alone["gene-bottom"]["accuracies"] == both["learngene"]["accuracies"]

@@ -111,6 +111,32 @@ def ablation_genes(network: nn.Module, layer_names: list[str], selected: list[st
     }
 
 
+def _same_gene(a: Learngene, b: Learngene) -> bool:
+    return (a.layer_names == b.layer_names and a.tensors.keys() == b.tensors.keys()
+            and all(torch.equal(a.tensors[k], b.tensors[k]) for k in a.tensors))
+
+
+def duplicate_genes(methods: list[str], gene: Learngene, ablations: dict[str, Learngene]) -> dict[str, str]:
+    """Map each gene method that would inherit exactly the same layers as an earlier one to that method.
+
+    Why: when the criterion picks the bottom window, ``gene-bottom`` *is* ``learngene``, and in a shallow network
+    ``gene-random-layers`` can only be ``gene-top``; training them again costs time and adds no information.
+    The report keeps every method's row and marks the copies with ``same_as``.
+    """
+    candidates = {"learngene": gene, **ablations}
+    first: list[str] = []
+    aliases: dict[str, str] = {}
+    for m in methods:
+        if m not in candidates:
+            continue
+        twin = next((f for f in first if _same_gene(candidates[f], candidates[m])), None)
+        if twin is None:
+            first.append(m)
+        else:
+            aliases[m] = twin
+    return aliases
+
+
 def evaluate_methods(
     cfg: Config,
     data: ImageSet,
@@ -139,6 +165,7 @@ def evaluate_methods(
     base = train_settings(cfg)
     network = network.cpu().eval()
     ablations = ablation_genes(network, layer_names, gene.layer_names, spec, cfg.seed)
+    aliases = duplicate_genes(methods, gene, ablations)
     results: dict[str, Any] = {}
     jobs = [(s, seed) for s in cfg.evaluate.settings for seed in cfg.evaluate.seeds]
     for setting, seed in jobs:
@@ -154,7 +181,11 @@ def evaluate_methods(
                 continue
             sx, sy, qx, qy = episode_tensors(data, ep, spec)
             init_seed = derive_seed(cfg.seed, "init", setting, seed, i) % (2**31)
+            done: dict[str, dict[str, Any]] = {}
             for m in methods:
+                if m in aliases:  # same layers, same tensors, same training: the run would repeat bit for bit
+                    per[m].append({**done[aliases[m]], "same_as": aliases[m]})
+                    continue
                 model, settings, use_ewc = _build(m, network, gene, ablations, ind_spec, base, ways, init_seed)
                 out = train_few_shot(model, sx, sy, settings, query_x=qx, query_y=qy, seed=init_seed,
                                      use_gene_ewc=use_ewc)
@@ -164,10 +195,11 @@ def evaluate_methods(
                     inherited = model.inherited_params()
                 else:
                     inherited = _n_params(model) - _n_params(model.classifier)
-                per[m].append({"episode": i, "seed": seed, "accuracy": out["accuracy"], "curve": out["curve"],
-                               "curve_epochs": out["curve_epochs"],
-                               "train_seconds": out["train_seconds"], "params": _n_params(model),
-                               "inherited_params": inherited})
+                done[m] = {"episode": i, "seed": seed, "accuracy": out["accuracy"], "curve": out["curve"],
+                           "curve_epochs": out["curve_epochs"],
+                           "train_seconds": out["train_seconds"], "params": _n_params(model),
+                           "inherited_params": inherited}
+                per[m].append(done[m])
     return summarize(merge_shards(all_gather_objects(dist, results)), cfg)
 
 
@@ -214,6 +246,9 @@ def summarize(results: dict[str, dict[str, list[dict[str, Any]]]], cfg: Config) 
                 "curve_epochs": epochs,
                 "accuracies": accs,
             }
+            twins = {r["same_as"] for r in runs if "same_as" in r}
+            if twins:
+                methods[m]["same_as"] = sorted(twins)[0]
         settings[setting] = {"methods": methods}
     headline = cfg.evaluate.headline
     return {

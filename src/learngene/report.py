@@ -21,8 +21,9 @@ def methods_table(methods: dict[str, Any]) -> str:
     rows = ["| method | accuracy | 95% CI | n | params | inherited | epochs to 90% | train s/task |",
             "|---|---|---|---|---|---|---|---|"]
     for m, r in methods.items():
+        name = f"{m} (= {r['same_as']})" if r.get("same_as") else m
         rows.append(
-            f"| {m} | {_f(r['acc_mean'])} | ±{_f(r['acc_ci95'])} | {r['n']} | {_f(r['params'])} | "
+            f"| {name} | {_f(r['acc_mean'])} | ±{_f(r['acc_ci95'])} | {r['n']} | {_f(r['params'])} | "
             f"{_f(r['inherited_params'])} | {_f(r.get('epochs_to_90pct_final'))} | {_f(r['train_seconds_mean'], 2)} |"
         )
     return "\n".join(rows)
