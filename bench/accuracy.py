@@ -60,6 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--shots", type=int, nargs="+", default=[1, 5, 10])
     p.add_argument("--sweep-episodes", type=int, default=10)
     p.add_argument("--no-sweeps", action="store_true", help="skip the shots and size sweeps")
+    p.add_argument("--only-sweeps", action="store_true",
+                   help="skip the main table and run only the sweeps (e.g. in a second process beside a main run)")
     p.add_argument("--curve-every", type=int, default=5, help="query accuracy every N epochs for the curves")
     p.add_argument("--set", dest="overrides", action="append", default=[])
     args = p.parse_args(argv)
@@ -85,7 +87,11 @@ def main(argv: list[str] | None = None) -> int:
     novel = list(stream.split.novel)
     network, spec = run["network"], run["meta"]["input_spec"]
     names = network.conv_layer_names()
-    main_res = evaluate_methods(cfg, data, novel, network, gene, names, spec, methods=args.methods, progress=True)
+    if args.only_sweeps:
+        main_res = {"headline": None, "methods": {}, "settings": {}}
+    else:
+        main_res = evaluate_methods(cfg, data, novel, network, gene, names, spec, methods=args.methods,
+                                    progress=True)
     ways = 5
     sweep_cfg = copy.deepcopy(cfg)
     sweep_cfg.evaluate.episodes = args.sweep_episodes
@@ -136,12 +142,14 @@ def main(argv: list[str] | None = None) -> int:
              f"{', '.join(criterion['selected'])}. Seeds {args.seeds}, {args.episodes} episodes per seed.", ""]
     for setting, res in main_res["settings"].items():
         lines += [f"#### {setting}", "", methods_table(res["methods"]), ""]
-    lines += ["#### Shots sweep (5-way)", "", "| shots | learngene | scratch |", "|---|---|---|"]
+    if shots:
+        lines += ["#### Shots sweep (5-way)", "", "| shots | learngene | scratch |", "|---|---|---|"]
     for k in shots:
         lines.append(f"| {k} | {shots[k]['learngene']['acc_mean']:.3f} ±{shots[k]['learngene']['acc_ci95']:.3f} | "
                      f"{shots[k]['scratch']['acc_mean']:.3f} ±{shots[k]['scratch']['acc_ci95']:.3f} |")
-    lines += ["", f"#### Individual size ({args.settings[0]})", "",
-              "| size | fresh before / after | params | learngene | scratch |", "|---|---|---|---|---|"]
+    if sizes:
+        lines += ["", f"#### Individual size ({args.settings[0]})", "",
+                  "| size | fresh before / after | params | learngene | scratch |", "|---|---|---|---|---|"]
     for s, r in sizes.items():
         lines.append(f"| {s} | {r['before']} / {r['after']} | {r['learngene']['params']:,} | "
                      f"{r['learngene']['acc_mean']:.3f} ±{r['learngene']['acc_ci95']:.3f} | "
