@@ -139,7 +139,9 @@ def main(argv: list[str] | None = None) -> int:
              f"Collective: {coll['final']['params']:,} parameters, final task-aware accuracy "
              f"{coll['final']['average_accuracy']:.3f}, forgetting {coll['final']['forgetting']:.3f}, open-world AUROC "
              f"{(coll['open_world'] or {}).get('auroc', float('nan')):.3f}. Criterion `{criterion['name']}` chose "
-             f"{', '.join(criterion['selected'])}. Seeds {args.seeds}, {args.episodes} episodes per seed.", ""]
+             f"{', '.join(criterion['selected'])}. Seeds {args.seeds}; episodes per seed: "
+             f"{'-' if args.only_sweeps else args.episodes} (main table), "
+             f"{'-' if args.no_sweeps else args.sweep_episodes} (sweeps).", ""]
     for setting, res in main_res["settings"].items():
         lines += [f"#### {setting}", "", methods_table(res["methods"]), ""]
     if shots:
