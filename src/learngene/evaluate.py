@@ -246,9 +246,9 @@ def summarize(results: dict[str, dict[str, list[dict[str, Any]]]], cfg: Config) 
                 "curve_epochs": epochs,
                 "accuracies": accs,
             }
-            twins = {r["same_as"] for r in runs if "same_as" in r}
-            if twins:
-                methods[m]["same_as"] = sorted(twins)[0]
+            twin = next((r["same_as"] for r in runs if "same_as" in r), None)
+            if twin:
+                methods[m]["same_as"] = twin
         settings[setting] = {"methods": methods}
     headline = cfg.evaluate.headline
     return {

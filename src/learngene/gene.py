@@ -288,13 +288,14 @@ def _validate_tensors(layers: list[dict], tensors: Any) -> dict[str, Tensor]:
                     raise GeneError(
                         f"layer {name}: {suffix} must be a floating tensor, got dtype {_dtype_name(t.dtype)}"
                     )
-                if t.numel() and not bool(torch.isfinite(t).all()):
+                peak = float(t.abs().max()) if t.numel() else 0.0  # one reduction; NaN propagates through max
+                if not math.isfinite(peak):
                     raise GeneError(
                         f"layer {name}: {suffix} contains NaN or Inf values; the gene is unusable"
                     )
-                if t.numel() and float(t.abs().max()) > _MAX_ABS_VALUE:
+                if peak > _MAX_ABS_VALUE:
                     raise GeneError(
-                        f"layer {name}: {suffix} holds a value of magnitude {float(t.abs().max()):.3g} "
+                        f"layer {name}: {suffix} holds a value of magnitude {peak:.3g} "
                         f"(trained weights stay far below {_MAX_ABS_VALUE:.0e}); the gene is corrupt or was "
                         "saved from a diverged run - re-export it from a healthy collective run"
                     )
