@@ -63,7 +63,10 @@ class GrowthConfig:
     max_width: int = 512
     deepen_every: int | None = None
     trigger: str = "unknown"  # unknown: grow only when the new task brings classes recognized as unknown | always | never
-    noise: float = 0.0
+    # symmetry-breaking noise on the split outgoing weights of replicated units, relative to the consumer's
+    # weight std; the split stays exact (the replicas' shares still sum to the original), so widening keeps
+    # the function and the copies get different gradients from the first step on
+    noise: float = 0.05
 
 
 @dataclass
@@ -74,6 +77,9 @@ class TrainConfig:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     loss_scope: str = "task"  # task: cross-entropy over the current task's classes | all: over every class seen
+    memory_per_class: int = 0  # exemplars kept per class seen and replayed with later tasks (0: no memory)
+    distill: float = 0.0  # weight of LwF distillation from the model before the task, on old classes' logits
+    distill_temperature: float = 2.0
     ewc_lambda: float = 40.0  # the Fisher is scaled to max 1: keep lr * ewc_lambda <= ~2 (SGD momentum 0.9 diverges near 3.8)
     ewc_decay: float = 1.0
     fisher_samples: int = 256
@@ -142,8 +148,28 @@ class EvaluateConfig:
             "gene-bottom",
             "gene-top",
             "gene-random-layers",
+            "ncm-collective",
+            "ncm-gene",
+            "joint",
+            "protonet",
         ]
     )
+
+
+@dataclass
+class BaselineConfig:
+    """Reference models trained on the stream's classes: ``joint`` (all classes at once) and ``protonet``.
+
+    Both get the stream's image budget (every task's training images x train.epochs) unless the epochs or
+    episodes are set here, and the collective model's optimizer settings and augmentation.
+    """
+
+    joint_epochs: int | None = None  # None: the stream's image budget divided by the joint training set's size
+    protonet_ways: int = 20  # classes per training episode (at most the stream's classes)
+    protonet_shots: int = 1  # support images per class and episode (they form the prototypes)
+    protonet_queries: int = 5  # query images per class and episode (they carry the loss)
+    protonet_episodes: int | None = None  # None: the stream's image budget divided by the images per episode
+    protonet_scale: float = 10.0  # logits = scale x cosine(query feature, prototype)
 
 
 @dataclass
@@ -160,6 +186,7 @@ class Config:
     criterion: CriterionConfig = field(default_factory=CriterionConfig)
     individual: IndividualConfig = field(default_factory=IndividualConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    baseline: BaselineConfig = field(default_factory=BaselineConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -185,13 +212,14 @@ _CHOICES = {
 
 _POSITIVE = (
     "data.image_size", "data.per_class", "stream.tasks", "stream.ways", "train.epochs", "train.batch_size",
-    "train.lr", "train.fisher_samples", "train.checkpoint_every", "growth.step", "growth.max_width",
+    "train.lr", "train.fisher_samples", "train.distill_temperature", "train.checkpoint_every", "growth.step", "growth.max_width",
     "individual.epochs", "individual.batch_size", "individual.lr", "evaluate.episodes", "evaluate.queries",
     "evaluate.curve_every",
     "criterion.pseudo_tasks", "criterion.pseudo_shots", "criterion.pseudo_epochs",
 )
 _NON_NEGATIVE = (
     "train.momentum", "train.weight_decay", "train.ewc_lambda", "train.ewc_decay", "growth.noise",
+    "train.memory_per_class", "train.distill",
     "individual.momentum", "individual.weight_decay", "individual.ewc_lambda", "individual.lr_scale",
     "record.threshold",
 )
@@ -237,8 +265,22 @@ def _validate(cfg: Config) -> None:
         raise ConfigError(f"evaluate.headline = {cfg.evaluate.headline!r} must be one of evaluate.settings {cfg.evaluate.settings}")
     if not cfg.evaluate.seeds:
         raise ConfigError("evaluate.seeds must list at least one seed")
+    if cfg.train.memory_per_class > 0 and cfg.train.loss_scope != "all":
+        raise ConfigError(
+            f"train.memory_per_class = {cfg.train.memory_per_class} replays earlier classes, which a loss over the "
+            "current task's classes cannot score; set train.loss_scope = 'all' (or train.memory_per_class = 0)"
+        )
     if cfg.criterion.name == "fixed" and not cfg.criterion.layers:
         raise ConfigError("criterion.name = 'fixed' needs criterion.layers, e.g. ['features.0', 'features.1']")
+    b = cfg.baseline
+    for key, value, low in (("joint_epochs", b.joint_epochs, 1), ("protonet_ways", b.protonet_ways, 2),
+                            ("protonet_shots", b.protonet_shots, 1), ("protonet_queries", b.protonet_queries, 1),
+                            ("protonet_episodes", b.protonet_episodes, 1)):
+        if value is not None and value < low:
+            raise ConfigError(f"config key baseline.{key} = {value!r} must be >= {low}" +
+                              (" (or unset for the stream's image budget)" if key.endswith(("epochs", "episodes")) else ""))
+    if not b.protonet_scale > 0:
+        raise ConfigError(f"config key baseline.protonet_scale = {b.protonet_scale!r} must be > 0; fix the value")
 
 
 def parse_setting(setting: str) -> tuple[int, int]:

@@ -17,6 +17,7 @@ what the killed one would have done.
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import time
@@ -31,6 +32,7 @@ from torch import nn
 from learngene import __version__
 from learngene.checkpoint import has_checkpoint, load_latest, save_checkpoint
 from learngene.collective.ewc import EWC
+from learngene.collective.memory import ExemplarMemory
 from learngene.collective.metrics import AccuracyMatrix
 from learngene.collective.openset import evaluate_open_set, flag_unknown_classes, knownness, threshold_at_tpr
 from learngene.collective.recorder import GradientRecorder
@@ -42,6 +44,7 @@ from learngene.errors import CheckpointError, ConfigError, NonFiniteError
 from learngene.faults import maybe_kill
 from learngene.models import create_model, model_from_config
 from learngene.models.growth import GrowthPlan, GrowthSchedule, plan_expand_classes
+from learngene.models.width import effective_widths, width_report
 from learngene.runtime import autocast, derive_seed, generator, grad_scaler, machine_info
 
 Progress = Callable[[str], None]
@@ -136,7 +139,10 @@ class CollectiveModel:
             step=cfg.growth.step,
             max_width=cfg.growth.max_width,
             deepen_every=cfg.growth.deepen_every,
+            noise=cfg.growth.noise,
         )
+        self.memory = ExemplarMemory(cfg.train.memory_per_class)
+        self.teacher: nn.Module | None = None  # the model as it was before the current task (distillation)
         self.batches = Batches(self.data, spec, self.device, cfg.train.channels_last)
         self.augment = BatchAugment(cfg.data.augment)
         n = len(stream)
@@ -248,6 +254,7 @@ class CollectiveModel:
             self._invalidate_wrapper()
         self.recorder.attach(self.network)
         self.optimizer = self._make_optimizer()
+        self.teacher = self._snapshot_teacher(t)
         self.tasks.append(
             {
                 "task": t,
@@ -261,6 +268,31 @@ class CollectiveModel:
                 "epochs": [],
             }
         )
+
+    def _snapshot_teacher(self, t: int) -> nn.Module | None:
+        """LwF: a frozen copy of the network as it starts task t (growth kept its function on old classes)."""
+        if t == 0 or self.cfg.train.distill <= 0:
+            return None
+        teacher = copy.deepcopy(self.network).eval()
+        for p in teacher.parameters():
+            p.requires_grad_(False)
+        return teacher
+
+    def train_indices(self, t: int) -> torch.Tensor:
+        """Task t's training images plus the exemplars of earlier classes (replay), if there is a memory."""
+        exp = self.stream[t]
+        replay = self.memory.indices(exclude_labels=set(exp.labels))
+        return torch.cat([exp.train_indices, replay]) if len(replay) else exp.train_indices
+
+    def _distill_loss(self, logits: torch.Tensor, x: torch.Tensor, t: int) -> torch.Tensor:
+        """KL(teacher || student) on the old classes' logits at temperature T, scaled by T^2 (Hinton et al.)."""
+        assert self.teacher is not None
+        old = torch.tensor(self.seen_labels(t - 1), device=self.device)
+        temp = self.cfg.train.distill_temperature
+        with torch.no_grad():
+            target = F.softmax(self.teacher(x).float()[:, old] / temp, dim=1)
+        student = F.log_softmax(logits.float()[:, old] / temp, dim=1)
+        return F.kl_div(student, target, reduction="batchmean") * temp * temp
 
     # ------------------------------------------------------------------ step 3: train
     def train_epoch(self, t: int, epoch: int) -> dict[str, float]:
@@ -277,22 +309,23 @@ class CollectiveModel:
         model.train()
         total, correct, loss_sum, skipped = 0, 0, 0.0, 0
         assert self.optimizer is not None
+        train_idx = self.train_indices(t)
         if self.dist.enabled:
             # every rank takes its DistributedSampler shard of the same seeded order; the global batch stays
             # train.batch_size (split across ranks), so the averaged gradient is that of one big batch
             from torch.utils.data import DistributedSampler
 
-            sampler = DistributedSampler(range(len(exp.train_indices)), num_replicas=self.dist.world_size,
+            sampler = DistributedSampler(range(len(train_idx)), num_replicas=self.dist.world_size,
                                          rank=self.dist.rank, shuffle=True, seed=seed % (2**31))
-            local = exp.train_indices[torch.tensor(list(sampler), dtype=torch.long)]
+            local = train_idx[torch.tensor(list(sampler), dtype=torch.long)]
             per_rank = max(1, math.ceil(cfgt.batch_size / self.dist.world_size))
             batches = self.batches.iterate(local, per_rank, None, self.augment, aug_gen=gen)
         else:
-            batches = self.batches.iterate(exp.train_indices, cfgt.batch_size, gen, self.augment)
+            batches = self.batches.iterate(train_idx, cfgt.batch_size, gen, self.augment)
         for b, (idx, x) in enumerate(batches):
             y = self.stream.targets(idx).to(self.device, non_blocking=True)
             with autocast(self.device, cfgt.amp):
-                logits = model(x)
+                logits = logits_all = model(x)
                 if cfgt.loss_scope == "task":
                     logits = logits[:, task_labels]
                     y_used = remap[y]
@@ -300,6 +333,8 @@ class CollectiveModel:
                     y_used = y
                 ce = F.cross_entropy(logits.float(), y_used)
                 loss = ce + self.ewc.penalty(self.network)
+                if self.teacher is not None:
+                    loss = loss + cfgt.distill * self._distill_loss(logits_all, x, t)
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
             self.scaler.unscale_(self.optimizer)
@@ -337,6 +372,7 @@ class CollectiveModel:
             "loss": loss_sum / max(total, 1),
             "train_acc": correct / max(total, 1),
             "skipped_batches": skipped,
+            "images": total,
         }
         if stats:
             row["mean_grad_fraction"] = float(sum(s["fraction"] for s in stats.values()) / len(stats))
@@ -353,7 +389,13 @@ class CollectiveModel:
         x = self.batches.prepare(pick)
         y = self.stream.targets(pick).to(self.device)
         self.ewc.consolidate(self.network, x, y, reduce=lambda f: weighted_mean_(self.dist, f, len(pick)))
-        return self.evaluate(t)
+        self.memory.add(exp.train_indices, self.stream.targets(exp.train_indices),
+                        generator(derive_seed(self.cfg.seed, "memory", t)))
+        self.teacher = None
+        result = self.evaluate(t)
+        result["effective_widths"] = effective_widths(self.network)
+        result["memory"] = self.memory.summary()
+        return result
 
     @torch.no_grad()
     def evaluate(self, t: int) -> dict[str, Any]:
@@ -393,10 +435,16 @@ class CollectiveModel:
             "config": json.dumps(self.cfg.to_dict(), sort_keys=True),
             "position": dict(self.position),
             "network_config": json.dumps(self.network.config()),
+            "teacher_config": json.dumps(self.teacher.config() if self.teacher is not None else None),
             "network": {k: v.detach().cpu() for k, v in self.network.state_dict().items()},
             "optimizer": self.optimizer.state_dict() if self.optimizer is not None else None,
             "scaler": self.scaler.state_dict(),
             "ewc": self.ewc.state_dict(),
+            "memory": json.dumps(self.memory.state_dict()),
+            "teacher": (
+                {k: v.detach().cpu() for k, v in self.teacher.state_dict().items()}
+                if self.teacher is not None else None
+            ),
             "recorder": self.recorder.state_dict(),
             "acc_task": json.dumps(self.acc_task.to_dict()),
             "acc_class": json.dumps(self.acc_class.to_dict()),
@@ -421,6 +469,14 @@ class CollectiveModel:
         self.recorder.attach(self.network)
         self.ewc.load_state_dict(state["ewc"])
         self.ewc.to(self.device)
+        self.memory.load_state_dict(json.loads(state["memory"]))
+        self.teacher = None
+        if state.get("teacher") is not None:  # resumed mid-task: the teacher is the network at the task's start
+            teacher = model_from_config(json.loads(state["teacher_config"]))
+            teacher.load_state_dict(state["teacher"])
+            self.teacher = teacher.to(self.device).eval()
+            for p in self.teacher.parameters():
+                p.requires_grad_(False)
         self.optimizer = self._make_optimizer()
         if state["optimizer"] is not None:
             self.optimizer.load_state_dict(state["optimizer"])
@@ -511,11 +567,12 @@ class CollectiveModel:
             "forgetting_curve": [t.get("forgetting") for t in self.tasks],
             "average_accuracy_curve": [t.get("average_accuracy") for t in self.tasks],
             "open_world": last.get("open_world"),
+            "memory": self.memory.summary(),
+            "images_seen": sum(r.get("images", 0) for task in self.tasks for r in task["epochs"]),
             "final": {
                 "average_accuracy": last.get("average_accuracy"),
                 "average_accuracy_class_incremental": last.get("average_accuracy_class_incremental"),
                 "forgetting": last.get("forgetting"),
-                "params": self.num_params(),
-                "widths": list(self.network.widths),
+                **width_report(self.network),
             },
         }
