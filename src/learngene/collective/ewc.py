@@ -15,7 +15,7 @@ textbook EWC:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -566,6 +566,50 @@ class EWC:
                 "ewc.on_growth(plan) after growth, or consolidate again on this model"
             )
         return torch.stack(terms).sum() * (self.lam / 2.0)
+
+    @torch.no_grad()
+    def penalty_grads(self, model: nn.Module, names: Collection[str] | None = None) -> dict[str, Tensor]:
+        """The gradient of :meth:`penalty` by parameter name, ``lam * F * (p - anchor)``, without autograd.
+
+        Lets a caller split the EWC pull out of ``p.grad`` (the gradient recorder measures the task loss only).
+        A parameter that grew past its anchor gets the gradient on the overlapping leading slice and 0 on the
+        rest, as :meth:`penalty` only penalizes that slice. ``names`` restricts the result to those parameters
+        (cheaper when only a few are needed). Empty when the penalty is identically zero.
+        """
+        if not self._anchor or self.lam == 0.0:
+            return {}
+        wanted = None if names is None else set(names)
+        out: dict[str, Tensor] = {}
+        found = False
+        for name, p in model.named_parameters():
+            a = self._anchor.get(name)
+            if a is None:
+                continue
+            found = True
+            if wanted is not None and name not in wanted:
+                continue
+            f = self._fisher[name]
+            if a.device != p.device:  # same device-following as penalty()
+                a = self._anchor[name] = a.to(p.device)
+                f = self._fisher[name] = f.to(p.device)
+            if a.shape == p.shape:
+                g = (p.detach() - a).mul_(f).mul_(self.lam)
+            elif a.dim() == p.dim():
+                sl = _overlap(a, p)
+                g = torch.zeros_like(p, dtype=torch.promote_types(p.dtype, f.dtype))
+                g[sl] = (p.detach()[sl] - a[sl]).mul_(f[sl]).mul_(self.lam)
+            else:
+                raise ModelError(
+                    f"EWC: parameter {name!r} changed from shape {tuple(a.shape)} to {tuple(p.shape)} (different "
+                    "rank); call ewc.on_growth(plan) right after growing the model"
+                )
+            out[name] = g.to(p.dtype)
+        if not found:
+            raise ModelError(
+                "EWC: none of the consolidated parameters exists in this model (names changed?); call "
+                "ewc.on_growth(plan) after growth, or consolidate again on this model"
+            )
+        return out
 
     def on_growth(self, plan: Any) -> None:
         """Carry anchors and Fisher through a growth plan (``plan.transform_state(d, kind=...)``).

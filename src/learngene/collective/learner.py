@@ -233,6 +233,7 @@ class CollectiveModel:
             plan.apply(self.network)
             maybe_kill("growth")
             self.ewc.on_growth(plan)
+            self.recorder.on_growth(plan)  # split units keep a statistic comparable with their source's
         self.network.to(self.device)
         self._apply_layout()
         self.recorder.attach(self.network)
@@ -250,6 +251,7 @@ class CollectiveModel:
             )
             plan.apply(self.network)
             self.ewc.on_growth(plan)
+            self.recorder.on_growth(plan)
             self.network.to(self.device)
             self._invalidate_wrapper()
         self.recorder.attach(self.network)
@@ -355,7 +357,11 @@ class CollectiveModel:
                 skipped += 1
                 self.optimizer.zero_grad(set_to_none=True)
                 continue
-            self.recorder.after_backward()
+            # the statistic measures the task's gradient: the EWC pull towards the old anchor is taken out
+            self.recorder.after_backward(
+                exclude=self.ewc.penalty_grads(self.network, names=self.recorder.param_names)
+                if self.ewc.active else None
+            )
             maybe_kill("batch")
             self.scaler.step(self.optimizer)
             self.scaler.update()

@@ -6,6 +6,20 @@ threshold. Layers whose gradients settle early hold general, reusable knowledge.
 
 The statistics are accumulated on the training device with a handful of fused ``torch._foreach_*`` ops
 per batch (no ``.item()``, no host copy); :meth:`GradientRecorder.end_epoch` does the one host transfer.
+
+**Growth invariance.** Net2WiderNet makes ``c`` copies of a unit and divides its outgoing (consumer) weights
+by ``c``, so the gradient reaching each copy's incoming weights shrinks by ``c``: a raw statistic would fall
+because of the growth schedule, not because the layer settled. The recorder therefore keeps, per watched
+weight, a multiplicity per output row (``m_out``: the product of the split counts the unit went through) and
+per input column (``m_in``: the same for the unit that feeds the column), updated by
+:meth:`GradientRecorder.on_growth`. Each entry's gradient is multiplied by its row's ``m_out`` (undoing the
+split) and then weighted by ``1 / (m_out * m_in)``: all copies of one original unit (or pair of units)
+together count as one entry, in the fraction (weighted mean) and in the squared norm (weighted sum). For a
+function-preserving widening (no noise) this gives exactly the statistic of the network before the split,
+for the widened layer, its consumer and every other layer, whatever the split counts; row scaling alone is
+exact for the fraction only when every unit is split the same number of times and never for the norm (each
+copy adds its full squared gradient). Networks that never grew have all multiplicities 1 and skip the
+extra work.
 """
 
 from __future__ import annotations
@@ -13,7 +27,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +74,9 @@ class GradientRecorder:
     ``grad_norm`` the mean over batches of the layer's gradient L2 norm. ``signed=True`` counts
     ``grad > threshold`` (what the paper's reference code does); ``signed=False`` counts ``|grad| > threshold``.
     A layer whose gradient is ``None`` in a batch (frozen/unused) skips that batch; with no batch at all
-    its epoch value is NaN.
+    its epoch value is NaN. After growth, tell the recorder each applied plan (:meth:`on_growth`) so the numbers
+    stay comparable with those before it (module docstring); ``after_backward(exclude=...)`` leaves out a
+    gradient part such as the EWC penalty's.
     """
 
     def __init__(
@@ -75,7 +91,13 @@ class GradientRecorder:
         self._order: list[str] = []  # union of recorded layer names, in network order
         self._names: list[str] = []  # currently attached layers
         self._params: list[nn.Parameter] = []
-        self._numel: Tensor | None = None  # [L] float64 on device
+        self._pnames: list[str] = []  # parameter names of the attached layers (keys of ``exclude``)
+        # growth multiplicities by parameter name, int64 on CPU; a missing entry means all ones
+        self._mult_out: dict[str, Tensor] = {}  # per output row (dim 0)
+        self._mult_in: dict[str, Tensor] = {}  # per input column (dim 1)
+        # per attached layer with a non-trivial multiplicity: (position, row scale, count weight, norm scale)
+        self._weighted: list[tuple[int, Tensor | None, Tensor, Tensor]] = []
+        self._numel: Tensor | None = None  # [L] float64 on device (effective entry count for grown layers)
         self._acc: Tensor | None = None  # [3, L] float64 on device: sum fraction, sum norm, n batches
         self._index_cache: dict[tuple[int, ...], Tensor] = {}
 
@@ -86,6 +108,7 @@ class GradientRecorder:
         Batches already accumulated in the current epoch are kept for layers that still exist.
         """
         chosen: list[tuple[str, nn.Parameter]] = []
+        pnames: list[str] = []
         seen: dict[str, str] = {}
         for pname, p in model.named_parameters():
             if not self.layer_filter(pname, p):
@@ -98,6 +121,7 @@ class GradientRecorder:
                 )
             seen[lname] = pname
             chosen.append((lname, p))
+            pnames.append(pname)
         if not chosen:
             raise ModelError(
                 "gradient recorder: no parameter matched the layer filter (default: 4-D conv weights); the model "
@@ -108,9 +132,13 @@ class GradientRecorder:
             host = self._acc.cpu()
             pending = {n: host[:, i].tolist() for i, n in enumerate(self._names)}
         device = chosen[0][1].device
+        weighted = [self._weights_for(pname, p) for pname, p in zip(pnames, (p for _, p in chosen))]
         self._names = [n for n, _ in chosen]
         self._params = [p for _, p in chosen]
-        self._numel = torch.tensor([p.numel() for p in self._params], dtype=torch.float64, device=device)
+        self._pnames = pnames
+        self._weighted = [(i, *w[:3]) for i, w in enumerate(weighted) if w is not None]
+        numel = [float(p.numel()) if w is None else w[3] for p, w in zip(self._params, weighted)]
+        self._numel = torch.tensor(numel, dtype=torch.float64, device=device)
         acc = torch.zeros(3, len(chosen), dtype=torch.float64)
         for i, n in enumerate(self._names):
             if n in pending:
@@ -118,25 +146,161 @@ class GradientRecorder:
         self._acc = acc.to(device)
         self._index_cache = {}
 
+    def _weights_for(self, pname: str, p: nn.Parameter) -> tuple[Tensor | None, Tensor, Tensor, float] | None:
+        """Cached tensors that make ``pname``'s statistic growth-invariant; None when it never split.
+
+        Returns (row scale ``m_out`` or None, count weight ``1/(m_out*m_in)``, norm scale
+        ``sqrt(m_out/m_in)`` applied to the raw gradient, effective entry count = sum of the count weights).
+        """
+        m_out, m_in = self._mult_out.get(pname), self._mult_in.get(pname)
+        if m_out is not None and bool((m_out == 1).all()):
+            m_out = None
+        if m_in is not None and bool((m_in == 1).all()):
+            m_in = None
+        if m_out is None and m_in is None:
+            return None
+        if p.dim() < 2:
+            raise ModelError(
+                f"gradient recorder: {pname!r} has growth multiplicities but is {p.dim()}-D; watch weights with "
+                "output rows and input columns (conv kernels or linear weights)"
+            )
+        rows, cols = p.shape[0], p.shape[1]
+        for what, m, n in (("output rows", m_out, rows), ("input columns", m_in, cols)):
+            if m is not None and m.numel() != n:
+                raise ModelError(
+                    f"gradient recorder: growth bookkeeping has {m.numel()} {what} for {pname!r} but the "
+                    f"parameter has {n}; call recorder.on_growth(plan) for every applied plan, in order"
+                )
+        out = (m_out if m_out is not None else torch.ones(rows, dtype=torch.int64)).double()
+        inp = (m_in if m_in is not None else torch.ones(cols, dtype=torch.int64)).double()
+        tail = [1] * (p.dim() - 2)
+        w = (1.0 / out).view(-1, 1, *tail) * (1.0 / inp).view(1, -1, *tail)
+        nscale = (out.view(-1, 1, *tail) / inp.view(1, -1, *tail)).sqrt()
+        kernel = p.numel() // (rows * cols)
+        effective = float(w.sum()) * kernel
+        like = {"device": p.device, "dtype": p.dtype}
+        row = None if m_out is None else out.view(-1, 1, *tail).to(**like)
+        return row, w.to(**like), nscale.to(**like), effective
+
     @property
     def attached(self) -> list[str]:
         return list(self._names)
 
+    @property
+    def param_names(self) -> list[str]:
+        """Parameter names of the attached layers (what ``after_backward(exclude=...)`` looks up)."""
+        return list(self._pnames)
+
+    def multiplicities(self, param_name: str) -> tuple[list[int] | None, list[int] | None]:
+        """(per output row, per input column) split multiplicities of a weight; None where all are 1."""
+        m_out, m_in = self._mult_out.get(param_name), self._mult_in.get(param_name)
+        return (None if m_out is None else m_out.tolist(), None if m_in is None else m_in.tolist())
+
+    # -- growth ----------------------------------------------------------------------------------------------
+    def on_growth(self, plan: Any) -> None:
+        """Update the split multiplicities for an applied growth plan (call before the next :meth:`attach`).
+
+        ``widen``: copy ``j`` of unit ``u`` gets ``m_u * c_u`` (``c_u`` = copies of ``u`` in this plan,
+        original included) on the producer's rows and on the consumer's input columns (``spatial`` columns per
+        channel for a linear consumer). ``deepen``: later blocks shift by one; the identity block inherits the
+        multiplicities of the block it follows on both rows and columns (its units are that block's units, so
+        copies stay copies); it is all ones unless that block was widened. ``classes`` changes no unit that a
+        weight gradient is split over.
+        """
+        kind = getattr(plan, "kind", None)
+        if kind == "classes":
+            return
+        if kind == "widen":
+            self._widen(plan)
+        elif kind == "deepen":
+            self._deepen(int(plan.layer))
+        else:
+            raise ConfigError(
+                f"GradientRecorder.on_growth needs a growth plan of kind widen/deepen/classes, got {kind!r} "
+                f"({type(plan).__name__})"
+            )
+
+    def _widen(self, plan: Any) -> None:
+        old, spatial = int(plan.old_width), int(plan.spatial)
+        index = torch.as_tensor(plan.full_index, dtype=torch.int64).cpu()
+        counts = torch.as_tensor(plan.counts, dtype=torch.int64).cpu()
+        producer, consumer = f"features.{int(plan.layer)}.conv.weight", f"{plan.consumer}.weight"
+        m_out = self._mult_out.get(producer, torch.ones(old, dtype=torch.int64))
+        m_in = self._mult_in.get(consumer, torch.ones(old * spatial, dtype=torch.int64))
+        for name, m, n in ((producer, m_out, old), (consumer, m_in, old * spatial)):
+            if m.numel() != n:
+                raise ModelError(
+                    f"gradient recorder: {name!r} has {m.numel()} tracked units but the widen plan expects {n}; "
+                    "call recorder.on_growth(plan) for every applied plan, in order"
+                )
+        self._mult_out[producer] = (m_out * counts)[index]
+        self._mult_in[consumer] = (m_in.view(old, spatial) * counts.view(-1, 1))[index].reshape(-1)
+
+    def _deepen(self, after: int) -> None:
+        def shifted(d: dict[str, Tensor]) -> dict[str, Tensor]:
+            out: dict[str, Tensor] = {}
+            for key, m in d.items():
+                parts = key.split(".", 2)
+                if (
+                    len(parts) == 3
+                    and parts[0] == "features"
+                    and parts[1].isdigit()
+                    and int(parts[1]) > after
+                ):
+                    key = f"features.{int(parts[1]) + 1}.{parts[2]}"
+                out[key] = m
+            return out
+
+        self._mult_out, self._mult_in = shifted(self._mult_out), shifted(self._mult_in)
+        source = self._mult_out.get(f"features.{after}.conv.weight")
+        if source is not None:
+            self._mult_out[f"features.{after + 1}.conv.weight"] = source.clone()
+            self._mult_in[f"features.{after + 1}.conv.weight"] = source.clone()
+
     @torch.no_grad()
-    def after_backward(self) -> None:
-        """Accumulate the current ``.grad`` of every watched layer (call after ``loss.backward()``)."""
+    def after_backward(self, exclude: Mapping[str, Tensor] | None = None) -> None:
+        """Accumulate the current ``.grad`` of every watched layer (call after ``loss.backward()``).
+
+        ``exclude`` maps parameter names to a gradient part to leave out, e.g. ``EWC.penalty_grads(model)``:
+        the statistic should describe the task loss, not the pull towards the old anchor.
+        """
         if self._acc is None or self._numel is None:
             raise LearngeneError("gradient recorder: call recorder.attach(model) before after_backward()")
         grads = [p.grad for p in self._params]
+        positions = list(range(len(grads)))
         idx: Tensor | None = None
         if any(g is None for g in grads):
-            keep = [i for i, g in enumerate(grads) if g is not None]
-            if not keep:
+            positions = [i for i, g in enumerate(grads) if g is not None]
+            if not positions:
                 return
-            grads = [grads[i] for i in keep]
-            idx = self._index_cache.get(tuple(keep))
+            grads = [grads[i] for i in positions]
+            idx = self._index_cache.get(tuple(positions))
             if idx is None:  # the set of frozen layers rarely changes: one small upload per pattern
-                idx = self._index_cache[tuple(keep)] = torch.tensor(keep, device=self._acc.device)
+                idx = self._index_cache[tuple(positions)] = torch.tensor(positions, device=self._acc.device)
+        if exclude:
+            for k, i in enumerate(positions):
+                part = exclude.get(self._pnames[i])
+                if part is not None:
+                    g = grads[k]
+                    if part.shape != g.shape:
+                        raise ModelError(
+                            f"gradient recorder: the excluded gradient for {self._pnames[i]!r} has shape "
+                            f"{tuple(part.shape)} but the parameter's gradient has {tuple(g.shape)}"
+                        )
+                    grads[k] = g - part
+        norm_in = grads
+        weights: list[tuple[int, Tensor]] = []
+        if self._weighted:
+            slot = {i: k for k, i in enumerate(positions)}
+            grads, norm_in = list(grads), list(grads)
+            for i, row, w, nscale in self._weighted:
+                k = slot.get(i)
+                if k is None:
+                    continue
+                norm_in[k] = grads[k] * nscale  # sqrt(w) * corrected gradient
+                if row is not None:
+                    grads[k] = grads[k] * row  # undo the 1/m split of the unit's outgoing weights
+                weights.append((k, w))
         if self.signed:
             above = torch._foreach_sub(grads, self.threshold)
         else:
@@ -144,8 +308,10 @@ class GradientRecorder:
             torch._foreach_sub_(above, self.threshold)
         torch._foreach_clamp_min_(above, 0.0)
         torch._foreach_sign_(above)  # 1 where the entry exceeds the threshold, else 0
+        for k, w in weights:
+            above[k].mul_(w)  # the copies of one unit count once together
         counts = torch._foreach_norm(above, 1)
-        norms = torch._foreach_norm(grads, 2)
+        norms = torch._foreach_norm(norm_in, 2)
         batch = torch.stack(
             [
                 torch.stack([c.to(torch.float64) for c in counts]),
@@ -256,6 +422,7 @@ class GradientRecorder:
             "threshold": self.threshold,
             "signed": self.signed,
             "stats": list(STATS),
+            "multiplicity": self._mult_lists(),
         }
         tmp_t, tmp_m = d / (STATS_FILE + ".tmp"), d / (META_FILE + ".tmp")
         save_file(self._tensors(), str(tmp_t), metadata={"format": FORMAT})
@@ -291,6 +458,7 @@ class GradientRecorder:
             tasks = [int(t) for t in meta["tasks"]]
             epochs = [int(e) for e in meta["epochs"]]
             rec = cls(threshold=float(meta["threshold"]), signed=bool(meta["signed"]))
+            rec._mult_out, rec._mult_in = cls._mult_tensors(meta.get("multiplicity"))
             shape = (len(tasks), len(names))
             for key in ("fraction", "grad_norm", "present"):
                 if tuple(tensors[key].shape) != shape:
@@ -333,11 +501,40 @@ class GradientRecorder:
                 }
                 for r in self.records
             ],
+            "multiplicity": self._mult_lists(),
         }
+
+    def _mult_lists(self) -> dict[str, dict[str, list[int]]]:
+        """Growth multiplicities as plain int lists (checkpoints must give the same numbers on resume)."""
+        return {
+            "out": {k: [int(v) for v in m.tolist()] for k, m in self._mult_out.items()},
+            "in": {k: [int(v) for v in m.tolist()] for k, m in self._mult_in.items()},
+        }
+
+    @staticmethod
+    def _mult_tensors(d: Any) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+        """Inverse of :meth:`_mult_lists`; ``None`` (older files) means no growth was tracked."""
+        if d is None:
+            return {}, {}
+        parsed: list[dict[str, Tensor]] = []
+        for side in ("out", "in"):
+            out: dict[str, Tensor] = {}
+            for name, values in dict(d[side]).items():
+                if isinstance(values, (str, bytes)) or any(
+                    isinstance(v, bool) or int(v) != v for v in values
+                ):
+                    raise ValueError(f"multiplicity of {name!r} must be a list of integers")
+                m = torch.tensor([int(v) for v in values], dtype=torch.int64)
+                if m.dim() != 1 or not bool((m >= 1).all()):
+                    raise ValueError(f"multiplicity of {name!r} must be a list of integers >= 1")
+                out[str(name)] = m
+            parsed.append(out)
+        return parsed[0], parsed[1]
 
     def load_state_dict(self, d: dict[str, Any]) -> None:
         try:
             threshold, signed = float(d["threshold"]), bool(d["signed"])
+            mult_out, mult_in = self._mult_tensors(d.get("multiplicity"))
             records = [
                 {
                     "task": int(r["task"]),
@@ -358,6 +555,7 @@ class GradientRecorder:
                 "GradientRecorder.state_dict()"
             ) from exc
         self.threshold, self.signed = threshold, signed
+        self._mult_out, self._mult_in = mult_out, mult_in  # takes effect at the next attach()
         self.records = []
         self._order = list(order)
         for r in records:
