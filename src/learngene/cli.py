@@ -58,6 +58,18 @@ def build_parser() -> argparse.ArgumentParser:
     _config_args(p)
     _run_args(p)
 
+    p = sub.add_parser("tune", help="choose settings on source-class pseudo-tasks (never the novel classes)")
+    _config_args(p)
+    p.add_argument("--param", dest="params", action="append", default=[], metavar="KEY=V1,V2,...",
+                   help="a config key and the values to try, e.g. train.ewc_lambda=10,20,40 (repeatable: the grid)")
+    p.add_argument("--out", required=True, help="directory for tune.json, tune.md and the finished trials")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0], help="collective seeds per combination (default 0)")
+    p.add_argument("--setting", help="pseudo-task setting, e.g. 20way1shot (default: evaluate.headline)")
+    p.add_argument("--episodes", type=int, default=20, help="pseudo-tasks per seed (default 20)")
+    p.add_argument("--joint", action="store_true",
+                   help="also train the joint reference per seed and report each trial's gap to it")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
     sub.add_parser("presets", help="list the shipped presets")
 
     p = sub.add_parser("inspect", help="print a learngene's manifest as a table")
@@ -100,6 +112,22 @@ def _collective(args: argparse.Namespace) -> int:
     ow = report.get("open_world") or {}
     print(dump({"out": str(Path(args.out) / "collective.json"), "final": final,
                 "open_world_auroc": ow.get("auroc"), "open_world_fpr95": ow.get("fpr95")}))
+    return 0
+
+
+@command("tune")
+def _tune(args: argparse.Namespace) -> int:
+    from learngene.tune import parse_param, tune
+
+    if args.episodes < 1:
+        raise ConfigError(f"--episodes must be >= 1, got {args.episodes}")
+    cfg = _load_cfg(args)
+    params = [parse_param(p) for p in args.params]
+    summary = tune(cfg, params, args.out, seeds=args.seeds, setting=args.setting, episodes=args.episodes,
+                   joint=args.joint, progress=not args.quiet)
+    from learngene.tune import tune_markdown
+
+    print(tune_markdown(summary))
     return 0
 
 

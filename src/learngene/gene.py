@@ -493,6 +493,23 @@ class Learngene:
         return sum(layer["params"] for layer in self._layers)
 
     @property
+    def effective_widths(self) -> list[int]:
+        """Distinct output channels of each layer (replicas left by widening counted once; see models.width)."""
+        from learngene.models.width import effective_widths_of
+
+        found = effective_widths_of(self._tensors)
+        return [found[layer["name"]] for layer in self._layers]
+
+    @property
+    def effective_params(self) -> int:
+        """Parameters of the same layers at their effective widths: what the gene really carries."""
+        total, c_in = 0, self.in_channels
+        for layer, c_out in zip(self._layers, self.effective_widths):
+            total += _block_spec(c_in, c_out, layer["pool"], layer["bias"])[1]
+            c_in = c_out
+        return total
+
+    @property
     def spatial_out(self) -> int:
         """Spatial size after the gene layers, given ``input_spec['spatial_in']`` (each pool halves, flooring)."""
         size = self.input_spec["spatial_in"]
@@ -704,9 +721,12 @@ class Learngene:
             f"learngene ({GENE_FORMAT}, made by learngene {self.made_by})",
             f"{len(self._layers)} layers, {self.num_params:,} parameters, channels {self.in_channels} -> "
             f"{self.out_channels}, spatial {self.input_spec['spatial_in']} -> {self.spatial_out}",
+            f"effective: {self.effective_params:,} parameters with every layer at its effective width "
+            "(distinct channels; copies left by widening count once)",
             "",
         ]
-        rows = [("#", "layer", "type", "in -> out", "pool", "params")]
+        effective = self.effective_widths
+        rows = [("#", "layer", "type", "in -> out", "effective out", "pool", "params")]
         for k, layer in enumerate(self._layers):
             rows.append(
                 (
@@ -714,6 +734,7 @@ class Learngene:
                     layer["name"],
                     layer["type"],
                     f"{layer['in_channels']} -> {layer['out_channels']}",
+                    str(effective[k]),
                     "yes" if layer["pool"] else "no",
                     f"{layer['params']:,}",
                 )

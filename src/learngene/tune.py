@@ -1,0 +1,214 @@
+"""Choose settings on pseudo-tasks from source classes, never on the novel target classes.
+
+``learngene tune --preset omniglot --param train.ewc_lambda=10,20,40 --param train.memory_per_class=0,5``
+trains the collective model for every combination of the values (and every ``--seeds`` seed) and scores each
+on few-shot pseudo-tasks drawn from the criterion's pool: source classes that the stream never used (the open
+world, never the novel classes, when the stream used them all). The score is nearest-class-mean accuracy on
+the collective model's frozen features, which measures the representation apart from any fine-tuning; the
+stream's own accuracy, forgetting and effective parameters are reported beside it. With ``joint=True`` the same
+backbone trained jointly on the stream's classes (same image budget) is scored on the same pseudo-tasks, so
+the table also shows each trial's gap to that bound.
+
+Every finished trial is written at once to ``trials/``; a rerun into the same ``--out`` skips finished trials, so
+an interrupted tuning loses at most the trial in progress.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from learngene.baselines import joint_indices, ncm_episodes, penultimate_features, train_joint
+from learngene.collective.learner import CollectiveModel
+from learngene.config import Config, apply_overrides, config_from_dict, parse_setting
+from learngene.data import sample_episodes
+from learngene.errors import ConfigError
+from learngene.paradigm import _pseudo_pool
+from learngene.prepare import input_spec, load_data, make_split, make_stream
+from learngene.report import jsonable
+from learngene.runtime import derive_seed
+from learngene.safeio import atomic_write_bytes, atomic_write_json, read_json
+from learngene.stats import mean_ci95
+
+log = logging.getLogger(__name__)
+
+
+def parse_param(spec: str) -> tuple[str, list[str]]:
+    """``"train.ewc_lambda=10,20,40"`` -> ``("train.ewc_lambda", ["10", "20", "40"])`` (values stay TOML text)."""
+    if "=" not in spec:
+        raise ConfigError(f"--param {spec!r} must look like section.key=v1,v2,..., e.g. train.ewc_lambda=10,20,40")
+    key, raw = spec.split("=", 1)
+    values = [v.strip() for v in _split_values(raw) if v.strip()]
+    if not key.strip() or not values:
+        raise ConfigError(f"--param {spec!r} names no key or no values; e.g. train.ewc_lambda=10,20,40")
+    return key.strip(), values
+
+
+def _split_values(raw: str) -> list[str]:
+    """Split on commas outside brackets and quotes, so list values such as [32,32] stay whole."""
+    out, depth, quote, cur = [], 0, None, ""
+    for ch in raw:
+        if quote:
+            quote = None if ch == quote else quote
+        elif ch in "\"'":
+            quote = ch
+        elif ch == "[":
+            depth += 1
+        elif ch == "]":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            out.append(cur)
+            cur = ""
+            continue
+        cur += ch
+    out.append(cur)
+    return out
+
+
+def grid(params: Sequence[tuple[str, list[str]]]) -> list[list[str]]:
+    """Every combination of the values, as lists of ``key=value`` overrides."""
+    keys = [k for k, _ in params]
+    if len(set(keys)) != len(keys):
+        raise ConfigError(f"--param names a key twice: {keys}; give all its values in one --param")
+    return [[f"{k}={v}" for k, v in zip(keys, combo)] for combo in itertools.product(*(v for _, v in params))]
+
+
+def _trial_config(base: Config, overrides: list[str], seed: int) -> Config:
+    cfg = config_from_dict(base.to_dict())
+    return apply_overrides(cfg, [*overrides, f"seed={seed}"])
+
+
+def _score(cfg: Config, data, stream, network, spec, setting: str, episodes: int) -> dict[str, Any]:
+    pool, where = _pseudo_pool(stream)
+    ways, shots = parse_setting(setting)
+    if len(pool) < ways:
+        raise ConfigError(f"the pseudo-task pool ({where}) has {len(pool)} classes, fewer than {ways} ways; "
+                          "tune with a smaller --setting")
+    eps = sample_episodes(data, pool, ways, shots, cfg.evaluate.queries, episodes,
+                          seed=derive_seed(cfg.seed, "tune-episodes", setting) % (2**31))
+    accs = ncm_episodes(penultimate_features(network), data, eps, spec)
+    mean, ci = mean_ci95(accs)
+    return {"ncm": mean, "ncm_ci95": ci, "accuracies": accs, "pool": where, "pool_classes": len(pool)}
+
+
+def run_trial(cfg: Config, data, *, setting: str, episodes: int, joint: bool, progress: bool) -> dict[str, Any]:
+    """Train one collective model (and its joint reference) and score both on pseudo-tasks."""
+    split = make_split(cfg, data)
+    stream = make_stream(cfg, data, split)
+    spec = input_spec(data, split.source)
+    tick = time.perf_counter()
+    model = CollectiveModel(cfg, stream, spec)
+    report = model.learn(progress=progress)
+    seconds = time.perf_counter() - tick
+    network = model.network.cpu().eval()
+    out: dict[str, Any] = {
+        "seed": cfg.seed,
+        "collective": _score(cfg, data, stream, network, spec, setting, episodes),
+        "stream": {k: report["final"][k] for k in ("average_accuracy", "average_accuracy_class_incremental",
+                                                   "forgetting", "params", "effective_params", "widths",
+                                                   "effective_widths")},
+        "memory": report["memory"],
+        "images_seen": report["images_seen"],
+        "train_seconds": seconds,
+    }
+    if joint:
+        # the same image budget as the stream, replayed exemplars included
+        jcfg = config_from_dict(cfg.to_dict())
+        if jcfg.baseline.joint_epochs is None:
+            jcfg.baseline.joint_epochs = max(1, round(report["images_seen"] / len(joint_indices(stream))))
+        jnet, info = train_joint(network.config(), stream, spec, jcfg)
+        out["joint"] = {**_score(cfg, data, stream, jnet, spec, setting, episodes), "epochs": info["epochs"]}
+    return out
+
+
+def tune(base: Config, params: Sequence[tuple[str, list[str]]], out: str | Path, *, seeds: Sequence[int] = (0,),
+         setting: str | None = None, episodes: int = 20, joint: bool = False, progress: bool = True,
+         data=None) -> dict[str, Any]:
+    """Run the grid, write ``tune.json`` and ``tune.md`` into ``out``; returns the summary (best first)."""
+    setting = setting or base.evaluate.headline
+    parse_setting(setting)
+    combos = grid(params)
+    for combo in combos:  # every combination is a valid config before anything trains
+        _trial_config(base, combo, seeds[0])
+    out = Path(out)
+    (out / "trials").mkdir(parents=True, exist_ok=True)
+    data = data if data is not None else load_data(base)
+    rows = []
+    for i, combo in enumerate(combos):
+        trials = []
+        for seed in seeds:
+            cfg = _trial_config(base, combo, seed)
+            path = out / "trials" / f"{i:03d}-seed{seed}.json"
+            key = {"config": cfg.to_dict(), "setting": setting, "episodes": episodes, "joint": joint}
+            if path.is_file():
+                saved = read_json(path, "tuning trial")
+                if saved.get("key") == json.loads(json.dumps(jsonable(key))):
+                    trials.append(saved["result"])
+                    continue
+            log.info("trial %d/%d seed %d: %s", i + 1, len(combos), seed, " ".join(combo) or "(base)")
+            result = run_trial(cfg, data, setting=setting, episodes=episodes, joint=joint, progress=progress)
+            atomic_write_json(path, jsonable({"key": key, "result": result}))
+            trials.append(result)
+        rows.append(_summarize(combo, trials))
+    rows.sort(key=lambda r: -r["ncm"])
+    summary = {"setting": setting, "episodes_per_seed": episodes, "seeds": list(seeds),
+               "pool": rows[0]["pool"] if rows else None, "params": [k for k, _ in params],
+               "score": "NCM (cosine) accuracy of the collective model's penultimate features on pseudo-tasks",
+               "ci": "95% Student-t interval over all (episode, seed) pairs", "rows": rows,
+               "chosen": rows[0]["overrides"] if rows else None}
+    atomic_write_json(out / "tune.json", jsonable(summary))
+    atomic_write_bytes(out / "tune.md", tune_markdown(summary).encode())
+    return summary
+
+
+def _summarize(combo: list[str], trials: list[dict[str, Any]]) -> dict[str, Any]:
+    accs = [a for t in trials for a in t["collective"]["accuracies"]]
+    mean, ci = mean_ci95(accs)
+    row: dict[str, Any] = {"overrides": combo, "ncm": mean, "ncm_ci95": ci, "n": len(accs),
+                           "pool": trials[0]["collective"]["pool"]}
+    for k in ("average_accuracy", "average_accuracy_class_incremental", "forgetting", "params",
+              "effective_params"):
+        row[k] = sum(t["stream"][k] for t in trials) / len(trials)
+    row["memory_images"] = sum(t["memory"]["images"] for t in trials) / len(trials)
+    row["train_seconds"] = sum(t["train_seconds"] for t in trials) / len(trials)
+    if all("joint" in t for t in trials):
+        jaccs = [a for t in trials for a in t["joint"]["accuracies"]]
+        row["joint_ncm"], row["joint_ncm_ci95"] = mean_ci95(jaccs)
+        diffs = [a - b for a, b in zip(accs, jaccs)]
+        row["gap_to_joint"], row["gap_to_joint_ci95"] = mean_ci95(diffs)
+    return row
+
+
+def _fmt(mean: float, ci: float) -> str:
+    return f"{mean:.3f} ±{ci:.3f}" if ci == ci else f"{mean:.3f} (n too small for a CI)"
+
+
+def tune_markdown(summary: dict[str, Any]) -> str:
+    joint = any("joint_ncm" in r for r in summary["rows"])
+    head = ["settings", f"NCM {summary['setting']}", "stream acc (task-aware)", "class-IL acc", "forgetting",
+            "params (effective)", "memory images", "train s"]
+    if joint:
+        head[2:2] = ["joint NCM", "gap to joint (paired)"]
+    lines = [
+        f"# Tuning on pseudo-tasks ({summary['pool']})",
+        "",
+        f"Score: {summary['score']}, {summary['setting']}, {summary['episodes_per_seed']} episodes per seed, "
+        f"seeds {summary['seeds']}; {summary['ci']}. Best first; chosen: `{' '.join(summary['chosen'] or [])}`.",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
+    ]
+    for r in summary["rows"]:
+        cells = [" ".join(r["overrides"]) or "(preset)", _fmt(r["ncm"], r["ncm_ci95"]),
+                 f"{r['average_accuracy']:.3f}", f"{r['average_accuracy_class_incremental']:.3f}",
+                 f"{r['forgetting']:.3f}", f"{r['params']:,.0f} ({r['effective_params']:,.0f})",
+                 f"{r['memory_images']:.0f}", f"{r['train_seconds']:.0f}"]
+        if joint:
+            cells[2:2] = [_fmt(r["joint_ncm"], r["joint_ncm_ci95"]), _fmt(r["gap_to_joint"], r["gap_to_joint_ci95"])]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
