@@ -283,7 +283,7 @@ def bench_loop(quick: bool) -> dict[str, Any]:
 
     # the library with the recorder switched off (attribution of the overhead): a second collective model
     _, _, _, cm_norec = _collective(quick)
-    cm_norec.recorder.after_backward = lambda: None  # type: ignore[method-assign]
+    cm_norec.recorder.after_backward = lambda **_: None  # type: ignore[method-assign]
     counter2 = {"epoch": 0}
 
     def lib_norec_epochs() -> None:

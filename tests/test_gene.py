@@ -601,3 +601,76 @@ def test_every_byte_bit_flipped_and_resigned_is_refused_or_usable() -> None:
             _fuzz_once(("flip_resign", (pos + 0.5) / size, bit))
             cases += 1
     assert cases >= 2 * size
+
+
+# ------------------------------------------------------------------ same_as: when evaluation may skip a gene
+
+
+def _renamed(gene: Learngene, offset: int) -> Learngene:
+    """The same blocks and tensors, named as if they sat ``offset`` blocks deeper in the source model."""
+
+    def rename(name: str) -> str:
+        head, idx, *rest = name.split(".", 2)
+        return ".".join([head, str(int(idx) + offset), *rest])
+
+    layers = [{**layer, "name": rename(layer["name"])} for layer in gene.layers]
+    return Learngene(layers, {rename(k): v for k, v in gene.tensors.items()}, input_spec=gene.input_spec)
+
+
+def _gene_variants() -> dict[str, Learngene]:
+    g = _gene()
+    pool_flipped = [dict(layer) for layer in g.layers]
+    pool_flipped[0]["pool"] = not pool_flipped[0]["pool"]  # a pool has no tensors: only the flag differs
+    shifted = {k: v + (1e-3 if k.endswith("conv.weight") else 0) for k, v in g.tensors.items()}
+    return {
+        "input spec (normalization)": Learngene(g.layers, g.tensors,
+                                                input_spec={**g.input_spec, "mean": [0.4]}),
+        "input spec (spatial size)": Learngene(g.layers, g.tensors,
+                                               input_spec={**g.input_spec, "spatial_in": 8}),
+        "layer flag (pool)": Learngene(pool_flipped, g.tensors, input_spec=g.input_spec),
+        "tensors": Learngene(g.layers, shifted, input_spec=g.input_spec),
+        "layer names": _renamed(g, 4),
+    }
+
+
+@pytest.mark.parametrize("what", list(_gene_variants()))
+def test_genes_that_differ_in_one_respect_are_not_aliased(what: str) -> None:
+    from learngene.evaluate import duplicate_genes
+
+    variant = _gene_variants()[what]
+    assert duplicate_genes(["learngene", "gene-top"], _gene(), {"gene-top": variant}) == {}
+
+
+def test_an_identical_gene_is_aliased_whatever_its_criterion_and_provenance(tmp_path: Path) -> None:
+    from learngene.evaluate import duplicate_genes
+
+    g = _gene()
+    bare = Learngene(g.layers, g.tensors, input_spec=g.input_spec)  # no criterion, no provenance
+    reloaded = Learngene.load(g.save(tmp_path / "gene"))
+    variants = _gene_variants()
+    aliases = duplicate_genes(["learngene", "gene-bottom", "gene-top", "gene-random-layers"], g,
+                              {"gene-bottom": variants["layer flag (pool)"], "gene-top": bare,
+                               "gene-random-layers": reloaded})
+    assert aliases == {"gene-top": "learngene", "gene-random-layers": "learngene"}
+
+
+def test_effective_widths_count_distinct_channels_only():
+    """A gene cut from a layer widened without noise holds copies: they count once, with noise they count."""
+    import torch
+
+    from learngene.models import create_model, widen
+
+    for noise, expect in ((0.0, 4), (0.1, 8)):
+        net = create_model("test_vgg")
+        widen(net, 0, 8, generator=torch.Generator().manual_seed(0), noise=noise)
+        if noise:  # the copies' incoming weights diverge once they train; emulate one distinct update
+            with torch.no_grad():
+                net.features[0].conv.weight[4:] += 0.01 * torch.randn_like(net.features[0].conv.weight[4:])
+        gene = Learngene.from_model(net, ["features.0", "features.1"],
+                                    input_spec={"image_size": 16, "channels": 1, "mean": [0.5], "std": [0.5],
+                                                "spatial_in": 16})
+        assert gene.effective_widths == [expect, 6]
+        assert gene.num_params == sum(p.numel() for n, p in net.named_parameters()
+                                      if n.startswith(("features.0.", "features.1.")))
+        assert (gene.effective_params < gene.num_params) == (expect == 4)
+        assert f"effective: {gene.effective_params:,} parameters" in gene.describe()

@@ -7,7 +7,7 @@ import torch
 from PIL import Image
 
 from learngene.cli import main
-from learngene.evaluate import METHODS
+from learngene.evaluate import GENE_METHODS, METHODS, NCM_METHODS
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +25,18 @@ def test_report_schema(run_dir):
         assert 0.0 <= r["acc_mean"] <= 1.0, m
         assert r["params"] > 0 and r["inherited_params"] >= 0
         assert "acc_ci95" in r
-        assert len(r["curve"]) == report["config"]["individual"]["epochs"]
+        # nearest-class-mean rows do not train: no convergence curve
+        assert len(r["curve"]) == (0 if m in NCM_METHODS else report["config"]["individual"]["epochs"])
+        assert len(r["runs"]) == r["n"]
+        if m != "scratch":
+            gain = r["vs_scratch"]
+            assert gain["n"] == r["n"] and isinstance(gain["ci_excludes_0"], bool)
+    assert ind["methods"]["ncm-collective"]["params"] == ind["methods"]["joint"]["params"]  # same backbone
+    assert ind["methods"]["ncm-gene"]["params"] < ind["methods"]["ncm-collective"]["params"]
+    assert "mean" in ind["settings"]["5way1shot"]["ncm_collective_minus_joint"]
+    for name in ("joint", "protonet"):
+        assert ind["baselines"][name]["budget_images"] > 0
+        assert (run_dir / "collective" / "baselines" / name / "model.safetensors").is_file()
     assert ind["methods"]["scratch"]["inherited_params"] == 0
     assert ind["methods"]["learngene"]["inherited_params"] > 0
     assert set(ind["settings"]) == set(report["config"]["evaluate"]["settings"])
@@ -37,7 +48,9 @@ def test_report_schema(run_dir):
     for name in ("report.md", "gene/learngene.json", "gene/model.safetensors", "plots/accuracy_5way1shot.png",
                  "plots/convergence_5way1shot.png", "plots/criterion_heatmap.png"):
         assert (run_dir / name).is_file(), name
-    assert "| learngene |" in (run_dir / "report.md").read_text()
+    md = (run_dir / "report.md").read_text()
+    assert "| learngene |" in md and "| ncm-collective |" in md and "| protonet |" in md
+    assert "vs scratch (paired, 95% CI)" in md and "ncm-collective - joint" in md
 
 
 def test_inspect(run_dir, capsys):
@@ -78,12 +91,83 @@ def test_inherit_and_predict(run_dir, tmp_path, capsys):
     assert "--overwrite" in capsys.readouterr().err
 
 
-def test_fresh_gene_per_target_task(run_dir):
+def _expected_starts(run_dir) -> dict[str, str]:
+    """Fingerprints of the weights each gene-based method must start every target task from: the gene file's
+    tensors for ``learngene``, the collective network's blocks for the ablations."""
+    from learngene.evaluate import ablation_genes
     from learngene.gene import Learngene
+    from learngene.individual import weights_fingerprint
+    from learngene.pipeline import load_collective_run
 
-    before = Learngene.load(run_dir / "gene").state_dict_for("")
-    after = Learngene.load(run_dir / "gene").state_dict_for("")  # the evaluation never wrote into the gene
-    assert all(torch.equal(before[k], after[k]) for k in before)
+    gene = Learngene.load(run_dir / "gene")
+    run = load_collective_run(run_dir / "collective")
+    network = run["network"]
+    ablations = ablation_genes(network, network.conv_layer_names(), gene.layer_names,
+                               run["meta"]["input_spec"], run["config"].seed)
+    genes = {"learngene": gene, **ablations}
+    return {m: weights_fingerprint(g.state_dict_for("")) for m, g in genes.items()}
+
+
+def _assert_fresh_starts(individual: dict, expected: dict[str, str]) -> None:
+    for setting, res in individual["settings"].items():
+        for m, r in res["methods"].items():
+            if m not in GENE_METHODS:
+                continue
+            starts = [run["start_sha256"] for run in r["runs"]]
+            assert len(starts) == r["n"] >= 2, (setting, m)
+            assert starts == [expected[m]] * len(starts), (
+                f"{m} ({setting}) did not start every task from its gene")
+
+
+def test_every_target_task_starts_from_the_gene_file(run_dir):
+    report = json.loads((run_dir / "report.json").read_text())
+    expected = _expected_starts(run_dir)
+    assert set(GENE_METHODS) <= set(report["individual"]["methods"])
+    _assert_fresh_starts(report["individual"], expected)
+
+
+def test_a_model_reused_across_target_tasks_is_caught(run_dir, monkeypatch):
+    """Inject the paper code's bug (one task's fine-tuned model starts the next): the check must fail."""
+    import learngene.evaluate as ev
+    from learngene.gene import Learngene
+    from learngene.paradigm import evaluate_run
+
+    built: dict = {}
+    real = ev.build_individual
+
+    def reuse(gene, spec, ways, *, seed=0, inherit=True):
+        key = (tuple(gene.layer_names), inherit)
+        if key not in built:
+            built[key] = real(gene, spec, ways, seed=seed, inherit=inherit)
+        return built[key]  # trained in place by the previous episode
+
+    monkeypatch.setattr(ev, "build_individual", reuse)
+    cfg = json.loads((run_dir / "collective" / "config.json").read_text())
+    from learngene.config import config_from_dict
+
+    cfg = config_from_dict(cfg)
+    cfg.evaluate.methods = ["learngene", "scratch"]
+    result = evaluate_run(run_dir / "collective", Learngene.load(run_dir / "gene"), cfg=cfg, progress=False)
+    with pytest.raises(AssertionError, match="did not start every task from its gene"):
+        _assert_fresh_starts(result, _expected_starts(run_dir))
+
+
+def test_rerunning_evaluate_reuses_the_cached_baselines(run_dir, tmp_path, monkeypatch):
+    """`learngene evaluate` on the run trains nothing for joint/protonet and gets the same rows."""
+    from learngene import baselines
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a cached baseline was trained again")
+
+    monkeypatch.setattr(baselines, "train_joint", no_training)
+    monkeypatch.setattr(baselines, "train_protonet", no_training)
+    assert main(["evaluate", "--run", str(run_dir / "collective"), "--gene", str(run_dir / "gene"),
+                 "--out", str(tmp_path / "eval"), "--quiet"]) == 0
+    again = json.loads((tmp_path / "eval" / "evaluation.json").read_text())
+    first = json.loads((run_dir / "report.json").read_text())["individual"]
+    assert again["baselines"] == first["baselines"]  # the report does not depend on the cache's state
+    for name in ("joint", "protonet", "ncm-collective"):
+        assert again["methods"][name]["accuracies"] == first["methods"][name]["accuracies"]
 
 
 @pytest.mark.parametrize(

@@ -4,28 +4,47 @@ Methods: ``learngene`` (criterion-selected gene), ``scratch`` (same architecture
 (whole collective network + new head), ``linear-probe`` (frozen collective features + new head) and the
 ablations ``gene-bottom`` / ``gene-top`` / ``gene-random-layers`` (genes of the same size elsewhere).
 Every (setting, seed) draws its own episodes from the novel classes; every method sees the same episodes.
+
+Untrained references, scored by cosine nearest class mean (:mod:`learngene.baselines`) on frozen features:
+``ncm-collective`` (the collective network's penultimate features), ``ncm-gene`` (the collective network's
+blocks up to the gene's last one), ``joint`` (the same architecture trained on all stream classes at once)
+and ``protonet`` (trained episodically on the stream's classes); the last two get the stream's image budget.
 """
 
 from __future__ import annotations
 
 import copy
+import math
 import random
+import time
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from learngene import baselines
 from learngene.config import Config, parse_setting
-from learngene.data import Episode, ImageSet, sample_episodes
+from learngene.data import Episode, ImageSet, TaskStream, sample_episodes
 from learngene.data.transforms import normalize
-from learngene.distributed import SINGLE, DistInfo, all_gather_objects
+from learngene.distributed import SINGLE, DistInfo, all_gather_objects, barrier
 from learngene.errors import ConfigError
 from learngene.gene import Learngene
-from learngene.individual import IndividualSpec, TrainSettings, build_individual, train_few_shot
+from learngene.individual import (
+    IndividualSpec,
+    TrainSettings,
+    build_individual,
+    train_few_shot,
+    weights_fingerprint,
+)
 from learngene.runtime import derive_seed
 from learngene.stats import mean_ci95
 
-METHODS = ("learngene", "scratch", "finetune", "linear-probe", "gene-bottom", "gene-top", "gene-random-layers")
+METHODS = ("learngene", "scratch", "finetune", "linear-probe", "gene-bottom", "gene-top",
+           "gene-random-layers", "ncm-collective", "ncm-gene", "joint", "protonet")
+NCM_METHODS = ("ncm-collective", "ncm-gene", "joint", "protonet")  # frozen features + nearest class mean
+TRAINED_BASELINES = ("joint", "protonet")  # need the stream; trained once per run and cached
+GENE_METHODS = ("learngene", "gene-bottom", "gene-top", "gene-random-layers")
 
 
 def individual_spec(cfg: Config) -> IndividualSpec:
@@ -112,8 +131,17 @@ def ablation_genes(network: nn.Module, layer_names: list[str], selected: list[st
 
 
 def _same_gene(a: Learngene, b: Learngene) -> bool:
-    return (a.layer_names == b.layer_names and a.tensors.keys() == b.tensors.keys()
-            and all(torch.equal(a.tensors[k], b.tensors[k]) for k in a.tensors))
+    """Equal as far as an individual model can tell: layers (names, shapes, flags), input spec, tensors.
+
+    Why everything: a pool flag or the input spec (spatial size, normalization) changes the individual model
+    built around the gene even when the tensors are identical, so such genes must be trained separately.
+    """
+    if a.layers != b.layers or a.input_spec != b.input_spec:
+        return False
+    ta, tb = a.tensors, b.tensors
+    return ta.keys() == tb.keys() and all(
+        ta[k].dtype == tb[k].dtype and torch.equal(ta[k], tb[k]) for k in ta
+    )
 
 
 def duplicate_genes(methods: list[str], gene: Learngene, ablations: dict[str, Learngene]) -> dict[str, str]:
@@ -149,23 +177,42 @@ def evaluate_methods(
     methods: list[str] | None = None,
     progress: bool = True,
     dist: DistInfo = SINGLE,
+    stream: TaskStream | None = None,
+    cache_dir: str | Path | None = None,
+    device: torch.device | str = "cpu",
+    budget_images: int | None = None,
 ) -> dict[str, Any]:
     """Run every method on every setting and seed; returns the ``individual`` report section.
 
-    Under torchrun the episodes are sharded across ranks (episode i goes to rank i mod world) and gathered:
-    each episode's result depends only on its own seeds, so the report equals the single-process one.
+    ``joint`` and ``protonet`` are trained on ``stream`` (on ``device``) once and cached under ``cache_dir``,
+    with the stream's image budget (``budget_images`` replaces it, see :func:`baselines.joint_plan`);
+    without a stream they are left out when they come from the config's default list (and refused when asked
+    for explicitly). Under torchrun the episodes are sharded across ranks (episode i goes to rank i mod world)
+    and gathered: each episode's result depends only on its own seeds, so the report equals the single-process
+    one; rank 0 trains the baselines and the other ranks load them from the cache.
     """
     from tqdm.auto import tqdm
 
+    explicit = methods is not None
     methods = list(methods or cfg.evaluate.methods)
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise ConfigError(f"unknown evaluation methods {unknown}; available: {', '.join(METHODS)}")
+    skipped: dict[str, str] = {}
+    if stream is None and any(m in TRAINED_BASELINES for m in methods):
+        if explicit:
+            asked = [m for m in methods if m in TRAINED_BASELINES]
+            raise ConfigError(f"methods {asked} train on the collective model's stream: pass stream= "
+                              "(evaluate_run does) or leave them out")
+        skipped = {m: "needs the stream (not given)" for m in methods if m in TRAINED_BASELINES}
+        methods = [m for m in methods if m not in skipped]
     ind_spec = individual_spec(cfg)
     base = train_settings(cfg)
     network = network.cpu().eval()
     ablations = ablation_genes(network, layer_names, gene.layer_names, spec, cfg.seed)
     aliases = duplicate_genes(methods, gene, ablations)
+    frozen, trained = _frozen_features(methods, cfg, network, gene, spec, stream, cache_dir, device, dist,
+                                       progress, budget_images)
     results: dict[str, Any] = {}
     jobs = [(s, seed) for s in cfg.evaluate.settings for seed in cfg.evaluate.seeds]
     for setting, seed in jobs:
@@ -186,7 +233,18 @@ def evaluate_methods(
                 if m in aliases:  # same layers, same tensors, same training: the run would repeat bit for bit
                     per[m].append({**done[aliases[m]], "same_as": aliases[m]})
                     continue
+                if m in frozen:
+                    features, n_params = frozen[m]
+                    tick = time.perf_counter()
+                    acc = baselines.ncm_accuracy(features, sx, sy, qx, qy)
+                    done[m] = {"episode": i, "seed": seed, "accuracy": acc, "curve": [], "curve_epochs": [],
+                               "train_seconds": time.perf_counter() - tick, "params": n_params,
+                               "inherited_params": n_params}
+                    per[m].append(done[m])
+                    continue
                 model, settings, use_ewc = _build(m, network, gene, ablations, ind_spec, base, ways, init_seed)
+                # what this target task starts from, recorded before any training touches the model
+                start = weights_fingerprint(model.gene.state_dict()) if m in GENE_METHODS else None
                 out = train_few_shot(model, sx, sy, settings, query_x=qx, query_y=qy, seed=init_seed,
                                      use_gene_ewc=use_ewc)
                 if m == "scratch":
@@ -199,8 +257,56 @@ def evaluate_methods(
                            "curve_epochs": out["curve_epochs"],
                            "train_seconds": out["train_seconds"], "params": _n_params(model),
                            "inherited_params": inherited}
+                if start is not None:
+                    done[m]["start_sha256"] = start
                 per[m].append(done[m])
-    return summarize(merge_shards(all_gather_objects(dist, results)), cfg)
+    summary = summarize(merge_shards(all_gather_objects(dist, results)), cfg)
+    if trained or skipped:
+        summary["baselines"] = {**trained, **{m: {"skipped": why} for m, why in skipped.items()}}
+    return summary
+
+
+def _frozen_features(methods: list[str], cfg: Config, network: nn.Module, gene: Learngene,
+                     spec: dict[str, Any], stream: TaskStream | None, cache_dir: str | Path | None,
+                     device: torch.device | str, dist: DistInfo, progress: bool,
+                     budget_images: int | None) -> tuple[dict[str, tuple[Any, int]], dict[str, Any]]:
+    """Feature functions (and their parameter counts) of the NCM rows; trains or loads joint and protonet."""
+    frozen: dict[str, tuple[Any, int]] = {}
+    trained: dict[str, Any] = {}
+    if "ncm-collective" in methods:
+        frozen["ncm-collective"] = (baselines.penultimate_features(network),
+                                    baselines.feature_params(network))
+    if "ncm-gene" in methods:
+        last = gene.layer_names[-1]
+        own = network.state_dict()
+        if any(k not in own or not torch.equal(own[k], v) for k, v in gene.tensors.items()):
+            raise ConfigError("ncm-gene computes the gene's features through the collective network, but "
+                              "this gene's tensors are not that network's; evaluate it with its own run or "
+                              "drop 'ncm-gene'")
+        frozen["ncm-gene"] = (baselines.block_features(network, last),
+                              baselines.feature_params(network, last))
+    architecture = network.config()
+    for name in (m for m in TRAINED_BASELINES if m in methods):
+        assert stream is not None
+        train = baselines.train_joint if name == "joint" else baselines.train_protonet
+        key = baselines.cache_key(name, architecture, stream, spec, cfg, budget_images)
+        where = Path(cache_dir) / name if cache_dir is not None else None
+
+        def fit(train=train) -> tuple[nn.Module, dict[str, Any]]:
+            return train(architecture, stream, spec, cfg, device=device, progress=progress and dist.is_main,
+                         budget_images=budget_images)
+
+        if dist.is_main or where is None:
+            model, info = baselines.cached_baseline(where, key, fit)
+        barrier(dist)
+        if not dist.is_main and where is not None:
+            model, info = baselines.load_baseline(where, key)
+            info = {**info, "cached": True}
+        frozen[name] = (baselines.penultimate_features(model), baselines.feature_params(model))
+        # whether it came from the cache stays out of the report: a rerun must give the same report
+        trained[name] = {**{k: v for k, v in info.items() if k != "cached"},
+                         "dir": str(where) if where is not None else None}
+    return frozen, trained
 
 
 def _build(m: str, network, gene, ablations, ind_spec, base: TrainSettings, ways: int, seed: int):
@@ -220,6 +326,19 @@ def _build(m: str, network, gene, ablations, ind_spec, base: TrainSettings, ways
         settings.train_prefixes = ("classifier.",)
         return LinearProbe(copy.deepcopy(network), ways), settings, False
     raise ConfigError(f"unknown method {m!r}")
+
+
+def paired_difference(runs: list[dict[str, Any]], reference: list[dict[str, Any]]) -> dict[str, Any]:
+    """Mean and 95% CI of ``accuracy - reference accuracy`` over the (seed, episode) pairs both have.
+
+    Why paired: every method sees the same episodes, and episode difficulty varies far more than the methods
+    do, so per-episode differences give a much tighter interval than comparing two independent means.
+    """
+    ref = {(r["seed"], r["episode"]): r["accuracy"] for r in reference}
+    diffs = [r["accuracy"] - ref[(r["seed"], r["episode"])] for r in runs if (r["seed"], r["episode"]) in ref]
+    mean, ci = mean_ci95(diffs)
+    excludes = math.isfinite(ci) and (mean - ci > 0 or mean + ci < 0)
+    return {"mean": mean, "ci95": ci, "n": len(diffs), "ci_excludes_0": excludes}
 
 
 def summarize(results: dict[str, dict[str, list[dict[str, Any]]]], cfg: Config) -> dict[str, Any]:
@@ -245,11 +364,20 @@ def summarize(results: dict[str, dict[str, list[dict[str, Any]]]], cfg: Config) 
                 "curve": curve,
                 "curve_epochs": epochs,
                 "accuracies": accs,
+                # per (seed, episode): the pairing key of the paired comparisons, and for gene-based methods
+                # the fingerprint of the inherited weights the model started from
+                "runs": [{k: r[k] for k in ("seed", "episode", "accuracy", "start_sha256") if k in r}
+                         for r in runs],
             }
+            if "scratch" in per and m != "scratch":
+                methods[m]["vs_scratch"] = paired_difference(runs, per["scratch"])
             twin = next((r["same_as"] for r in runs if "same_as" in r), None)
             if twin:
                 methods[m]["same_as"] = twin
         settings[setting] = {"methods": methods}
+        if "ncm-collective" in per and "joint" in per:
+            gap = paired_difference(per["ncm-collective"], per["joint"])
+            settings[setting]["ncm_collective_minus_joint"] = gap
     headline = cfg.evaluate.headline
     return {
         "headline": headline,
@@ -259,6 +387,8 @@ def summarize(results: dict[str, dict[str, list[dict[str, Any]]]], cfg: Config) 
         "queries_per_class": cfg.evaluate.queries,
         "seeds": list(cfg.evaluate.seeds),
         "ci": "95% Student-t interval over all (episode, seed) pairs",
+        "paired_ci": "vs_scratch and ncm_collective_minus_joint: mean and 95% Student-t interval of the "
+                     "per-(episode, seed) accuracy differences",
     }
 
 

@@ -8,9 +8,10 @@ Every target task starts from a *fresh* copy of the gene (the paper's code reuse
 from __future__ import annotations
 
 import copy
+import hashlib
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -85,6 +86,20 @@ class IndividualModel(nn.Module):
 
     def inherited_params(self) -> int:
         return sum(p.numel() for p in self.gene.parameters())
+
+
+def weights_fingerprint(tensors: Mapping[str, torch.Tensor]) -> str:
+    """SHA-256 over names, dtypes, shapes and bytes of ``tensors`` (in name order).
+
+    Why: the evaluation records the fingerprint of the inherited weights each individual model *starts* from,
+    so a test can prove against the gene file that no target task starts from a model trained on another one.
+    """
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous()
+        digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
 @dataclass

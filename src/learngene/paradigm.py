@@ -73,15 +73,29 @@ def select_gene(run_dir: str | Path, gene_dir: str | Path, *, cfg: Config | None
     return gene, result.to_dict()
 
 
+BASELINES_DIR = "baselines"
+
+
 def evaluate_run(run_dir: str | Path, gene: Learngene, *, cfg: Config | None = None, data=None,
-                 progress: bool = True, dist: DistInfo = SINGLE) -> dict[str, Any]:
+                 progress: bool = True, dist: DistInfo = SINGLE,
+                 device: torch.device | str = "cpu") -> dict[str, Any]:
+    """Evaluate every method on a finished collective run.
+
+    The ``joint`` and ``protonet`` baselines are trained on the run's stream (on ``device``) and cached in
+    ``run_dir/baselines/``, so evaluating again (another gene, other settings) does not retrain them. Their
+    image budget is each task's training images x train.epochs; with exemplar replay the collective model
+    processed more, so the run's measured ``images_seen`` is the budget then.
+    """
     run = load_collective_run(run_dir)
     cfg = cfg or run["config"]
     data = data if data is not None else load_data(cfg)
     stream = TaskStream.from_manifest(data, run["stream_manifest"])
     network = run["network"]
+    seen = run["report"].get("images_seen")
+    budget = int(seen) if cfg.train.memory_per_class > 0 and seen else None
     return evaluate_methods(cfg, data, list(stream.split.novel), network, gene, network.conv_layer_names(),
-                            run["meta"]["input_spec"], progress=progress, dist=dist)
+                            run["meta"]["input_spec"], progress=progress, dist=dist, stream=stream,
+                            cache_dir=Path(run_dir) / BASELINES_DIR, device=device, budget_images=budget)
 
 
 def run_paradigm(cfg: Config, out: str | Path, *, resume: bool = False, overwrite: bool = False,
@@ -104,7 +118,8 @@ def run_paradigm(cfg: Config, out: str | Path, *, resume: bool = False, overwrit
                        overwrite=True, device=device, progress=progress, data=data, dist=dist)
         collective = read_json(coll_dir / "collective.json", "collective report")
     gene, criterion = select_gene(coll_dir, out / "gene", cfg=cfg, data=data, dist=dist)
-    individual = evaluate_run(coll_dir, gene, cfg=cfg, data=data, progress=progress, dist=dist)
+    individual = evaluate_run(coll_dir, gene, cfg=cfg, data=data, progress=progress, dist=dist,
+                              device=device)
     if not dist.is_main:
         return {"individual": individual, "criterion": criterion, "collective": collective}
     stream_manifest = load_collective_run(coll_dir)["stream_manifest"]
@@ -132,8 +147,10 @@ def run_paradigm(cfg: Config, out: str | Path, *, resume: bool = False, overwrit
     plots = out / "plots"
     for setting, res in individual["settings"].items():
         ms = res["methods"]
-        plot_curves({m: (r["curve_epochs"], r["curve"]) for m, r in ms.items()}, plots / f"convergence_{setting}.png",
-                    title=f"query accuracy after each epoch, {setting}")
+        # untrained rows (nearest class mean) have no curve: they are drawn as horizontal reference lines
+        plot_curves({m: (r["curve_epochs"], r["curve"]) for m, r in ms.items() if r["curve"]},
+                    plots / f"convergence_{setting}.png", title=f"query accuracy after each epoch, {setting}",
+                    references={m: r["acc_mean"] for m, r in ms.items() if not r["curve"]})
         plot_bars({m: r["acc_mean"] for m, r in ms.items()}, {m: r["acc_ci95"] for m, r in ms.items()},
                   plots / f"accuracy_{setting}.png", title=f"{setting}: mean accuracy with 95% CI")
     src = coll_dir / "plots" / "gradient_heatmap.png"

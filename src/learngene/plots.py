@@ -74,14 +74,27 @@ def plot_params(report: dict[str, Any], path: str | Path | None = None, ax=None)
 
 
 def plot_curves(curves: dict[str, Sequence[float] | tuple[Sequence[float], Sequence[float]]], path: str | Path | None = None, ax=None,
-                xlabel: str = "epoch", ylabel: str = "query accuracy", title: str = ""):
-    """One line per method, e.g. accuracy after each epoch (convergence)."""
+                xlabel: str = "epoch", ylabel: str = "query accuracy", title: str = "",
+                references: dict[str, float] | None = None):
+    """One line per method, e.g. accuracy after each epoch (convergence).
+
+    ``references`` are values without a curve (methods that do not train, such as nearest class mean):
+    dashed horizontal lines, so they can be read against the curves. Empty curves are skipped.
+    """
     plt = _pyplot()
     fig = ax.figure if ax is not None else plt.figure(figsize=(6, 3.5))
     ax = ax or fig.add_subplot(111)
+    drawn = 0
     for name, ys in curves.items():
         xs, ys = ys if isinstance(ys, tuple) else (range(1, len(ys) + 1), ys)  # (x, y) pairs or y only
+        if len(ys) == 0:
+            continue
         ax.plot(list(xs), list(ys), "o-" if len(ys) < 12 else "-", label=name)
+        drawn += 1
+    for name, value in (references or {}).items():
+        if value is not None and not (isinstance(value, float) and math.isnan(value)):
+            ax.axhline(value, linestyle="--", linewidth=1, color=f"C{drawn % 10}", label=name)
+            drawn += 1
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title)

@@ -17,16 +17,48 @@ def _f(x: Any, digits: int = 3) -> str:
     return f"{x:,}" if isinstance(x, int) else str(x)
 
 
+def _paired(d: dict[str, Any] | None) -> tuple[str, str]:
+    """'+0.050 ±0.031' and whether its interval excludes 0 ('yes'/'no'), or dashes without a comparison."""
+    if not d:
+        return "-", "-"
+    mean = d.get("mean")
+    sign = "+" if isinstance(mean, float) and mean >= 0 else ""
+    return f"{sign}{_f(mean)} ±{_f(d.get('ci95'))}", "yes" if d.get("ci_excludes_0") else "no"
+
+
 def methods_table(methods: dict[str, Any]) -> str:
-    rows = ["| method | accuracy | 95% CI | n | params | inherited | epochs to 90% | train s/task |",
-            "|---|---|---|---|---|---|---|---|"]
+    rows = ["| method | accuracy | 95% CI | vs scratch (paired, 95% CI) | CI excludes 0 | n | params | "
+            "inherited | epochs to 90% | train s/task |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
     for m, r in methods.items():
         name = f"{m} (= {r['same_as']})" if r.get("same_as") else m
+        gain, excludes = _paired(r.get("vs_scratch"))
         rows.append(
-            f"| {name} | {_f(r['acc_mean'])} | ±{_f(r['acc_ci95'])} | {r['n']} | {_f(r['params'])} | "
-            f"{_f(r['inherited_params'])} | {_f(r.get('epochs_to_90pct_final'))} | {_f(r['train_seconds_mean'], 2)} |"
+            f"| {name} | {_f(r['acc_mean'])} | ±{_f(r['acc_ci95'])} | {gain} | {excludes} | {r['n']} | "
+            f"{_f(r['params'])} | {_f(r['inherited_params'])} | {_f(r.get('epochs_to_90pct_final'))} | "
+            f"{_f(r['train_seconds_mean'], 2)} |"
         )
     return "\n".join(rows)
+
+
+def baselines_lines(baselines: dict[str, Any]) -> list[str]:
+    """How the trained references were budgeted: the numbers behind 'same budget as the stream'."""
+    lines = []
+    for name, b in baselines.items():
+        if "skipped" in b:
+            lines.append(f"- `{name}`: skipped ({b['skipped']})")
+            continue
+        if name == "joint":
+            what = (f"{b['epochs']} epochs over {b['train_images']:,} images of {b['classes']} classes "
+                    f"{'(from the stream budget)' if b.get('from_budget') else '(baseline.joint_epochs)'}")
+        else:
+            source = "(from the stream budget)" if b.get("from_budget") else "(baseline.protonet_episodes)"
+            what = (f"{b['episodes']} episodes of {b['ways']}-way {b['shots']}-shot {b['queries']}-query, "
+                    f"cosine logits x{_f(b.get('scale'), 1)} {source}")
+        lines.append(f"- `{name}`: {what}: {b['images_processed']:,} images processed, stream budget "
+                     f"{b['budget_images']:,}; {_f(b.get('train_seconds'), 1)} s to train, cached in "
+                     f"`{b.get('dir')}`")
+    return lines
 
 
 def render(report: dict[str, Any]) -> str:
@@ -45,12 +77,23 @@ def render(report: dict[str, Any]) -> str:
         f"FPR@95%TPR {_f(ow.get('fpr95'))}, {coll['final']['params']:,} parameters",
         f"- criterion `{crit['name']}` selected {', '.join(crit['selected'])}: {crit['reason']}",
         f"- evaluation: {ind['episodes_per_seed']} episodes x seeds {ind['seeds']}, {ind['queries_per_class']} "
-        f"queries per class; {ind['ci']}",
+        f"queries per class; {ind['ci']}" + (f"; {ind['paired_ci']}" if ind.get("paired_ci") else ""),
         "",
     ]
     for setting, res in ind["settings"].items():
         lines += [f"## {setting}" + (" (headline)" if setting == ind["headline"] else ""), "",
                   methods_table(res["methods"]), ""]
+        gap = res.get("ncm_collective_minus_joint")
+        if gap:
+            value, excludes = _paired(gap)
+            lines += [f"ncm-collective - joint (paired over {gap['n']} episodes): {value}, "
+                      f"CI excludes 0: {excludes}", ""]
+    if ind.get("baselines"):
+        lines += ["## Reference baselines", "",
+                  "`ncm-*`, `joint` and `protonet` rows: cosine nearest class mean on frozen features, no "
+                  "training on the target task; `ncm-gene` uses the collective network's blocks up to the "
+                  "gene's last one.",
+                  "", *baselines_lines(ind["baselines"]), ""]
     lines += ["## Criterion candidates", "", "| layers | score | grad fraction (mean) | std over tasks |", "|---|---|---|---|"]
     for c in crit["candidates"]:
         lines.append(f"| {', '.join(c['layers'])} | {_f(c['score'])} | {_f(c.get('grad_fraction_mean'), 5)} | "

@@ -1,0 +1,475 @@
+"""Reference points for the individual models: nearest-class-mean on frozen features, and two backbones
+trained on the stream's classes with the stream's own image budget (``joint`` and ``protonet``).
+
+Why these: a learngene claims that part of the collective network carries knowledge worth inheriting.
+Nearest class mean (NCM) on frozen features measures how much a representation gives a new task with no
+training at all; the ``joint`` backbone (the same architecture trained on every stream class at once, no
+forgetting) is what the stream's data and compute could buy without the continual setting, so
+``ncm-collective - joint`` is the price of learning the classes one task at a time; ``protonet`` is the
+standard few-shot learner on the same data and budget.
+
+NCM here is cosine NCM: features are L2-normalized, a class's mean is the mean of its normalized support
+features (normalized again), and a query goes to the class of highest cosine similarity.
+
+The trained backbones are cached in the run directory (safetensors + a JSON manifest, written atomically;
+loading never unpickles) under a key of everything that determines them, so reruns of ``evaluate`` reuse them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import safetensors.torch
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from learngene.config import Config
+from learngene.data import Episode, ImageSet, TaskStream
+from learngene.data.transforms import BatchAugment, normalize
+from learngene.errors import ConfigError, LearngeneError, NonFiniteError
+from learngene.models import model_from_config
+from learngene.runtime import derive_seed, generator
+from learngene.safeio import atomic_write_bytes, atomic_write_json, read_json, sha256_bytes
+
+__all__ = [
+    "BASELINE_FORMAT",
+    "FeatureFn",
+    "block_features",
+    "cached_baseline",
+    "feature_params",
+    "joint_indices",
+    "joint_plan",
+    "load_baseline",
+    "ncm_accuracy",
+    "ncm_episodes",
+    "ncm_predict",
+    "penultimate_features",
+    "protonet_plan",
+    "save_baseline",
+    "stream_image_budget",
+    "train_joint",
+    "train_protonet",
+]
+
+BASELINE_FORMAT = "learngene-baseline/v1"
+MANIFEST = "baseline.json"
+WEIGHTS = "model.safetensors"
+
+FeatureFn = Callable[[Tensor], Tensor]
+
+
+# ------------------------------------------------------------------------------------------------ NCM
+
+
+def _unit(x: Tensor) -> Tensor:
+    return F.normalize(x.flatten(1).float(), dim=1)
+
+
+@torch.no_grad()
+def ncm_predict(support_feats: Tensor, support_y: Tensor, query_feats: Tensor) -> Tensor:
+    """Labels (taken from ``support_y``) of the class means of highest cosine similarity to each query."""
+    classes = torch.unique(support_y.cpu())
+    z = _unit(support_feats.cpu())
+    means = torch.stack([z[support_y.cpu() == c].mean(0) for c in classes])
+    sims = _unit(query_feats.cpu()) @ F.normalize(means, dim=1).T
+    return classes[sims.argmax(1)]
+
+
+@torch.no_grad()
+def _embed(features: FeatureFn, x: Tensor, batch_size: int) -> Tensor:
+    return torch.cat([features(x[i : i + batch_size]).cpu() for i in range(0, len(x), batch_size)])
+
+
+def ncm_accuracy(
+    features: FeatureFn, sx: Tensor, sy: Tensor, qx: Tensor, qy: Tensor, batch_size: int = 256
+) -> float:
+    """Cosine nearest-class-mean accuracy on the queries, with ``features`` frozen (no training).
+
+    ``features`` maps a batch of (normalized) images to feature vectors; see :func:`penultimate_features` and
+    :func:`block_features`. Labels may be any integers; each support label is one class.
+    """
+    pred = ncm_predict(_embed(features, sx, batch_size), sy, _embed(features, qx, batch_size))
+    return int((pred == qy.cpu()).sum()) / len(qy) if len(qy) else float("nan")
+
+
+def ncm_episodes(
+    features: FeatureFn,
+    data: ImageSet,
+    episodes: Sequence[Episode],
+    spec: dict[str, Any],
+    batch_size: int = 256,
+) -> list[float]:
+    """NCM accuracy of ``features`` on each episode (images normalized with ``spec``'s mean and std).
+
+    Why here: scoring a representation on pseudo-tasks (e.g. to tune the collective model) needs exactly the
+    evaluation's NCM, on the same preprocessing.
+    """
+    out = []
+    for ep in episodes:
+        sx = normalize(data.images[ep.support_indices], spec["mean"], spec["std"])
+        qx = normalize(data.images[ep.query_indices], spec["mean"], spec["std"])
+        out.append(
+            ncm_accuracy(features, sx, ep.support_labels.long(), qx, ep.query_labels.long(), batch_size)
+        )
+    return out
+
+
+def _device_of(network: nn.Module) -> torch.device:
+    p = next(network.parameters(), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
+def _frozen(network: nn.Module, fn: Callable[[Tensor], Tensor]) -> FeatureFn:
+    """Run ``fn`` without gradients in eval mode, restoring the network's mode (it may still be training)."""
+
+    @torch.no_grad()
+    def features(x: Tensor) -> Tensor:
+        was = network.training
+        network.eval()
+        try:
+            return fn(x.to(_device_of(network))).flatten(1)
+        finally:
+            network.train(was)
+
+    return features
+
+
+def penultimate_features(network: nn.Module) -> FeatureFn:
+    """The classifier's input of ``network`` (the whole network but its output layer), frozen."""
+    return _frozen(network, network.forward_penultimate)
+
+
+def _block_index(network: nn.Module, last_layer: str) -> int:
+    names = [f"features.{n}" for n, _ in network.features.named_children()]
+    if last_layer not in names:
+        raise ConfigError(f"{last_layer} is not a conv block of the collective network ({', '.join(names)})")
+    return names.index(last_layer)
+
+
+def block_features(network: nn.Module, last_layer: str) -> FeatureFn:
+    """Flattened output of ``network``'s conv blocks from the input up to and including ``last_layer``.
+
+    Why through the collective network: a gene is a window of its blocks, so the features "at the gene" are
+    what the collective network computes there from the image; no fresh layers are involved.
+    """
+    stop = _block_index(network, last_layer) + 1
+    return _frozen(network, lambda x: network.features[:stop](x))
+
+
+def feature_params(network: nn.Module, last_layer: str | None = None) -> int:
+    """Parameters that compute the features: blocks up to ``last_layer``, or everything but the classifier."""
+    if last_layer is not None:
+        stop = _block_index(network, last_layer) + 1
+        return sum(p.numel() for p in network.features[:stop].parameters())
+    head = sum(p.numel() for p in network.classifier.parameters())
+    return sum(p.numel() for p in network.parameters()) - head
+
+
+# ------------------------------------------------------------------------------------------ budgets
+
+
+def stream_image_budget(stream: TaskStream, epochs: int) -> int:
+    """Training images the collective model processed: each task's training images, ``epochs`` times."""
+    return sum(len(exp.train_indices) for exp in stream) * int(epochs)
+
+
+def joint_indices(stream: TaskStream) -> Tensor:
+    """Every training image of the stream once (a class met in several tasks contributes its images once)."""
+    return torch.unique(torch.cat([exp.train_indices for exp in stream]))
+
+
+def _budget(stream: TaskStream, cfg: Config, budget_images: int | None) -> int:
+    return int(budget_images) if budget_images is not None else stream_image_budget(stream, cfg.train.epochs)
+
+
+def joint_plan(stream: TaskStream, cfg: Config, budget_images: int | None = None) -> dict[str, Any]:
+    """Epochs of joint training: the stream's image budget spread over the joint set, unless configured.
+
+    ``budget_images`` replaces the budget computed from the stream (e.g. the collective run's measured count
+    when exemplar replay made it process more than each task's own images).
+    """
+    budget = _budget(stream, cfg, budget_images)
+    n = len(joint_indices(stream))
+    epochs = cfg.baseline.joint_epochs or max(1, round(budget / n))
+    return {
+        "budget_images": budget,
+        "train_images": n,
+        "epochs": epochs,
+        "images_processed": epochs * n,
+        "classes": stream.num_classes,
+        "from_budget": cfg.baseline.joint_epochs is None,
+    }
+
+
+def _class_pools(stream: TaskStream) -> dict[int, Tensor]:
+    idx = joint_indices(stream)
+    y = stream.targets(idx)
+    return {c: idx[y == c] for c in range(stream.num_classes)}
+
+
+def protonet_plan(stream: TaskStream, cfg: Config, budget_images: int | None = None) -> dict[str, Any]:
+    """Episodes of prototypical training: the stream's image budget divided by the images of one episode."""
+    b = cfg.baseline
+    per_class = b.protonet_shots + b.protonet_queries
+    eligible = [c for c, pool in _class_pools(stream).items() if len(pool) >= per_class]
+    if len(eligible) < 2:
+        raise ConfigError(
+            f"protonet needs at least 2 stream classes with {per_class} training images "
+            f"(baseline.protonet_shots + baseline.protonet_queries), found {len(eligible)}; lower them or "
+            "drop 'protonet' from evaluate.methods"
+        )
+    ways = min(b.protonet_ways, len(eligible))
+    per_episode = ways * per_class
+    budget = _budget(stream, cfg, budget_images)
+    episodes = b.protonet_episodes or max(1, round(budget / per_episode))
+    return {
+        "budget_images": budget,
+        "ways": ways,
+        "shots": b.protonet_shots,
+        "queries": b.protonet_queries,
+        "images_per_episode": per_episode,
+        "episodes": episodes,
+        "images_processed": episodes * per_episode,
+        "eligible_classes": len(eligible),
+        "scale": b.protonet_scale,
+        "from_budget": b.protonet_episodes is None,
+    }
+
+
+# ----------------------------------------------------------------------------------------- training
+
+
+def _fresh_backbone(architecture: dict[str, Any], seed: int, device: torch.device | str) -> nn.Module:
+    torch.manual_seed(seed)
+    return model_from_config(architecture).to(device)
+
+
+def _sgd(model: nn.Module, cfg: Config, steps: int):
+    t = cfg.train
+    opt = torch.optim.SGD(model.parameters(), lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
+    return opt, torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, steps))
+
+
+def _step(opt, sched, loss: Tensor, what: str, where: str) -> float:
+    value = float(loss.detach())
+    if not math.isfinite(value):
+        raise NonFiniteError(f"non-finite loss while training the {what} baseline ({where}); lower train.lr")
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    sched.step()
+    return value
+
+
+def train_joint(
+    architecture: dict[str, Any],
+    stream: TaskStream,
+    spec: dict[str, Any],
+    cfg: Config,
+    *,
+    device: torch.device | str = "cpu",
+    progress: bool = False,
+    budget_images: int | None = None,
+) -> tuple[nn.Module, dict[str, Any]]:
+    """The backbone trained on all stream classes at once (cross-entropy over global labels), SGD + cosine.
+
+    Same optimizer settings, batch size and augmentation as the collective model; ``joint_plan`` sets the
+    epochs.
+    """
+    from tqdm.auto import tqdm
+
+    plan = joint_plan(stream, cfg, budget_images)
+    seed = derive_seed(cfg.seed, "baseline", "joint") % (2**31)
+    model = _fresh_backbone(architecture, seed, device)
+    idx = joint_indices(stream)
+    bs = cfg.train.batch_size
+    steps = plan["epochs"] * math.ceil(len(idx) / bs)
+    opt, sched = _sgd(model, cfg, steps)
+    augment = BatchAugment(cfg.data.augment)
+    tick = time.perf_counter()
+    losses: list[float] = []
+    model.train()
+    for epoch in tqdm(range(plan["epochs"]), desc="joint baseline", disable=not progress, leave=False):
+        torch.manual_seed(derive_seed(seed, "dropout", epoch) % (2**31))
+        gen = generator(derive_seed(seed, "epoch", epoch))
+        order = idx[torch.randperm(len(idx), generator=gen)]
+        for start in range(0, len(order), bs):
+            chunk = order[start : start + bs]
+            x = normalize(
+                augment(stream.data.images[chunk], generator=gen).to(device), spec["mean"], spec["std"]
+            )
+            y = stream.targets(chunk).to(device)
+            loss = F.cross_entropy(model(x), y)
+            losses.append(_step(opt, sched, loss, "joint", f"epoch {epoch}, batch {start // bs}"))
+    info = {
+        **plan,
+        "steps": steps,
+        "final_loss": sum(losses[-10:]) / max(len(losses[-10:]), 1),
+        "train_seconds": time.perf_counter() - tick,
+    }
+    return model.cpu().eval(), info
+
+
+def train_protonet(
+    architecture: dict[str, Any],
+    stream: TaskStream,
+    spec: dict[str, Any],
+    cfg: Config,
+    *,
+    device: torch.device | str = "cpu",
+    progress: bool = False,
+    budget_images: int | None = None,
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Prototypical training of the backbone on episodes from the stream's classes.
+
+    Prototypes are the means of the support features (the classifier's input); logits are
+    ``baseline.protonet_scale`` times the cosine similarity of a query to each prototype, which is the rule
+    the evaluation's NCM applies, so training and evaluation use one metric.
+    """
+    from tqdm.auto import tqdm
+
+    plan = protonet_plan(stream, cfg, budget_images)
+    seed = derive_seed(cfg.seed, "baseline", "protonet") % (2**31)
+    model = _fresh_backbone(architecture, seed, device)
+    pools = {c: p for c, p in _class_pools(stream).items() if len(p) >= plan["shots"] + plan["queries"]}
+    classes = sorted(pools)
+    ways, shots, queries = plan["ways"], plan["shots"], plan["queries"]
+    opt, sched = _sgd(model, cfg, plan["episodes"])
+    augment = BatchAugment(cfg.data.augment)
+    gen = generator(derive_seed(seed, "episodes"))
+    tick = time.perf_counter()
+    losses: list[float] = []
+    model.train()
+    for e in tqdm(range(plan["episodes"]), desc="protonet baseline", disable=not progress, leave=False):
+        torch.manual_seed(derive_seed(seed, "dropout", e) % (2**31))
+        chosen = [classes[i] for i in torch.randperm(len(classes), generator=gen)[:ways].tolist()]
+        picks = [pools[c][torch.randperm(len(pools[c]), generator=gen)[: shots + queries]] for c in chosen]
+        support = torch.cat([p[:shots] for p in picks])
+        query = torch.cat([p[shots:] for p in picks])
+        images = torch.cat([support, query])
+        x = normalize(
+            augment(stream.data.images[images], generator=gen).to(device), spec["mean"], spec["std"]
+        )
+        feats = F.normalize(model.forward_penultimate(x), dim=1)
+        protos = F.normalize(feats[: len(support)].view(ways, shots, -1).mean(1), dim=1)
+        logits = plan["scale"] * feats[len(support) :] @ protos.T
+        target = torch.arange(ways, device=device).repeat_interleave(queries)
+        losses.append(_step(opt, sched, F.cross_entropy(logits, target), "protonet", f"episode {e}"))
+    info = {
+        **plan,
+        "steps": plan["episodes"],
+        "final_loss": sum(losses[-10:]) / max(len(losses[-10:]), 1),
+        "train_seconds": time.perf_counter() - tick,
+    }
+    return model.cpu().eval(), info
+
+
+# -------------------------------------------------------------------------------------------- cache
+
+
+def cache_key(
+    name: str,
+    architecture: dict[str, Any],
+    stream: TaskStream,
+    spec: dict[str, Any],
+    cfg: Config,
+    budget_images: int | None = None,
+) -> dict[str, Any]:
+    """Everything a trained baseline depends on; a cached model is reused only under an equal key."""
+    tasks = [
+        {"classes": list(e.classes), "train": sha256_bytes(e.train_indices.numpy().tobytes())} for e in stream
+    ]
+    t = cfg.train
+    key = {
+        "name": name,
+        "seed": cfg.seed,
+        "architecture": architecture,
+        "input_spec": spec,
+        "data": {"name": stream.data.name, "images": len(stream.data), "augment": cfg.data.augment},
+        "class_order": list(stream.class_order),
+        "tasks": tasks,
+        "train": {
+            "epochs": t.epochs,
+            "batch_size": t.batch_size,
+            "lr": t.lr,
+            "momentum": t.momentum,
+            "weight_decay": t.weight_decay,
+        },
+        "baseline": {k: v for k, v in asdict(cfg.baseline).items() if k.startswith(f"{name}_")},
+        "budget_images": _budget(stream, cfg, budget_images),
+    }
+    return json.loads(json.dumps(key))  # the form it takes after a round trip through the manifest
+
+
+def save_baseline(directory: str | Path, model: nn.Module, key: dict[str, Any], info: dict[str, Any]) -> Path:
+    """Weights first, manifest (with their sha256) last: a crash in between leaves a mismatched manifest."""
+    directory = Path(directory)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    data = safetensors.torch.save(tensors, metadata={"format": BASELINE_FORMAT})
+    atomic_write_bytes(directory / WEIGHTS, data)
+    atomic_write_json(
+        directory / MANIFEST,
+        {
+            "format": BASELINE_FORMAT,
+            "architecture": model.config(),
+            "key": key,
+            "sha256": sha256_bytes(data),
+            "info": info,
+        },
+    )
+    return directory
+
+
+def load_baseline(
+    directory: str | Path, key: dict[str, Any] | None = None
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Load a cached baseline (safetensors, checked against the manifest's sha256 and, if given, ``key``)."""
+    directory = Path(directory)
+    manifest = read_json(directory / MANIFEST, "baseline manifest")
+    if manifest.get("format") != BASELINE_FORMAT:
+        raise LearngeneError(
+            f"{directory / MANIFEST} is not a learngene baseline ({manifest.get('format')!r})"
+        )
+    if key is not None and manifest.get("key") != key:
+        raise LearngeneError(f"{directory} holds a baseline trained under another configuration or stream")
+    try:
+        data = (directory / WEIGHTS).read_bytes()
+    except OSError as err:
+        raise LearngeneError(f"cannot read {directory / WEIGHTS}: {err.strerror or err}") from None
+    if sha256_bytes(data) != manifest.get("sha256"):
+        raise LearngeneError(
+            f"{directory / WEIGHTS} does not match the sha256 in its manifest (modified or stale)"
+        )
+    try:
+        tensors = safetensors.torch.load(data)
+        model = model_from_config(manifest["architecture"])
+        model.load_state_dict(tensors, strict=True)
+    except Exception as err:  # noqa: BLE001 - any parse or shape failure means a bad cache
+        raise LearngeneError(f"cannot load the baseline in {directory}: {str(err)[:300]}") from None
+    return model.eval(), manifest.get("info", {})
+
+
+def cached_baseline(
+    directory: str | Path | None, key: dict[str, Any], train: Callable[[], tuple[nn.Module, dict[str, Any]]]
+) -> tuple[nn.Module, dict[str, Any]]:
+    """The cached model under ``key`` if ``directory`` holds one, else ``train()`` it and cache it there.
+
+    A missing, stale (other key) or damaged cache is retrained and replaced: it is derived data.
+    """
+    if directory is not None and (Path(directory) / MANIFEST).is_file():
+        try:
+            model, info = load_baseline(directory, key)
+            return model, {**info, "cached": True}
+        except LearngeneError:
+            pass
+    model, info = train()
+    if directory is not None:
+        save_baseline(directory, model, key, info)
+    return model, {**info, "cached": False}
