@@ -82,3 +82,24 @@ def test_tune_with_joint_reports_the_gap(tmp_path):
     (row,) = summary["rows"]
     assert row["gap_to_joint"] == pytest.approx(row["ncm"] - row["joint_ncm"], abs=1e-9)
     assert "gap to joint" in (tmp_path / "t" / "tune.md").read_text()
+
+
+def test_tune_individual_settings_share_one_collective_run(tmp_path, monkeypatch):
+    import learngene.tune as t
+
+    base = load_config("smoke", overrides=["stream.tasks=2", "train.epochs=1", "individual.epochs=2"])
+    calls = []
+    real = t.run_collective
+
+    def counting(*a, **k):
+        calls.append(a[1])
+        return real(*a, **k)
+
+    monkeypatch.setattr(t, "run_collective", counting)
+    summary = tune(base, [parse_param("individual.lr=0.01,0.05")], tmp_path / "t", setting="3way1shot",
+                   episodes=2, score="individual", progress=False)
+    assert len(calls) == 1  # the collective model does not depend on individual.* settings
+    assert summary["ranked_by"] == "individual"
+    assert all(0.0 <= r["individual"] <= 1.0 and r["gene"] for r in summary["rows"])
+    assert summary["rows"][0]["individual"] >= summary["rows"][1]["individual"]
+    assert "individual 3way1shot" in (tmp_path / "t" / "tune.md").read_text()

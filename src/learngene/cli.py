@@ -66,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, nargs="+", default=[0], help="collective seeds per combination (default 0)")
     p.add_argument("--setting", help="pseudo-task setting, e.g. 20way1shot (default: evaluate.headline)")
     p.add_argument("--episodes", type=int, default=20, help="pseudo-tasks per seed (default 20)")
+    p.add_argument("--score", choices=("ncm", "individual"), default="ncm",
+                   help="rank by the collective model's NCM accuracy (collective settings) or by the learngene's "
+                        "individual models (criterion / individual settings); default ncm")
     p.add_argument("--joint", action="store_true",
                    help="also train the joint reference per seed and report each trial's gap to it")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -124,7 +127,7 @@ def _tune(args: argparse.Namespace) -> int:
     cfg = _load_cfg(args)
     params = [parse_param(p) for p in args.params]
     summary = tune(cfg, params, args.out, seeds=args.seeds, setting=args.setting, episodes=args.episodes,
-                   joint=args.joint, progress=not args.quiet)
+                   joint=args.joint, progress=not args.quiet, score=args.score)
     from learngene.tune import tune_markdown
 
     print(tune_markdown(summary))

@@ -15,10 +15,10 @@ an interrupted tuning loses at most the trial in progress.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import logging
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -26,9 +26,12 @@ from typing import Any
 from learngene.baselines import joint_indices, ncm_episodes, penultimate_features, train_joint
 from learngene.collective.learner import CollectiveModel
 from learngene.config import Config, apply_overrides, config_from_dict, parse_setting
-from learngene.data import sample_episodes
+from learngene.data import TaskStream, sample_episodes
 from learngene.errors import ConfigError
-from learngene.paradigm import _pseudo_pool
+from learngene.evaluate import evaluate_methods
+from learngene.gene import Learngene
+from learngene.paradigm import _pseudo_pool, select_gene
+from learngene.pipeline import load_collective_run, run_collective
 from learngene.prepare import input_spec, load_data, make_split, make_stream
 from learngene.report import jsonable
 from learngene.runtime import derive_seed
@@ -96,16 +99,62 @@ def _score(cfg: Config, data, stream, network, spec, setting: str, episodes: int
     return {"ncm": mean, "ncm_ci95": ci, "accuracies": accs, "pool": where, "pool_classes": len(pool)}
 
 
-def run_trial(cfg: Config, data, *, setting: str, episodes: int, joint: bool, progress: bool) -> dict[str, Any]:
+# sections that do not change the collective model: trials that differ only there share one collective run
+_LATER_STAGES = ("criterion", "individual", "evaluate", "baseline")
+
+
+def _collective_run(cfg: Config, base: Config, runs: Path, data, progress: bool) -> tuple[Path, dict[str, Any]]:
+    """Train (or reuse, or resume) the collective model of ``cfg`` in ``runs/<hash of its settings>/``."""
+    shared = cfg.to_dict()
+    for section in _LATER_STAGES:
+        shared[section] = base.to_dict()[section]
+    ccfg = config_from_dict(shared)
+    digest = hashlib.sha256(json.dumps(ccfg.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
+    run_dir = runs / f"seed{cfg.seed}-{digest}"
+    if not (run_dir / "collective.json").is_file():
+        resume = (run_dir / "checkpoints" / "latest.json").is_file()
+        run_collective(ccfg, run_dir, resume=resume, overwrite=True, progress=progress, data=data)
+    return run_dir, read_json(run_dir / "collective.json", "collective report")
+
+
+def _score_individual(cfg: Config, data, run_dir: Path, pool: list[str], setting: str,
+                      episodes: int) -> dict[str, Any]:
+    """The learngene's individual models (and scratch) on pseudo-tasks: the score for individual.* settings."""
+    crit = hashlib.sha256(json.dumps(cfg.to_dict()["criterion"], sort_keys=True).encode()).hexdigest()[:12]
+    gene_dir = run_dir / f"gene-{crit}"
+    gene = Learngene.load(gene_dir) if (gene_dir / "learngene.json").is_file() else \
+        select_gene(run_dir, gene_dir, cfg=cfg, data=data)[0]
+    run = load_collective_run(run_dir)
+    ecfg = config_from_dict(cfg.to_dict())
+    ecfg.evaluate.settings, ecfg.evaluate.headline = [setting], setting
+    ecfg.evaluate.episodes, ecfg.evaluate.seeds = episodes, [0]
+    network = run["network"]
+    res = evaluate_methods(ecfg, data, pool, network, gene, network.conv_layer_names(), run["meta"]["input_spec"],
+                           methods=["learngene", "scratch"], progress=False)["settings"][setting]["methods"]
+    accs = res["learngene"]["accuracies"]
+    mean, ci = mean_ci95(accs)
+    return {"score": mean, "score_ci95": ci, "accuracies": accs, "gene": gene.layer_names,
+            "scratch": res["scratch"]["acc_mean"], "vs_scratch": res["learngene"].get("vs_scratch")}
+
+
+def run_trial(cfg: Config, data, *, setting: str, episodes: int, joint: bool, progress: bool,
+              base: Config | None = None, runs: Path | None = None, score: str = "ncm") -> dict[str, Any]:
     """Train one collective model (and its joint reference) and score both on pseudo-tasks."""
-    split = make_split(cfg, data)
-    stream = make_stream(cfg, data, split)
-    spec = input_spec(data, split.source)
-    tick = time.perf_counter()
-    model = CollectiveModel(cfg, stream, spec)
-    report = model.learn(progress=progress)
-    seconds = time.perf_counter() - tick
-    network = model.network.cpu().eval()
+    if runs is not None:
+        run_dir, report = _collective_run(cfg, base or cfg, runs, data, progress)
+        run = load_collective_run(run_dir)
+        stream = TaskStream.from_manifest(data, run["stream_manifest"])
+        spec = run["meta"]["input_spec"]
+        network = run["network"].cpu().eval()
+    else:
+        run_dir = None
+        split = make_split(cfg, data)
+        stream = make_stream(cfg, data, split)
+        spec = input_spec(data, split.source)
+        model = CollectiveModel(cfg, stream, spec)
+        report = model.learn(progress=progress)
+        network = model.network.cpu().eval()
+    seconds = sum(t.get("train_seconds", 0.0) for t in report["tasks"])
     out: dict[str, Any] = {
         "seed": cfg.seed,
         "collective": _score(cfg, data, stream, network, spec, setting, episodes),
@@ -123,13 +172,25 @@ def run_trial(cfg: Config, data, *, setting: str, episodes: int, joint: bool, pr
             jcfg.baseline.joint_epochs = max(1, round(report["images_seen"] / len(joint_indices(stream))))
         jnet, info = train_joint(network.config(), stream, spec, jcfg)
         out["joint"] = {**_score(cfg, data, stream, jnet, spec, setting, episodes), "epochs": info["epochs"]}
+    if score == "individual":
+        if run_dir is None:
+            raise ConfigError("scoring individual models needs run directories (tune passes them)")
+        out["individual"] = _score_individual(cfg, data, run_dir, _pseudo_pool(stream)[0], setting, episodes)
     return out
 
 
 def tune(base: Config, params: Sequence[tuple[str, list[str]]], out: str | Path, *, seeds: Sequence[int] = (0,),
          setting: str | None = None, episodes: int = 20, joint: bool = False, progress: bool = True,
-         data=None) -> dict[str, Any]:
-    """Run the grid, write ``tune.json`` and ``tune.md`` into ``out``; returns the summary (best first)."""
+         data=None, score: str = "ncm") -> dict[str, Any]:
+    """Run the grid, write ``tune.json`` and ``tune.md`` into ``out``; returns the summary (best first).
+
+    ``score="ncm"`` ranks by the collective model's NCM accuracy; ``score="individual"`` by the accuracy of the
+    learngene's individual models (criterion, gene and few-shot training as configured) on the same kind of
+    pseudo-tasks, for settings of the later stages. Collective runs are kept in ``out/runs/`` and shared by
+    every trial that differs only in later-stage settings.
+    """
+    if score not in ("ncm", "individual"):
+        raise ConfigError(f"tune score must be 'ncm' or 'individual', got {score!r}")
     setting = setting or base.evaluate.headline
     parse_setting(setting)
     combos = grid(params)
@@ -145,20 +206,26 @@ def tune(base: Config, params: Sequence[tuple[str, list[str]]], out: str | Path,
             cfg = _trial_config(base, combo, seed)
             path = out / "trials" / f"{i:03d}-seed{seed}.json"
             key = {"config": cfg.to_dict(), "setting": setting, "episodes": episodes, "joint": joint}
+            if score != "ncm":
+                key["score"] = score
             if path.is_file():
                 saved = read_json(path, "tuning trial")
                 if saved.get("key") == json.loads(json.dumps(jsonable(key))):
                     trials.append(saved["result"])
                     continue
             log.info("trial %d/%d seed %d: %s", i + 1, len(combos), seed, " ".join(combo) or "(base)")
-            result = run_trial(cfg, data, setting=setting, episodes=episodes, joint=joint, progress=progress)
+            result = run_trial(cfg, data, setting=setting, episodes=episodes, joint=joint, progress=progress,
+                               base=base, runs=out / "runs", score=score)
             atomic_write_json(path, jsonable({"key": key, "result": result}))
             trials.append(result)
         rows.append(_summarize(combo, trials))
-    rows.sort(key=lambda r: -r["ncm"])
+    rank = "individual" if score == "individual" else "ncm"
+    rows.sort(key=lambda r: -r[rank])
+    what = ("accuracy of the learngene's individual models" if score == "individual" else
+            "NCM (cosine) accuracy of the collective model's penultimate features")
     summary = {"setting": setting, "episodes_per_seed": episodes, "seeds": list(seeds),
-               "pool": rows[0]["pool"] if rows else None, "params": [k for k, _ in params],
-               "score": "NCM (cosine) accuracy of the collective model's penultimate features on pseudo-tasks",
+               "pool": rows[0]["pool"] if rows else None, "params": [k for k, _ in params], "ranked_by": rank,
+               "score": f"{what} on pseudo-tasks",
                "ci": "95% Student-t interval over all (episode, seed) pairs", "rows": rows,
                "chosen": rows[0]["overrides"] if rows else None}
     atomic_write_json(out / "tune.json", jsonable(summary))
@@ -176,6 +243,11 @@ def _summarize(combo: list[str], trials: list[dict[str, Any]]) -> dict[str, Any]
         row[k] = sum(t["stream"][k] for t in trials) / len(trials)
     row["memory_images"] = sum(t["memory"]["images"] for t in trials) / len(trials)
     row["train_seconds"] = sum(t["train_seconds"] for t in trials) / len(trials)
+    if all("individual" in t for t in trials):
+        iaccs = [a for t in trials for a in t["individual"]["accuracies"]]
+        row["individual"], row["individual_ci95"] = mean_ci95(iaccs)
+        row["scratch"] = sum(t["individual"]["scratch"] for t in trials) / len(trials)
+        row["gene"] = trials[0]["individual"]["gene"]
     if all("joint" in t for t in trials):
         jaccs = [a for t in trials for a in t["joint"]["accuracies"]]
         row["joint_ncm"], row["joint_ncm_ci95"] = mean_ci95(jaccs)
@@ -192,8 +264,11 @@ def tune_markdown(summary: dict[str, Any]) -> str:
     joint = any("joint_ncm" in r for r in summary["rows"])
     head = ["settings", f"NCM {summary['setting']}", "stream acc (task-aware)", "class-IL acc", "forgetting",
             "params (effective)", "memory images", "train s"]
+    individual = any("individual" in r for r in summary["rows"])
     if joint:
         head[2:2] = ["joint NCM", "gap to joint (paired)"]
+    if individual:
+        head[1:1] = [f"individual {summary['setting']}", "scratch", "gene"]
     lines = [
         f"# Tuning on pseudo-tasks ({summary['pool']})",
         "",
@@ -210,5 +285,7 @@ def tune_markdown(summary: dict[str, Any]) -> str:
                  f"{r['memory_images']:.0f}", f"{r['train_seconds']:.0f}"]
         if joint:
             cells[2:2] = [_fmt(r["joint_ncm"], r["joint_ncm_ci95"]), _fmt(r["gap_to_joint"], r["gap_to_joint_ci95"])]
+        if individual:
+            cells[1:1] = [_fmt(r["individual"], r["individual_ci95"]), f"{r['scratch']:.3f}", ", ".join(r["gene"])]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
