@@ -133,13 +133,16 @@ def run_paradigm(cfg: Config, out: str | Path, *, resume: bool = False, overwrit
         "collective": {
             "open_world": collective.get("open_world"),
             "final": collective["final"],
+            "memory": collective.get("memory"),
+            "images_seen": collective.get("images_seen"),
             "forgetting_curve": collective["forgetting_curve"],
             "average_accuracy_curve": collective["average_accuracy_curve"],
             "n_tasks": collective["n_tasks"],
             "class_order": stream_manifest.get("class_order"),
         },
         "criterion": criterion,
-        "gene": {"dir": str(out / "gene"), "layers": gene.layer_names, "params": gene.num_params},
+        "gene": {"dir": str(out / "gene"), "layers": gene.layer_names, "params": gene.num_params,
+                 "effective_params": gene.effective_params, "effective_widths": gene.effective_widths},
         "individual": individual,
     }
     atomic_write_json(out / "report.json", jsonable(report))

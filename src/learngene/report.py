@@ -61,6 +61,30 @@ def baselines_lines(baselines: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _widths_line(coll: dict[str, Any]) -> str:
+    """Nominal vs effective (distinct-channel) widths: copies left by widening are not capacity."""
+    final = coll["final"]
+    if "effective_widths" not in final:
+        return f"- widths {final.get('widths')}"
+    tol = final.get("tolerance") or {}
+    mem = coll.get("memory") or {}
+    memory = (f"; exemplar memory {mem['per_class']} per class ({mem['images']:,} images)"
+              if mem.get("per_class") else "")
+    return (f"- widths {final['widths']}, effective {final['effective_widths']} (distinct channels within rtol "
+            f"{tol.get('rtol')} / atol {tol.get('atol')}); {final['effective_params']:,} effective parameters"
+            + memory)
+
+
+def _gene_line(gene: dict[str, Any], final: dict[str, Any]) -> str:
+    if "params" not in gene:
+        return "- learngene: -"
+    eff = gene.get("effective_params")
+    share = (f", {100 * eff / final['effective_params']:.0f}% of the collective's effective parameters"
+             if eff and final.get("effective_params") else "")
+    return (f"- learngene: {', '.join(gene.get('layers', []))}, {gene['params']:,} parameters"
+            + (f" ({eff:,} effective{share})" if eff else ""))
+
+
 def render(report: dict[str, Any]) -> str:
     ind = report["individual"]
     coll = report["collective"]
@@ -75,6 +99,8 @@ def render(report: dict[str, Any]) -> str:
         f"- collective model: {coll['n_tasks']} tasks, final average accuracy {_f(coll['final']['average_accuracy'])}, "
         f"forgetting {_f(coll['final']['forgetting'])}, open-world AUROC {_f(ow.get('auroc'))}, "
         f"FPR@95%TPR {_f(ow.get('fpr95'))}, {coll['final']['params']:,} parameters",
+        _widths_line(coll),
+        _gene_line(report.get("gene") or {}, coll["final"]),
         f"- criterion `{crit['name']}` selected {', '.join(crit['selected'])}: {crit['reason']}",
         f"- evaluation: {ind['episodes_per_seed']} episodes x seeds {ind['seeds']}, {ind['queries_per_class']} "
         f"queries per class; {ind['ci']}" + (f"; {ind['paired_ci']}" if ind.get("paired_ci") else ""),
