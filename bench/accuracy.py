@@ -90,11 +90,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.only_sweeps:
         main_res = {"headline": None, "methods": {}, "settings": {}}
     else:
+        seen = run["report"].get("images_seen")
         main_res = evaluate_methods(cfg, data, novel, network, gene, names, spec, methods=args.methods,
-                                    progress=True)
+                                    progress=True, stream=stream, cache_dir=coll_dir / "baselines",
+                                    budget_images=int(seen) if cfg.train.memory_per_class > 0 and seen else None)
     ways = 5
     sweep_cfg = copy.deepcopy(cfg)
     sweep_cfg.evaluate.episodes = args.sweep_episodes
+    # the sweeps draw their own episodes (other episode seeds), so they are evidence independent of the main table
+    sweep_cfg.evaluate.seeds = [1000 + s for s in args.seeds]
     shots: dict[int, dict] = {}
     sizes: dict[str, dict] = {}
     for k in [] if args.no_sweeps else args.shots:
