@@ -168,3 +168,29 @@ def test_speed_rejects_unknown_section(tmp_path):
 
 def test_results_folder_is_inside_bench():
     assert (Path(__file__).resolve().parents[1] / "bench" / "harness.py").is_file()
+
+
+def test_seeds_pool_pairs_tasks_and_keeps_seed_variation():
+    from bench.seeds import markdown, pool
+
+    def seed(s, learngene, scratch, joint):
+        methods = {"learngene": {"accuracies": learngene, "params": 10},
+                   "scratch": {"accuracies": scratch, "params": 10},
+                   "joint": {"accuracies": joint, "params": 20}}
+        return {"seed": s, "individual": {"settings": {"5way1shot": {"methods": methods}}},
+                "gene": {"layers": ["features.0"], "params": 5, "effective_params": 5},
+                "collective": {"final": {"params": 20, "effective_params": 20, "widths": [4], "effective_widths": [4],
+                                         "average_accuracy": 0.9, "average_accuracy_class_incremental": 0.5}}}
+
+    per_seed = [seed(0, [0.6, 0.7], [0.5, 0.6], [0.7, 0.7]), seed(1, [0.9, 0.8], [0.8, 0.7], [0.9, 0.9])]
+    rows = pool(per_seed)["5way1shot"]
+    lg = rows["learngene"]
+    assert lg["acc_mean"] == pytest.approx(0.75) and lg["n"] == 4
+    assert lg["seed_means"] == pytest.approx([0.65, 0.85])
+    # every paired difference is exactly +0.1: the paired CI is 0 although the accuracies vary a lot
+    assert lg["gain_vs_scratch"] == pytest.approx(0.1) and lg["gain_ci95"] == pytest.approx(0.0, abs=1e-12)
+    assert lg["gain_significant"]
+    assert lg["gap_to_joint"] == pytest.approx(-0.05)
+    assert "gain_vs_scratch" not in rows["scratch"] and "gap_to_joint" not in rows["joint"]
+    assert lg["seed_ci95"] > lg["acc_ci95"] > 0  # two seed means: the between-seed interval is the wide one
+    assert "| learngene | 0.750" in markdown(per_seed, pool(per_seed))
