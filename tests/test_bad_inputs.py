@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import struct
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
@@ -25,7 +27,7 @@ import torch
 from PIL import Image
 
 from learngene.cli import main
-from learngene.errors import DataError, GeneError, LearngeneError, ModelError
+from learngene.errors import ConfigError, DataError, GeneError, LearngeneError, ModelError
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "ERRORS.md"
 SMOKE = ["--preset", "smoke"]
@@ -302,6 +304,80 @@ def _fixed_criterion_unknown_layer(c: Ctx):
             "--set", "criterion.name='fixed'", "--set", "criterion.layers=['features.9']"]
 
 
+def bilevel_png(path: Path, width: int, height: int) -> Path:
+    """A real 1-bit PNG of any size, written row by row: 20000x10000 is ~25 KB on disk and never in memory."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    pixels = zlib.compress(bytes((1 + (width + 7) // 8) * height), 9)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b""))
+    return path
+
+
+def _inherit_from(c: Ctx, support: Path) -> list[str]:
+    return ["inherit", "--gene", str(c.built.gene), "--support", str(support), "--out", str(c.tmp / "m")]
+
+
+def _image_too_large_in_support(c: Ctx):
+    support = image_folder(c.tmp / "support", ["alpha", "beta"], 2)
+    bilevel_png(support / "beta" / "scan.png", 20000, 10000)
+    return _inherit_from(c, support)
+
+
+def _image_too_large_for_predict(c: Ctx):
+    return ["predict", "--model", str(c.built.model), str(bilevel_png(c.tmp / "scan.png", 20000, 10000))]
+
+
+def _bad_max_image_pixels(c: Ctx):
+    from learngene.data.images import load_image
+
+    image = image_folder(c.tmp / "support", ["alpha"], 1) / "alpha" / "0.png"
+
+    def call() -> None:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("LEARNGENE_MAX_IMAGE_PIXELS", "lots")
+            load_image(image, 16, 1)
+
+    return Api(ConfigError, call)
+
+
+def _float_image_out_of_range(c: Ctx):
+    image = c.tmp / "depth.tif"
+    Image.fromarray(np.linspace(0, 1000, 400, dtype=np.float32).reshape(20, 20)).save(image)
+    return ["predict", "--model", str(c.built.model), str(image)]
+
+
+def _integer_image_32bit(c: Ctx):
+    support = image_folder(c.tmp / "support", ["alpha", "beta"], 2)
+    Image.fromarray(np.arange(400, dtype=np.int32).reshape(20, 20) * 175).save(support / "alpha" / "counts.tif")
+    return _inherit_from(c, support)
+
+
+def _symlink_loop_in_support(c: Ctx):
+    support = image_folder(c.tmp / "support", ["alpha", "beta"], 2)
+    (support / "alpha" / "all").symlink_to("..", target_is_directory=True)  # alpha/all/alpha/all/...
+    return _inherit_from(c, support)
+
+
+def _predict_symlink_loop(c: Ctx):
+    (c.tmp / "photo.png").symlink_to("photo.png")
+    return ["predict", "--model", str(c.built.model), str(c.tmp / "photo.png")]
+
+
+def _broken_image_symlink_in_support(c: Ctx):
+    support = image_folder(c.tmp / "support", ["alpha", "beta"], 2)
+    (support / "beta" / "moved.png").symlink_to(c.tmp / "old_place" / "moved.png")
+    return _inherit_from(c, support)
+
+
+def _gene_labelled(c: Ctx, version: str):
+    gene = c.gene_copy()
+    edit_json(gene / "learngene.json", lambda m: m.update(version=version))
+    return ["inspect", str(gene)]
+
+
 # ------------------------------------------------------------------------------------------ the table
 # (id, how to provoke it, the exact key phrase the user sees)
 BAD_INPUTS: list[tuple[str, Callable[[Ctx], Any], str]] = [
@@ -317,6 +393,18 @@ BAD_INPUTS: list[tuple[str, Callable[[Ctx], Any], str]] = [
     ("stream_ways_exceed_source", lambda c: _collective(c, "--set", "stream.ways=50"),
      "asked for 50 classes per task but the split has only"),
     ("overlapping_splits", _overlapping_splits, "class split overlaps: 1 class(es) in both source and novel: b"),
+    ("image_too_large_in_support", _image_too_large_in_support,
+     "is 20000x10000 = 200,000,000 pixels, over the limit of 150,000,000 pixels"),
+    ("image_too_large_for_predict", _image_too_large_for_predict,
+     "shrink the image, or raise the limit, e.g. LEARNGENE_MAX_IMAGE_PIXELS=200000000"),
+    ("bad_max_image_pixels", _bad_max_image_pixels, "LEARNGENE_MAX_IMAGE_PIXELS='lots' is not a number of pixels"),
+    ("float_image_out_of_range", _float_image_out_of_range,
+     "float pixels range from 0 to 1000, but learngene reads float images as intensities in [0, 1]"),
+    ("integer_image_32bit", _integer_image_32bit,
+     "32-bit integer pixels (values 0 to 69825) have no standard intensity scale"),
+    ("symlink_loop_in_support", _symlink_loop_in_support, "alpha/all leads back to"),
+    ("predict_symlink_loop", _predict_symlink_loop, "photo.png is a symbolic link that leads back to itself"),
+    ("broken_image_symlink_in_support", _broken_image_symlink_in_support, "moved.png points to"),
     # configuration
     ("unknown_preset", lambda c: ["collective", "--preset", "smok", "--out", str(c.tmp / "o")],
      "unknown preset 'smok'"),
@@ -348,6 +436,12 @@ BAD_INPUTS: list[tuple[str, Callable[[Ctx], Any], str]] = [
     ("gene_layers_do_not_chain", _gene_layers_do_not_chain, "gene layers must chain"),
     ("gene_manifest_shape_mismatch", _gene_manifest_shape_mismatch, "expected conv.weight shape [8, 7, 3, 3]"),
     ("gene_incompatible_version", _gene_incompatible_version, "made by learngene 99.0.0"),
+    ("gene_newer_version", lambda c: _gene_labelled(c, "0.2.0"),
+     "incompatible format, written by a newer learngene; upgrade learngene to 0.2 or later"),
+    ("gene_older_version", lambda c: _gene_labelled(c, "0.0.9"),
+     "incompatible format, written by an older learngene"),
+    ("gene_malformed_version", lambda c: _gene_labelled(c, "0.1"),
+     "'version' '0.1' is not a release number MAJOR.MINOR.PATCH"),
     ("tampered_gene", _tampered_gene, "tampered: sha256 mismatch"),
     ("foreign_file_as_gene", _foreign_file_as_gene, "not a learngene"),
     ("foreign_manifest_as_gene", _foreign_manifest_as_gene, "has format 'onnx', expected 'learngene/v1'"),

@@ -11,8 +11,6 @@ import torch
 
 from learngene.errors import DataError, LearngeneError
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
-
 
 def add_parsers(sub, config_args, run_args) -> None:
     from learngene.cli import command
@@ -130,7 +128,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 def _inherit(args: argparse.Namespace) -> int:
     from learngene.config import Config, load_config
-    from learngene.data.sources import load_image_folder
+    from learngene.data.images import read_image_folder
     from learngene.data.transforms import normalize
     from learngene.evaluate import individual_spec, train_settings
     from learngene.gene import Learngene
@@ -142,7 +140,7 @@ def _inherit(args: argparse.Namespace) -> int:
     gene = Learngene.load(args.gene)
     spec = gene.input_spec
     out = check_writable_dir(args.out, overwrite=args.overwrite, resumable=False)
-    support = load_image_folder(args.support, image_size=spec["image_size"], channels=spec["channels"])
+    support = read_image_folder(args.support, image_size=spec["image_size"], channels=spec["channels"])
     classes = list(support.classes)
     if len(classes) < 2:
         raise DataError(
@@ -153,7 +151,7 @@ def _inherit(args: argparse.Namespace) -> int:
     y = support.labels.long()
     qx = qy = None
     if args.query:
-        query = load_image_folder(args.query, image_size=spec["image_size"], channels=spec["channels"])
+        query = read_image_folder(args.query, image_size=spec["image_size"], channels=spec["channels"])
         extra = [c for c in query.classes if c not in classes]
         if extra:
             raise DataError(f"query folder {args.query} has classes {extra} that the support folder {args.support} lacks")
@@ -232,30 +230,24 @@ def load_individual(directory: str | Path):
 
 
 def _image_paths(items: list[str]) -> list[Path]:
-    paths: list[Path] = []
-    for item in items:
-        p = Path(item)
-        if p.is_dir():
-            paths += sorted(q for q in p.rglob("*") if q.suffix.lower() in IMAGE_SUFFIXES)
-        elif p.is_file():
-            paths.append(p)
-        elif not p.exists():
-            raise DataError(f"image {p} does not exist; pass image files or folders of images")
-        else:
-            raise DataError(f"{p} is neither an image file nor a folder")
+    """The files `learngene predict` classifies: found by the same rule as inherit's support folder."""
+    from learngene.data.images import IMAGE_EXTENSIONS, find_images
+
+    paths = [p for item in items for p in find_images(item)]
     if not paths:
-        raise DataError(f"no images found in {items} (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
+        raise DataError(f"no images found in {items} (looked for {', '.join(IMAGE_EXTENSIONS)})")
     return paths
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from learngene.data.transforms import load_rgb_or_gray, normalize
+    from learngene.data.images import load_image
+    from learngene.data.transforms import normalize
 
     model, meta = load_individual(args.model)
     pre = meta["preprocessing"]
     rows = []
     for path in _image_paths(args.images):
-        x = load_rgb_or_gray(path, pre["image_size"], pre["channels"]).unsqueeze(0)
+        x = load_image(path, pre["image_size"], pre["channels"]).unsqueeze(0)
         with torch.no_grad():
             prob = model(normalize(x, pre["mean"], pre["std"])).softmax(1)[0]
         k = int(prob.argmax())

@@ -51,7 +51,13 @@ _LAYER_TYPES = ("conv_block",)
 _FLOAT_DTYPES = {torch.float16, torch.bfloat16, torch.float32, torch.float64}
 _NAME_RE = re.compile(r"[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*")
 _SHA_RE = re.compile(r"[0-9a-f]{64}")
-_VERSION_RE = re.compile(r"(\d{1,6})\.(\d{1,6})[0-9A-Za-z.+\-]{0,40}")
+# A release number as learngene writes it: MAJOR.MINOR.PATCH, optionally a PEP 440 / semver suffix (0.2.0rc1,
+# 0.1.0.dev3, 0.1.0+local). Any MAJOR.MINOR start is enough to recognise a gene from a newer release.
+_VERSION_RE = re.compile(r"(\d{1,6})\.(\d{1,6})\.(\d{1,6})(?:[.+\-]?[0-9A-Za-z][0-9A-Za-z.+\-]{0,39})?")
+_VERSION_START_RE = re.compile(r"(\d{1,6})\.(\d{1,6})(?![0-9])")
+# The oldest release whose genes this one reads (MAJOR, MINOR): 0.1 is the first release writing learngene/v1.
+# Raise it in the release that changes what a manifest or its tensors mean; keep GENE_FORMAT for the layout.
+_OLDEST_READABLE = (0, 1)
 
 
 def _package_version() -> str:
@@ -318,12 +324,40 @@ def _validate_tensors(layers: list[dict], tensors: Any) -> dict[str, Tensor]:
     return out
 
 
-def _parse_version(value: Any) -> tuple[int, int]:
-    if not isinstance(value, str) or not _VERSION_RE.fullmatch(value):
+def _major_minor(value: Any) -> tuple[int, int]:
+    """MAJOR, MINOR of a version string (leniently: enough to tell a newer release); GeneError if none."""
+    m = _VERSION_START_RE.match(value) if isinstance(value, str) else None
+    if m is None:
         raise GeneError(f"'version' must be a version string such as '0.1.0', got {_short(value)}")
-    m = _VERSION_RE.fullmatch(value)
-    assert m is not None
     return int(m.group(1)), int(m.group(2))
+
+
+def _check_version(made_by: Any, manifest_path: Path) -> None:
+    """Apply the compatibility rule of :meth:`Learngene.load` to the manifest's ``version``."""
+    ours = _package_version()
+    here = _major_minor(ours)
+    try:
+        theirs = _major_minor(made_by)
+    except GeneError as err:
+        raise GeneError(f"invalid learngene manifest {manifest_path}: {err}") from None
+    if theirs > here:
+        raise GeneError(
+            f"made by learngene {made_by}, this is {ours}: incompatible format, written by a newer learngene; "
+            f"upgrade learngene to {theirs[0]}.{theirs[1]} or later to load it"
+        )
+    if not _VERSION_RE.fullmatch(made_by):
+        raise GeneError(
+            f"invalid learngene manifest {manifest_path}: 'version' {_short(made_by)} is not a release number "
+            f"MAJOR.MINOR.PATCH such as {ours!r} (learngene always writes all three); the manifest was edited or "
+            "written by another tool, re-export the gene with learngene select"
+        )
+    if theirs[0] != here[0] or theirs < _OLDEST_READABLE:
+        oldest = ".".join(map(str, _OLDEST_READABLE))
+        raise GeneError(
+            f"made by learngene {made_by}, this is {ours}: incompatible format, written by an older learngene "
+            f"(this one reads genes of {here[0]}.x releases from {oldest} on); re-export the gene with this "
+            f"learngene (learngene select), or load it with learngene {theirs[0]}.{theirs[1]}.x"
+        )
 
 
 def _safetensors_header(data: bytes, where: Path) -> tuple[dict, dict]:
@@ -566,7 +600,21 @@ class Learngene:
 
     @classmethod
     def load(cls, directory_or_file: str | os.PathLike[str]) -> Learngene:
-        """Load and fully validate a learngene directory (or its learngene.json); :class:`GeneError` on any problem."""
+        """Load and fully validate a learngene directory (or its learngene.json); :class:`GeneError` on any problem.
+
+        Versions. ``format`` ("learngene/v1") names the file layout and must match exactly. ``version`` is the
+        learngene release that wrote the gene, MAJOR.MINOR.PATCH; the patch never matters (patch releases
+        do not change what a gene means), and for MAJOR.MINOR:
+
+        * the same as this learngene's: loads;
+        * newer: refused ("written by a newer learngene; upgrade"), since a newer release may store
+          something this one would read wrongly;
+        * older, same major, not older than ``_OLDEST_READABLE`` (0.1, the first release of this format):
+          loads without a warning, as those releases write what this one reads, checked field by field;
+        * older than that, or another major: refused ("written by an older learngene; re-export");
+        * not a MAJOR.MINOR.PATCH string (e.g. "0.1", which learngene never writes): refused as an edited or
+          foreign manifest (one that starts with a newer MAJOR.MINOR, e.g. "99.0", is reported as newer).
+        """
         path = Path(directory_or_file)
         try:
             return cls._load(path)
@@ -625,16 +673,7 @@ class Learngene:
                 "(a file of another tool, or a newer format this version cannot read)"
             )
         made_by = manifest.get("version")
-        try:
-            major, _minor = _parse_version(made_by)
-        except GeneError as err:
-            raise GeneError(f"invalid learngene manifest {manifest_path}: {err}") from None
-        ours = _package_version()
-        if major != _parse_version(ours)[0]:
-            raise GeneError(
-                f"made by learngene {made_by}, this is {ours}: incompatible format; use a learngene {major}.x "
-                "release to load it, or re-export the gene with this version"
-            )
+        _check_version(made_by, manifest_path)
         where = f"invalid learngene {directory}"
         try:
             layers = _validate_layers(manifest.get("layers"))
