@@ -227,6 +227,7 @@ def tune(base: Config, params: Sequence[tuple[str, list[str]]], out: str | Path,
                "pool": rows[0]["pool"] if rows else None, "params": [k for k, _ in params], "ranked_by": rank,
                "score": f"{what} on pseudo-tasks",
                "ci": "95% Student-t interval over all (episode, seed) pairs", "rows": rows,
+               "base_config": base.to_dict(),
                "chosen": rows[0]["overrides"] if rows else None}
     atomic_write_json(out / "tune.json", jsonable(summary))
     atomic_write_bytes(out / "tune.md", tune_markdown(summary).encode())
