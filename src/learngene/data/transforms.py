@@ -180,43 +180,9 @@ def load_rgb_or_gray(
 ) -> torch.Tensor:
     """Read any image file (any size or PIL mode) into what a model expects: uint8 [channels, S, S].
 
-    The shorter side is resized to `image_size` (antialiased) and the centre cropped, as torchvision's
-    Resize+CenterCrop do. invert=True flips intensities (dark-on-white drawings -> bright strokes, as the
-    glyph/Omniglot models are trained); invert="auto" does so for images whose border is bright.
+    Kept for the data sources; it is :func:`learngene.data.images.load_image`, the one reader every command uses
+    (deep images on their real scale, EXIF orientation, the pixel limit).
     """
-    from PIL import Image, UnidentifiedImageError
+    from learngene.data.images import load_image
 
-    path = Path(path)
-    if channels not in (1, 3):
-        raise DataError(f"channels must be 1 or 3, got {channels}")
-    if image_size < 1:
-        raise DataError(f"image_size must be >= 1, got {image_size}")
-    if not path.is_file():
-        raise DataError(f"image file {path} does not exist")
-    try:
-        with Image.open(path) as im:
-            im.load()
-            if im.mode in ("RGBA", "LA", "P", "PA"):
-                # transparent pixels -> white, as an image viewer shows them
-                im = im.convert("RGBA")
-                bg = Image.new("RGBA", im.size, (255, 255, 255, 255))
-                im = Image.alpha_composite(bg, im)
-            im = im.convert("L" if channels == 1 else "RGB")
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise DataError(f"cannot read image {path}: {exc}; expected a PNG/JPEG/BMP/... image file") from exc
-    w, h = im.size
-    s = image_size / min(w, h)
-    nw, nh = max(image_size, round(w * s)), max(image_size, round(h * s))
-    im = im.resize((nw, nh), Image.Resampling.BILINEAR, reducing_gap=None if s >= 1 else 3.0)
-    left, top = (nw - image_size) // 2, (nh - image_size) // 2
-    im = im.crop((left, top, left + image_size, top + image_size))
-    t = torch.frombuffer(bytearray(im.tobytes()), dtype=torch.uint8)
-    t = t.view(image_size, image_size, channels).permute(2, 0, 1).contiguous()
-    if invert == "auto":
-        border = torch.cat([t[:, 0, :], t[:, -1, :], t[:, :, 0], t[:, :, -1]], dim=1).float()
-        invert = bool(border.mean() > 127.5)
-    elif invert not in (True, False):
-        raise DataError(f"invert must be True, False or 'auto', got {invert!r}")
-    if invert:
-        t = 255 - t
-    return t
+    return load_image(path, image_size, channels, invert=invert)
