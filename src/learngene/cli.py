@@ -169,9 +169,10 @@ def main(argv: Sequence[str] | None = None) -> int:
               file=sys.stderr)
         return 130
     finally:
-        from learngene.distributed import shutdown
+        if "torch.distributed" in sys.modules:  # a light command (presets) never loaded torch: keep it so
+            from learngene.distributed import shutdown
 
-        shutdown()
+            shutdown()
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -6,9 +6,6 @@ import argparse
 import json
 from pathlib import Path
 
-import safetensors.torch
-import torch
-
 from learngene.errors import DataError, LearngeneError
 
 
@@ -127,6 +124,9 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _inherit(args: argparse.Namespace) -> int:
+    import safetensors.torch
+    import torch
+
     from learngene.config import Config, load_config
     from learngene.data.images import read_image_folder
     from learngene.data.transforms import normalize
@@ -183,6 +183,8 @@ def _inherit(args: argparse.Namespace) -> int:
 
 
 def load_individual(directory: str | Path):
+    import safetensors.torch
+
     from learngene.individual import IndividualModel
     from learngene.safeio import read_json, sha256_file
 
@@ -240,6 +242,8 @@ def _image_paths(items: list[str]) -> list[Path]:
 
 
 def _predict(args: argparse.Namespace) -> int:
+    import torch
+
     from learngene.data.images import load_image
     from learngene.data.transforms import normalize
 
