@@ -415,6 +415,8 @@ BAD_INPUTS: list[tuple[str, Callable[[Ctx], Any], str]] = [
     ("wrong_config_type", lambda c: _collective(c, "--set", "train.epochs=three"),
      "config key 'train.epochs' must be of type int, got 'three'"),
     ("negative_epochs", lambda c: _collective(c, "--set", "train.epochs=-2"), "train.epochs = -2 must be > 0"),
+    ("non_finite_config_number", lambda c: _collective(c, "--set", "train.lr=nan"),
+     "config key 'train.lr' = nan is not a finite number; give a finite value"),
     ("memory_without_loss_over_all_classes", lambda c: _collective(c, "--set", "train.memory_per_class=5"),
      "replays earlier classes, which a loss over the current task's classes cannot score; set train.loss_scope"),
     ("tune_param_without_values", lambda c: ["tune", *SMOKE, "--param", "train.ewc_lambda", "--out", str(c.tmp / "t")],

@@ -59,3 +59,15 @@ def test_parse_setting():
     assert parse_setting("20way5shot") == (20, 5)
     with pytest.raises(ConfigError):
         parse_setting("1way1shot")
+
+
+@pytest.mark.parametrize("raw", ["nan", "inf", "-inf", "[0.5, nan, 0.2]"])
+def test_non_finite_numbers_are_refused_with_the_key(raw, tmp_path):
+    from learngene.cli import main
+
+    key = "data.split_fractions" if raw.startswith("[") else "train.lr"
+    with pytest.raises(ConfigError, match=f"config key '{key}' = .* is not a finite number"):
+        load_config("smoke", overrides=[f"{key}={raw}"])
+    out = tmp_path / "o"
+    assert main(["collective", "--preset", "smoke", "--set", f"{key}={raw}", "--out", str(out), "--quiet"]) == 2
+    assert not out.exists()  # nothing written before the config is valid

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import sys
 import types
 import typing
@@ -356,6 +357,10 @@ def _merge_into(obj: Any, data: dict[str, Any], where: str) -> None:
             _merge_into(current, value, f"{path}.")
             continue
         ok, coerced = _type_ok(value, hints[key])
+        bad = [v for v in (coerced if isinstance(coerced, list) else [coerced])
+               if isinstance(v, float) and not math.isfinite(v)]
+        if ok and bad:
+            raise ConfigError(f"config key {path!r} = {bad[0]} is not a finite number; give a finite value")
         if not ok:
             raise ConfigError(
                 f"config key {path!r} must be of type {_type_name(hints[key])}, got {value!r} ({type(value).__name__})"
