@@ -246,6 +246,9 @@ def _validate(cfg: Config) -> None:
         value = _get(cfg, key)
         if value is not None and value < 0:
             raise ConfigError(f"config key {key} = {value!r} must be >= 0; fix the value")
+    if cfg.stream.ways < 2:
+        raise ConfigError(f"config key stream.ways = {cfg.stream.ways}: a task needs at least 2 classes to learn to "
+                          "tell apart; set stream.ways >= 2")
     if cfg.stream.train_per_class is not None and cfg.stream.train_per_class < 1:
         raise ConfigError("config key stream.train_per_class must be >= 1 (or unset for all images)")
     if not 0.0 < cfg.stream.test_fraction < 1.0:
