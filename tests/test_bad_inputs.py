@@ -253,6 +253,11 @@ def _resume_different_config(c: Ctx):
     return ["collective", *SMOKE, "--set", "train.epochs=3", "--out", str(run), "--resume", "--quiet"]
 
 
+def _run_resume(c: Ctx, *options: str):
+    run = c.copy(c.built.run, "run")
+    return ["run", *options, "--out", str(run), "--resume", "--quiet", "--device", "cpu"]
+
+
 def _corrupt_checkpoint(c: Ctx):
     run = c.collective_copy()
     pointer = json.loads((run / "checkpoints" / "latest.json").read_text())
@@ -462,6 +467,10 @@ BAD_INPUTS: list[tuple[str, Callable[[Ctx], Any], str]] = [
      "is not empty (1 entries); pass --overwrite to write into it anyway, or choose an empty directory"),
     ("resume_no_checkpoint", _resume_no_checkpoint, "--resume given but"),
     ("resume_different_config", _resume_different_config, "was started with a different configuration"),
+    ("run_resume_changed_config", lambda c: _run_resume(c, *SMOKE, "--set", "train.epochs=3"),
+     "was started with a different configuration (train.epochs differ)"),
+    ("run_resume_other_preset", lambda c: _run_resume(c, "--preset", "default"),
+     "was started with a different configuration ("),
     ("corrupt_checkpoint", _corrupt_checkpoint, "fails its checksum"),
     ("select_on_paradigm_dir", _select_on_paradigm_dir, "this looks like the output of `learngene run`"),
     # training

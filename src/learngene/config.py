@@ -429,6 +429,17 @@ def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
     return cfg.validate()
 
 
+def config_diff(a: Config, b: Config) -> list[str]:
+    """Dotted keys whose values differ between two configs, e.g. ``["train.epochs", "preset"]``."""
+
+    def walk(x: Any, y: Any, prefix: str) -> list[str]:
+        if isinstance(x, dict) and isinstance(y, dict):
+            return [k for key in sorted(set(x) | set(y)) for k in walk(x.get(key), y.get(key), f"{prefix}{key}.")]
+        return [] if x == y else [prefix[:-1]]
+
+    return walk(a.to_dict(), b.to_dict(), "")
+
+
 def config_from_dict(data: dict[str, Any]) -> Config:
     cfg = Config()
     _merge_into(cfg, data, "")

@@ -17,7 +17,7 @@ from learngene.distributed import SINGLE, DistInfo, barrier
 from learngene.errors import CheckpointError
 from learngene.evaluate import evaluate_methods, gene_from_network
 from learngene.gene import Learngene
-from learngene.pipeline import load_collective_run, run_collective
+from learngene.pipeline import check_same_config, load_collective_run, run_collective
 from learngene.plots import plot_bars, plot_curves
 from learngene.prepare import load_data
 from learngene.report import jsonable, write_report
@@ -106,11 +106,13 @@ def run_paradigm(cfg: Config, out: str | Path, *, resume: bool = False, overwrit
     if not resume and dist.is_main:
         check_writable_dir(out, overwrite=overwrite)
     barrier(dist)
-    data = load_data(cfg)
     coll_dir = out / "collective"
     if resume and not ((coll_dir / "collective.json").is_file() or (coll_dir / "checkpoints" / "latest.json").is_file()):
         raise CheckpointError(f"--resume given but {coll_dir} has no checkpoint; start without --resume "
                               "(with --overwrite if the directory is not empty)")
+    if resume and (coll_dir / "config.json").is_file():
+        check_same_config(coll_dir, cfg)  # before any data is read or anything is written
+    data = load_data(cfg)
     if resume and (coll_dir / "collective.json").is_file():
         collective = read_json(coll_dir / "collective.json", "collective report")
     else:

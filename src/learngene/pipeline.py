@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from learngene.collective.learner import CollectiveModel
-from learngene.config import Config, config_from_dict
+from learngene.config import Config, config_diff, config_from_dict
 from learngene.data import ImageSet, TaskStream
 from learngene.distributed import SINGLE, DistInfo, barrier
 from learngene.errors import CheckpointError, LearngeneError
@@ -56,6 +56,21 @@ def load_network(directory: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     return model.eval(), meta
 
 
+def check_same_config(run_dir: str | Path, cfg: Config) -> None:
+    """Refuse to resume ``run_dir`` with another configuration, naming the keys that differ.
+
+    Why: a resumed run that silently took new values would report settings the model was not trained with.
+    """
+    saved = config_from_dict(read_json(Path(run_dir) / "config.json", "run config"))
+    diff = config_diff(saved, cfg)
+    if diff:
+        shown = ", ".join(diff[:8]) + (f" and {len(diff) - 8} more" if len(diff) > 8 else "")
+        raise CheckpointError(
+            f"{run_dir} was started with a different configuration ({shown} differ); resume with the same "
+            "--preset/--config/--set, or use a new --out directory"
+        )
+
+
 def run_collective(
     cfg: Config,
     out: str | Path,
@@ -78,12 +93,7 @@ def run_collective(
                 f"--resume given but {out}/checkpoints/latest.json does not exist; start without --resume "
                 "(with --overwrite if the directory is not empty)"
             )
-        saved = config_from_dict(read_json(out / "config.json", "run config"))
-        if saved.to_dict() != cfg.to_dict():
-            raise CheckpointError(
-                f"{out} was started with a different configuration; resume with the same --preset/--config/--set, "
-                "or use a new --out directory"
-            )
+        check_same_config(out, cfg)
     elif dist.is_main:
         check_writable_dir(out, overwrite=overwrite)
     barrier(dist)
