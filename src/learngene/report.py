@@ -17,13 +17,26 @@ def _f(x: Any, digits: int = 3) -> str:
     return f"{x:,}" if isinstance(x, int) else str(x)
 
 
+# below this many tasks a Student-t interval on an accuracy is too wide to mean anything (n = 2: t = 12.7)
+MIN_N_FOR_CI = 5
+
+
+def _ci(ci: Any, n: Any) -> str:
+    if isinstance(n, int) and n < MIN_N_FOR_CI:
+        return f"n = {n}: too few for a CI"
+    return f"±{_f(ci)}"
+
+
 def _paired(d: dict[str, Any] | None) -> tuple[str, str]:
     """'+0.050 ±0.031' and whether its interval excludes 0 ('yes'/'no'), or dashes without a comparison."""
     if not d:
         return "-", "-"
     mean = d.get("mean")
     sign = "+" if isinstance(mean, float) and mean >= 0 else ""
-    return f"{sign}{_f(mean)} ±{_f(d.get('ci95'))}", "yes" if d.get("ci_excludes_0") else "no"
+    n = d.get("n")
+    if isinstance(n, int) and n < MIN_N_FOR_CI:
+        return f"{sign}{_f(mean)} ({_ci(None, n)})", "-"
+    return f"{sign}{_f(mean)} {_ci(d.get('ci95'), n)}", "yes" if d.get("ci_excludes_0") else "no"
 
 
 def methods_table(methods: dict[str, Any]) -> str:
@@ -34,7 +47,7 @@ def methods_table(methods: dict[str, Any]) -> str:
         name = f"{m} (= {r['same_as']})" if r.get("same_as") else m
         gain, excludes = _paired(r.get("vs_scratch"))
         rows.append(
-            f"| {name} | {_f(r['acc_mean'])} | ±{_f(r['acc_ci95'])} | {gain} | {excludes} | {r['n']} | "
+            f"| {name} | {_f(r['acc_mean'])} | {_ci(r['acc_ci95'], r['n'])} | {gain} | {excludes} | {r['n']} | "
             f"{_f(r['params'])} | {_f(r['inherited_params'])} | {_f(r.get('epochs_to_90pct_final'))} | "
             f"{_f(r['train_seconds_mean'], 2)} |"
         )
@@ -75,14 +88,17 @@ def _widths_line(coll: dict[str, Any]) -> str:
             + memory)
 
 
-def _gene_line(gene: dict[str, Any], final: dict[str, Any]) -> str:
+def _gene_line(gene: dict[str, Any], final: dict[str, Any], individual: dict[str, Any]) -> str:
     if "params" not in gene:
         return "- learngene: -"
     eff = gene.get("effective_params")
     share = (f", {100 * eff / final['effective_params']:.0f}% of the collective's effective parameters"
              if eff and final.get("effective_params") else "")
+    ind = (individual.get("methods") or {}).get("learngene") or {}
+    of_ind = (f"; {100 * gene['params'] / ind['params']:.0f}% of the headline individual model's "
+              f"{ind['params']:,}" if ind.get("params") else "")
     return (f"- learngene: {', '.join(gene.get('layers', []))}, {gene['params']:,} parameters"
-            + (f" ({eff:,} effective{share})" if eff else ""))
+            + (f" ({eff:,} effective{share})" if eff else "") + of_ind)
 
 
 def render(report: dict[str, Any]) -> str:
@@ -100,10 +116,13 @@ def render(report: dict[str, Any]) -> str:
         f"forgetting {_f(coll['final']['forgetting'])}, open-world AUROC {_f(ow.get('auroc'))}, "
         f"FPR@95%TPR {_f(ow.get('fpr95'))}, {coll['final']['params']:,} parameters",
         _widths_line(coll),
-        _gene_line(report.get("gene") or {}, coll["final"]),
+        _gene_line(report.get("gene") or {}, coll["final"], ind),
         f"- criterion `{crit['name']}` selected {', '.join(crit['selected'])}: {crit['reason']}",
         f"- evaluation: {ind['episodes_per_seed']} episodes x seeds {ind['seeds']}, {ind['queries_per_class']} "
         f"queries per class; {ind['ci']}" + (f"; {ind['paired_ci']}" if ind.get("paired_ci") else ""),
+        "- \"vs scratch\" is the paired difference to `scratch` on the same episodes; \"epochs to 90%\" is the "
+        "first evaluated epoch at which the mean query accuracy reaches 90% of that method's final accuracy "
+        f"(a convergence speed, not an accuracy); with fewer than {MIN_N_FOR_CI} episodes no CI is printed",
         "",
     ]
     for setting, res in ind["settings"].items():

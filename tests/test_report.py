@@ -1,0 +1,38 @@
+"""report.md says what its numbers mean: no CI on too few episodes, the gene's shares, paired gains."""
+
+from learngene.report import methods_table, render
+
+
+def _row(n, acc=0.8, ci=0.05, gain=None):
+    r = {"acc_mean": acc, "acc_ci95": ci, "n": n, "params": 100, "inherited_params": 40,
+         "epochs_to_90pct_final": 5, "train_seconds_mean": 0.1}
+    if gain is not None:
+        r["vs_scratch"] = {"mean": gain, "ci95": 0.02, "n": n, "ci_excludes_0": True}
+    return r
+
+
+def test_no_confidence_interval_on_too_few_episodes():
+    few = methods_table({"learngene": _row(2, ci=1.27, gain=0.1), "scratch": _row(2)})
+    assert "±1.270" not in few and "n = 2: too few for a CI" in few
+    many = methods_table({"learngene": _row(30, gain=0.1), "scratch": _row(30)})
+    assert "±0.050" in many and "+0.100 ±0.020 | yes" in many
+
+
+def test_report_states_gene_shares_and_what_epochs_to_90_means():
+    methods = {"learngene": _row(30, gain=0.1), "scratch": _row(30)}
+    report = {
+        "data": "glyphs", "seed": 0, "version": "x",
+        "split": {"source": ["a"], "open_world": [], "novel": ["b"]},
+        "collective": {"n_tasks": 2, "open_world": None, "memory": {"per_class": 0, "images": 0},
+                       "final": {"average_accuracy": 0.9, "forgetting": 0.0, "params": 200, "widths": [4],
+                                 "effective_widths": [4], "effective_params": 200,
+                                 "tolerance": {"rtol": 1e-5, "atol": 1e-7}}},
+        "gene": {"layers": ["features.0"], "params": 40, "effective_params": 40},
+        "criterion": {"name": "fixed", "selected": ["features.0"], "reason": "r", "candidates": []},
+        "individual": {"headline": "5way1shot", "methods": methods, "episodes_per_seed": 30, "seeds": [0],
+                       "queries_per_class": 5, "ci": "ci", "settings": {"5way1shot": {"methods": methods}}},
+    }
+    text = render(report)
+    assert "20% of the collective's effective parameters" in text
+    assert "40% of the headline individual model's 100" in text
+    assert '"epochs to 90%" is the first evaluated epoch' in text
