@@ -36,3 +36,22 @@ def test_report_states_gene_shares_and_what_epochs_to_90_means():
     assert "20% of the collective's effective parameters" in text
     assert "40% of the headline individual model's 100" in text
     assert '"epochs to 90%" is the first evaluated epoch' in text
+
+
+def test_plots_leave_the_backend_alone_and_mark_copies(tmp_path):
+    import matplotlib
+
+    from learngene.plots import plot_criterion, plot_curves
+
+    backend = matplotlib.get_backend()
+    fig = plot_curves({"learngene": ([1, 2], [0.5, 0.6]), "gene-bottom": ([1, 2], [0.5, 0.6]),
+                       "scratch": ([1, 2], [0.4, 0.5])}, tmp_path / "c.png", aliases={"gene-bottom": "learngene"},
+                      references={"joint": 0.7})
+    labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert labels == ["learngene (= gene-bottom)", "scratch", "joint"]  # the copy draws no line over the original
+    assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
+    cands = [{"layers": ["features.0"], "score": 0.5}, {"layers": ["features.0", "features.1"], "score": 0.8}]
+    fig = plot_criterion(cands, ["features.0", "features.1"], tmp_path / "k.png")
+    texts = [t.get_text() for t in fig.axes[0].texts]
+    assert any("0.800" in t and "chosen" in t for t in texts) and not any("0.500" in t and "chosen" in t for t in texts)
+    assert matplotlib.get_backend() == backend

@@ -18,7 +18,7 @@ from learngene.errors import CheckpointError
 from learngene.evaluate import evaluate_methods, gene_from_network
 from learngene.gene import Learngene
 from learngene.pipeline import check_same_config, load_collective_run, run_collective
-from learngene.plots import plot_bars, plot_curves
+from learngene.plots import plot_bars, plot_criterion, plot_curves
 from learngene.prepare import load_data
 from learngene.report import jsonable, write_report
 from learngene.safeio import atomic_write_json, check_writable_dir, read_json
@@ -155,10 +155,11 @@ def run_paradigm(cfg: Config, out: str | Path, *, resume: bool = False, overwrit
         # untrained rows (nearest class mean) have no curve: they are drawn as horizontal reference lines
         plot_curves({m: (r["curve_epochs"], r["curve"]) for m, r in ms.items() if r["curve"]},
                     plots / f"convergence_{setting}.png", title=f"query accuracy after each epoch, {setting}",
-                    references={m: r["acc_mean"] for m, r in ms.items() if not r["curve"]})
+                    references={m: r["acc_mean"] for m, r in ms.items() if not r["curve"]},
+                    aliases={m: r["same_as"] for m, r in ms.items() if r.get("same_as")})
         plot_bars({m: r["acc_mean"] for m, r in ms.items()}, {m: r["acc_ci95"] for m, r in ms.items()},
                   plots / f"accuracy_{setting}.png", title=f"{setting}: mean accuracy with 95% CI")
-    src = coll_dir / "plots" / "gradient_heatmap.png"
-    if src.is_file():
-        (plots / "criterion_heatmap.png").write_bytes(src.read_bytes())
+    # the scores that chose the gene, chosen window marked (the gradient heatmap stays in collective/plots/)
+    plot_criterion(criterion.get("candidates") or [], criterion["selected"], plots / "criterion_scores.png",
+                   title=f"criterion `{criterion['name']}`: score of every candidate window")
     return report

@@ -1,4 +1,9 @@
-"""Figures for reports. Each function takes ``ax=None`` and returns the figure, Avalanche style; Agg backend."""
+"""Figures for reports. Each function takes ``ax=None`` and returns the figure, Avalanche style.
+
+Figures are made with matplotlib's object API (``matplotlib.figure.Figure``), never through pyplot, so a library
+call leaves the user's backend and open figures alone; files are rendered to memory and written atomically, so a
+failed write (a full disk) leaves no partial image behind.
+"""
 
 from __future__ import annotations
 
@@ -8,28 +13,39 @@ from pathlib import Path
 from typing import Any
 
 
-def _pyplot():
-    import matplotlib
+def new_figure(figsize: tuple[float, float]):
+    """A figure that no pyplot state knows about (garbage-collected like any object)."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    return Figure(figsize=figsize)
 
-    return plt
+
+def save_figure(fig, path: str | Path) -> None:
+    """PNG rendered in memory, then written atomically (with fsync) by the package's one writer."""
+    import io
+
+    from learngene.safeio import atomic_write_bytes
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120, bbox_inches="tight")
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def _finish(fig, path: str | Path | None):
     if path is not None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=120, bbox_inches="tight")
-        _pyplot().close(fig)
+        save_figure(fig, path)
     return fig
+
+
+def _start(ax, figsize: tuple[float, float]):
+    fig = ax.figure if ax is not None else new_figure(figsize)
+    return fig, (ax or fig.add_subplot(111))
 
 
 def plot_forgetting_curve(report: dict[str, Any], path: str | Path | None = None, ax=None):
     """Average accuracy over seen tasks and forgetting after each task (the forgetting curve)."""
-    plt = _pyplot()
-    fig = ax.figure if ax is not None else plt.figure(figsize=(6, 3.5))
-    ax = ax or fig.add_subplot(111)
+    fig, ax = _start(ax, (6, 3.5))
     tasks = [t["task"] + 1 for t in report["tasks"]]
     ax.plot(tasks, report["average_accuracy_curve"], "o-", label="avg accuracy (task-aware)")
     ax.plot(tasks, [t.get("average_accuracy_class_incremental") for t in report["tasks"]], "s-",
@@ -48,9 +64,7 @@ def plot_forgetting_curve(report: dict[str, Any], path: str | Path | None = None
 
 def plot_accuracy_matrix(matrix: Sequence[Sequence[float]], path: str | Path | None = None, ax=None,
                          title: str = "accuracy matrix R[i][j]"):
-    plt = _pyplot()
-    fig = ax.figure if ax is not None else plt.figure(figsize=(4.5, 4))
-    ax = ax or fig.add_subplot(111)
+    fig, ax = _start(ax, (4.5, 4))
     data = [[(v if v is not None and not (isinstance(v, float) and math.isnan(v)) else float("nan")) for v in row]
             for row in matrix]
     im = ax.imshow(data, vmin=0, vmax=1, cmap="viridis")
@@ -62,9 +76,7 @@ def plot_accuracy_matrix(matrix: Sequence[Sequence[float]], path: str | Path | N
 
 
 def plot_params(report: dict[str, Any], path: str | Path | None = None, ax=None):
-    plt = _pyplot()
-    fig = ax.figure if ax is not None else plt.figure(figsize=(5, 3))
-    ax = ax or fig.add_subplot(111)
+    fig, ax = _start(ax, (5, 3))
     ax.plot([t["task"] + 1 for t in report["tasks"]], [t["params"] / 1e6 for t in report["tasks"]], "o-")
     ax.set_xlabel("task")
     ax.set_ylabel("parameters (M)")
@@ -75,23 +87,30 @@ def plot_params(report: dict[str, Any], path: str | Path | None = None, ax=None)
 
 def plot_curves(curves: dict[str, Sequence[float] | tuple[Sequence[float], Sequence[float]]], path: str | Path | None = None, ax=None,
                 xlabel: str = "epoch", ylabel: str = "query accuracy", title: str = "",
-                references: dict[str, float] | None = None):
+                references: dict[str, float] | None = None, aliases: dict[str, str] | None = None):
     """One line per method, e.g. accuracy after each epoch (convergence).
 
     ``references`` are values without a curve (methods that do not train, such as nearest class mean):
-    dashed horizontal lines, so they can be read against the curves. Empty curves are skipped.
+    dashed horizontal lines, so they can be read against the curves. Empty curves are skipped. ``aliases`` maps
+    a method that is a copy of another (``same_as``) to it: the copy gets no line of its own (it would hide the
+    original's), and the original's legend entry names it. The legend sits outside the axes.
     """
-    plt = _pyplot()
-    fig = ax.figure if ax is not None else plt.figure(figsize=(6, 3.5))
-    ax = ax or fig.add_subplot(111)
+    aliases = aliases or {}
+    copies: dict[str, list[str]] = {}
+    for copy_name, original in aliases.items():
+        copies.setdefault(original, []).append(copy_name)
+    fig, ax = _start(ax, (6, 3.5))
     drawn = 0
     for name, ys in curves.items():
         xs, ys = ys if isinstance(ys, tuple) else (range(1, len(ys) + 1), ys)  # (x, y) pairs or y only
-        if len(ys) == 0:
+        if len(ys) == 0 or name in aliases:
             continue
-        ax.plot(list(xs), list(ys), "o-" if len(ys) < 12 else "-", label=name)
+        label = name + (f" (= {', '.join(copies[name])})" if name in copies else "")
+        ax.plot(list(xs), list(ys), "o-" if len(ys) < 12 else "-", label=label)
         drawn += 1
     for name, value in (references or {}).items():
+        if name in aliases:
+            continue
         if value is not None and not (isinstance(value, float) and math.isnan(value)):
             ax.axhline(value, linestyle="--", linewidth=1, color=f"C{drawn % 10}", label=name)
             drawn += 1
@@ -99,16 +118,42 @@ def plot_curves(curves: dict[str, Sequence[float] | tuple[Sequence[float], Seque
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
+    return _finish(fig, path)
+
+
+def plot_criterion(candidates: Sequence[dict[str, Any]], selected: Sequence[str], path: str | Path | None = None,
+                   ax=None, title: str = "criterion: score of every candidate window"):
+    """The scores that chose the learngene, one bar per candidate window, the chosen one marked.
+
+    A candidate without a score (e.g. a fixed choice) is drawn at 0 and labelled so.
+    """
+    chosen = list(selected)
+    labels = [", ".join(c["layers"]).replace("features.", "") for c in candidates]
+    scores = [c.get("score") for c in candidates]
+    fig, ax = _start(ax, (6.0, max(2.5, 0.35 * len(candidates) + 1.2)))
+    colors = ["tab:orange" if list(c["layers"]) == chosen else "tab:blue" for c in candidates]
+    values = [v if isinstance(v, (int, float)) and not math.isnan(v) else 0.0 for v in scores]
+    ax.barh(range(len(candidates)), values, color=colors)
+    ax.set_yticks(range(len(candidates)), [f"blocks {lab}" for lab in labels])
+    for i, (c, v) in enumerate(zip(candidates, scores)):
+        frac = c.get("grad_fraction_mean")
+        text = ("no score" if not isinstance(v, (int, float)) else f"{v:.3f}") + \
+            (f"  (grad fraction {frac:.3f})" if isinstance(frac, (int, float)) else "") + \
+            ("  <- chosen" if list(c["layers"]) == chosen else "")
+        ax.text(values[i], i, " " + text, va="center", fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlim(0, max([*values, 1e-9]) * 1.7)  # room for the labels right of the bars
+    ax.set_xlabel("criterion score")
+    ax.set_title(title)
+    ax.grid(axis="x", alpha=0.3)
     return _finish(fig, path)
 
 
 def plot_bars(means: dict[str, float], cis: dict[str, float], path: str | Path | None = None, ax=None,
               ylabel: str = "accuracy", title: str = ""):
     """Bar chart with 95% confidence intervals."""
-    plt = _pyplot()
-    fig = ax.figure if ax is not None else plt.figure(figsize=(6.5, 3.5))
-    ax = ax or fig.add_subplot(111)
+    fig, ax = _start(ax, (6.5, 3.5))
     names = list(means)
     ax.bar(names, [means[n] for n in names], yerr=[cis.get(n, 0.0) for n in names], capsize=4, color="tab:blue")
     ax.set_ylabel(ylabel)

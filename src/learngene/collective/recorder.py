@@ -568,32 +568,27 @@ class GradientRecorder:
         if not self.records:
             raise DataError("no gradient statistics recorded yet; train at least one epoch before plotting")
         import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
         import numpy as np
+
+        from learngene.plots import new_figure, save_figure
 
         data = self.per_task(stat).T.numpy()  # [layers, tasks]
         names, tasks = self.layer_names, self.tasks
         masked = np.ma.masked_invalid(data)
-        cmap = plt.get_cmap("viridis").with_extremes(bad="lightgrey")
-        fig, ax = plt.subplots(figsize=(max(4.0, 0.6 * len(tasks) + 2.5), max(3.0, 0.35 * len(names) + 1.5)))
-        try:
-            im = ax.imshow(masked, aspect="auto", cmap=cmap, interpolation="nearest")
-            ax.set_xticks(range(len(tasks)), [str(t) for t in tasks])
-            ax.set_yticks(range(len(names)), names)
-            ax.set_xlabel("task")
-            ax.set_ylabel("layer")
-            if stat == "fraction":
-                op = "grad" if self.signed else "|grad|"
-                label = f"fraction of {op} > {self.threshold:g}"
-            else:
-                label = "gradient L2 norm"
-            ax.set_title(f"per-layer {stat.replace('_', ' ')} (mean over epochs)")
-            fig.colorbar(im, ax=ax, label=label)
-            fig.tight_layout()
-            out = Path(path)
-            out.parent.mkdir(parents=True, exist_ok=True)
-            fig.savefig(out, dpi=120)
-        finally:
-            plt.close(fig)
+        cmap = matplotlib.colormaps["viridis"].with_extremes(bad="lightgrey")
+        fig = new_figure((max(4.0, 0.6 * len(tasks) + 2.5), max(3.0, 0.35 * len(names) + 1.5)))
+        ax = fig.add_subplot(111)
+        im = ax.imshow(masked, aspect="auto", cmap=cmap, interpolation="nearest")
+        ax.set_xticks(range(len(tasks)), [str(t) for t in tasks])
+        ax.set_yticks(range(len(names)), names)
+        ax.set_xlabel("task")
+        ax.set_ylabel("layer")
+        if stat == "fraction":
+            op = "grad" if self.signed else "|grad|"
+            label = f"fraction of {op} > {self.threshold:g}"
+        else:
+            label = "gradient L2 norm"
+        ax.set_title(f"per-layer {stat.replace('_', ' ')} (mean over epochs)")
+        fig.colorbar(im, ax=ax, label=label)
+        fig.tight_layout()
+        save_figure(fig, path)
