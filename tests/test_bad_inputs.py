@@ -258,6 +258,18 @@ def _run_resume(c: Ctx, *options: str):
     return ["run", *options, "--out", str(run), "--resume", "--quiet", "--device", "cpu"]
 
 
+def _second_run_into_one_out(c: Ctx):
+    import os
+    import socket
+
+    out = c.tmp / "busy"
+    out.mkdir()
+    # a live run holds the directory: this very process, on this host
+    (out / ".learngene.lock").write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                                                      "started": "2026-01-01T00:00:00+00:00"}))
+    return ["collective", *SMOKE, "--out", str(out), "--overwrite", "--quiet"]
+
+
 def _corrupt_checkpoint(c: Ctx):
     run = c.collective_copy()
     pointer = json.loads((run / "checkpoints" / "latest.json").read_text())
@@ -467,6 +479,7 @@ BAD_INPUTS: list[tuple[str, Callable[[Ctx], Any], str]] = [
      "is not empty (1 entries); pass --overwrite to write into it anyway, or choose an empty directory"),
     ("resume_no_checkpoint", _resume_no_checkpoint, "--resume given but"),
     ("resume_different_config", _resume_different_config, "was started with a different configuration"),
+    ("second_run_into_one_out", _second_run_into_one_out, "is in use by another learngene run (pid"),
     ("run_resume_changed_config", lambda c: _run_resume(c, *SMOKE, "--set", "train.epochs=3"),
      "was started with a different configuration (train.epochs differ)"),
     ("run_resume_other_preset", lambda c: _run_resume(c, "--preset", "default"),

@@ -239,3 +239,32 @@ def test_check_writable_dir_unwritable(tmp_path: Path) -> None:
         check_writable_dir(blocker / "sub")  # a path under a regular file cannot be created, even by root
     with pytest.raises(ConfigError, match="existing file"):
         check_writable_dir(blocker)
+
+
+def test_output_lock_refuses_a_live_holder_takes_over_a_stale_one_and_releases(tmp_path):
+    import json as _json
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from learngene.errors import ConfigError
+    from learngene.safeio import LOCK_NAME, check_writable_dir, output_lock
+
+    out = tmp_path / "run"
+    with output_lock(out) as lock:
+        held = _json.loads(lock.read_text())
+        assert held["pid"] == os.getpid() and held["host"] == socket.gethostname()
+        check_writable_dir(out)  # our own lock does not make the directory "not empty"
+        with pytest.raises(ConfigError, match="in use by another learngene run"):
+            with output_lock(out):
+                pass
+    assert not (out / LOCK_NAME).exists()  # released
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (out / LOCK_NAME).write_text(_json.dumps({"pid": int(dead.stdout), "host": socket.gethostname()}))
+    with output_lock(out) as lock:  # the holder is gone: stale, taken over
+        assert _json.loads(lock.read_text())["pid"] == os.getpid()
+    (out / LOCK_NAME).write_text(_json.dumps({"pid": 1, "host": "another-machine"}))
+    with pytest.raises(ConfigError, match="another-machine"):  # no way to tell from here: refuse
+        with output_lock(out):
+            pass

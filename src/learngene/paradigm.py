@@ -17,7 +17,7 @@ from learngene.distributed import SINGLE, DistInfo, barrier
 from learngene.errors import CheckpointError
 from learngene.evaluate import evaluate_methods, gene_from_network
 from learngene.gene import Learngene
-from learngene.pipeline import check_same_config, load_collective_run, run_collective
+from learngene.pipeline import check_same_config, load_collective_run, locked_output, run_collective
 from learngene.plots import plot_bars, plot_criterion, plot_curves
 from learngene.prepare import load_data
 from learngene.report import jsonable, write_report
@@ -98,6 +98,7 @@ def evaluate_run(run_dir: str | Path, gene: Learngene, *, cfg: Config | None = N
                             cache_dir=Path(run_dir) / BASELINES_DIR, device=device, budget_images=budget)
 
 
+@locked_output
 def run_paradigm(cfg: Config, out: str | Path, *, resume: bool = False, overwrite: bool = False,
                  device: torch.device | str = "cpu", progress: bool = True,
                  dist: DistInfo = SINGLE) -> dict[str, Any]:

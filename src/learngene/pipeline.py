@@ -7,6 +7,7 @@ config.json), ``gradient_stats.*`` and ``plots/``.
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ from learngene.models import model_from_config
 from learngene.plots import plot_accuracy_matrix, plot_forgetting_curve, plot_params
 from learngene.prepare import input_spec, load_data, make_split, make_stream
 from learngene.report import jsonable
-from learngene.safeio import atomic_write_bytes, atomic_write_json, check_writable_dir, read_json
+from learngene.safeio import atomic_write_bytes, atomic_write_json, check_writable_dir, output_lock, read_json
 
 MODEL_DIR = "model"
 
@@ -56,6 +57,19 @@ def load_network(directory: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     return model.eval(), meta
 
 
+def locked_output(fn):
+    """Run ``fn(cfg, out, ...)`` holding ``out``'s lock (rank 0 only): two runs never write one directory."""
+
+    @functools.wraps(fn)
+    def wrapper(cfg, out, *args, dist: DistInfo = SINGLE, **kwargs):
+        if not dist.is_main:
+            return fn(cfg, out, *args, dist=dist, **kwargs)
+        with output_lock(out):
+            return fn(cfg, out, *args, dist=dist, **kwargs)
+
+    return wrapper
+
+
 def check_same_config(run_dir: str | Path, cfg: Config) -> None:
     """Refuse to resume ``run_dir`` with another configuration, naming the keys that differ.
 
@@ -71,6 +85,7 @@ def check_same_config(run_dir: str | Path, cfg: Config) -> None:
         )
 
 
+@locked_output
 def run_collective(
     cfg: Config,
     out: str | Path,

@@ -265,7 +265,7 @@ def check_writable_dir(
             f"cannot create output directory {p}: {err.strerror or err}; choose a writable location"
         ) from err
     try:
-        entries = [e.name for e in p.iterdir()]
+        entries = [e.name for e in p.iterdir() if e.name != LOCK_NAME]  # our own run's lock is not content
     except OSError as err:
         raise ConfigError(
             f"cannot list output directory {p}: {err.strerror or err}; check its permissions"
@@ -297,3 +297,70 @@ def check_writable_dir(
             f"output directory {p} is not writable: {err.strerror or err}; choose another location"
         ) from err
     return p
+
+
+LOCK_NAME = ".learngene.lock"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def output_lock(directory: str | os.PathLike[str]):
+    """Hold ``directory`` for one run: a second run into the same output is refused while the first is alive.
+
+    Why: two runs writing one directory leave files from both, and the first run's printed table then matches
+    nothing on disk. The lock file records PID, host and start time; a lock left by a process that no longer runs
+    on this host (a killed run) is stale and taken over.
+    """
+    import datetime as _dt
+    import socket
+
+    d = Path(directory)
+    if d.exists() and not d.is_dir():
+        raise ConfigError(f"output directory {d} is an existing file; choose a directory path")
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ConfigError(f"cannot create output directory {d}: {err.strerror or err}; choose a writable location") from err
+    path = d / LOCK_NAME
+    me = {"pid": os.getpid(), "host": socket.gethostname(),
+          "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                other = json.loads(path.read_text())
+                pid, host = int(other["pid"]), str(other["host"])
+            except (OSError, ValueError, KeyError, TypeError):
+                other, pid, host = {}, -1, ""
+            if host == me["host"] and pid > 0 and not _pid_alive(pid):
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()  # stale: its run was killed
+                continue
+            raise ConfigError(
+                f"output directory {d} is in use by another learngene run (pid {other.get('pid', '?')} on "
+                f"{other.get('host', '?')}, since {other.get('started', '?')}); wait for it to finish or choose "
+                f"another --out (if that run is gone, delete {path})"
+            ) from None
+        with os.fdopen(fd, "w") as f:
+            f.write(json.dumps(me))
+            f.flush()
+            os.fsync(f.fileno())
+        break
+    else:  # pragma: no cover - a third process raced us twice
+        raise ConfigError(f"could not take the lock {path}; another run keeps creating it")
+    try:
+        yield path
+    finally:
+        with contextlib.suppress(OSError, ValueError):
+            if json.loads(path.read_text()).get("pid") == me["pid"]:
+                path.unlink()
