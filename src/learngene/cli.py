@@ -154,6 +154,20 @@ def _inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _after_interrupt(args: argparse.Namespace) -> str:
+    """The one way on after Ctrl-C: --resume where a checkpoint was written, else a fresh start over the debris."""
+    out = getattr(args, "out", None)
+    if out is None or not hasattr(args, "resume"):
+        return "run the same command again"
+    out = Path(out)
+    saved = any((d / "checkpoints" / "latest.json").is_file() or (d / "collective.json").is_file()
+                for d in (out, out / "collective"))
+    if saved:
+        return "continue with the same command and --resume"
+    return (f"nothing was saved yet in {out}; start again with the same command and --overwrite "
+            "(--resume has no checkpoint to continue from)")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -165,8 +179,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"learngene {args.command}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"learngene {args.command}: interrupted; continue later with the same command and --resume",
-              file=sys.stderr)
+        print(f"learngene {args.command}: interrupted; {_after_interrupt(args)}", file=sys.stderr)
         return 130
     finally:
         if "torch.distributed" in sys.modules:  # a light command (presets) never loaded torch: keep it so
