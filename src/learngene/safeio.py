@@ -243,6 +243,20 @@ def read_json(path: str | os.PathLike[str], what: str) -> dict:
     return obj
 
 
+def _make_output_dir(path: str | os.PathLike[str]) -> Path:
+    """Create an output directory (and its parents), with a clear message when that is impossible."""
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise ConfigError(f"output directory {p} is an existing file; choose a directory path")
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ConfigError(
+            f"cannot create output directory {p}: {err.strerror or err}; choose a writable location"
+        ) from err
+    return p
+
+
 def check_writable_dir(
     path: str | os.PathLike[str], overwrite: bool = False, marker: str | None = None, resumable: bool = True
 ) -> Path:
@@ -255,15 +269,7 @@ def check_writable_dir(
     ``resumable=False`` (commands without ``--resume``, such as ``inherit``) keeps ``--resume`` out of the hint.
     Writability is probed by creating a file, because permission bits lie for root.
     """
-    p = Path(path)
-    if p.exists() and not p.is_dir():
-        raise ConfigError(f"output directory {p} is an existing file; choose a directory path")
-    try:
-        p.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise ConfigError(
-            f"cannot create output directory {p}: {err.strerror or err}; choose a writable location"
-        ) from err
+    p = _make_output_dir(path)
     try:
         entries = [e.name for e in p.iterdir() if e.name != LOCK_NAME]  # our own run's lock is not content
     except OSError as err:
@@ -323,13 +329,7 @@ def output_lock(directory: str | os.PathLike[str]):
     import datetime as _dt
     import socket
 
-    d = Path(directory)
-    if d.exists() and not d.is_dir():
-        raise ConfigError(f"output directory {d} is an existing file; choose a directory path")
-    try:
-        d.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise ConfigError(f"cannot create output directory {d}: {err.strerror or err}; choose a writable location") from err
+    d = _make_output_dir(directory)
     path = d / LOCK_NAME
     me = {"pid": os.getpid(), "host": socket.gethostname(),
           "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}

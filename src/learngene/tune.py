@@ -23,8 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from learngene.baselines import joint_indices, ncm_episodes, penultimate_features, train_joint
-from learngene.collective.learner import CollectiveModel
+from learngene.baselines import ncm_episodes, penultimate_features, train_joint
 from learngene.config import Config, apply_overrides, config_from_dict, parse_setting
 from learngene.data import TaskStream, sample_episodes
 from learngene.errors import ConfigError
@@ -32,7 +31,7 @@ from learngene.evaluate import evaluate_methods
 from learngene.gene import Learngene
 from learngene.paradigm import _pseudo_pool, select_gene
 from learngene.pipeline import load_collective_run, run_collective
-from learngene.prepare import input_spec, load_data, make_split, make_stream
+from learngene.prepare import load_data
 from learngene.report import jsonable
 from learngene.runtime import derive_seed
 from learngene.safeio import atomic_write_bytes, atomic_write_json, read_json
@@ -138,22 +137,13 @@ def _score_individual(cfg: Config, data, run_dir: Path, pool: list[str], setting
 
 
 def run_trial(cfg: Config, data, *, setting: str, episodes: int, joint: bool, progress: bool,
-              base: Config | None = None, runs: Path | None = None, score: str = "ncm") -> dict[str, Any]:
-    """Train one collective model (and its joint reference) and score both on pseudo-tasks."""
-    if runs is not None:
-        run_dir, report = _collective_run(cfg, base or cfg, runs, data, progress)
-        run = load_collective_run(run_dir)
-        stream = TaskStream.from_manifest(data, run["stream_manifest"])
-        spec = run["meta"]["input_spec"]
-        network = run["network"].cpu().eval()
-    else:
-        run_dir = None
-        split = make_split(cfg, data)
-        stream = make_stream(cfg, data, split)
-        spec = input_spec(data, split.source)
-        model = CollectiveModel(cfg, stream, spec)
-        report = model.learn(progress=progress)
-        network = model.network.cpu().eval()
+              base: Config, runs: Path, score: str = "ncm") -> dict[str, Any]:
+    """Train (or reuse) one collective model and its joint reference, and score both on pseudo-tasks."""
+    run_dir, report = _collective_run(cfg, base, runs, data, progress)
+    run = load_collective_run(run_dir)
+    stream = TaskStream.from_manifest(data, run["stream_manifest"])
+    spec = run["meta"]["input_spec"]
+    network = run["network"].cpu().eval()
     seconds = sum(t.get("train_seconds", 0.0) for t in report["tasks"])
     out: dict[str, Any] = {
         "seed": cfg.seed,
@@ -167,14 +157,9 @@ def run_trial(cfg: Config, data, *, setting: str, episodes: int, joint: bool, pr
     }
     if joint:
         # the same image budget as the stream, replayed exemplars included
-        jcfg = config_from_dict(cfg.to_dict())
-        if jcfg.baseline.joint_epochs is None:
-            jcfg.baseline.joint_epochs = max(1, round(report["images_seen"] / len(joint_indices(stream))))
-        jnet, info = train_joint(network.config(), stream, spec, jcfg)
+        jnet, info = train_joint(network.config(), stream, spec, cfg, budget_images=report["images_seen"])
         out["joint"] = {**_score(cfg, data, stream, jnet, spec, setting, episodes), "epochs": info["epochs"]}
     if score == "individual":
-        if run_dir is None:
-            raise ConfigError("scoring individual models needs run directories (tune passes them)")
         out["individual"] = _score_individual(cfg, data, run_dir, _pseudo_pool(stream)[0], setting, episodes)
     return out
 

@@ -50,6 +50,13 @@ from learngene.runtime import autocast, derive_seed, generator, grad_scaler, mac
 Progress = Callable[[str], None]
 
 
+def _frozen(module: nn.Module) -> nn.Module:
+    """A module in eval mode whose parameters take no gradient (the distillation teacher)."""
+    for p in module.parameters():
+        p.requires_grad_(False)
+    return module.eval()
+
+
 class Batches:
     """Feeds normalized (optionally augmented) batches from an in-memory ImageSet to a device."""
 
@@ -275,10 +282,7 @@ class CollectiveModel:
         """LwF: a frozen copy of the network as it starts task t (growth kept its function on old classes)."""
         if t == 0 or self.cfg.train.distill <= 0:
             return None
-        teacher = copy.deepcopy(self.network).eval()
-        for p in teacher.parameters():
-            p.requires_grad_(False)
-        return teacher
+        return _frozen(copy.deepcopy(self.network))
 
     def train_indices(self, t: int) -> torch.Tensor:
         """Task t's training images plus the exemplars of earlier classes (replay), if there is a memory."""
@@ -480,9 +484,7 @@ class CollectiveModel:
         if state.get("teacher") is not None:  # resumed mid-task: the teacher is the network at the task's start
             teacher = model_from_config(json.loads(state["teacher_config"]))
             teacher.load_state_dict(state["teacher"])
-            self.teacher = teacher.to(self.device).eval()
-            for p in self.teacher.parameters():
-                p.requires_grad_(False)
+            self.teacher = _frozen(teacher.to(self.device))
         self.optimizer = self._make_optimizer()
         if state["optimizer"] is not None:
             self.optimizer.load_state_dict(state["optimizer"])
