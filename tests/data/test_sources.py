@@ -67,6 +67,24 @@ def test_image_folder(tmp_path, cache):
         load_image_folder(root, 12, 1, min_per_class=3)
 
 
+def test_image_folder_source_reads_like_inherit_and_predict(tmp_path, cache):
+    """The dataset source uses the one reader of every command: symlinked class folders, any-case extensions,
+    the same files in the same order as `inherit` (read_image_folder) and `predict` (find_images) see."""
+    from learngene.data.images import find_images, read_image_folder
+
+    elsewhere = _fake_folder(tmp_path / "elsewhere", {"dog": 2})
+    root = _fake_folder(tmp_path / "data", {"cat": 2})
+    (root / "cat" / "1.png").rename(root / "cat" / "1.PNG")
+    (root / "dog").symlink_to(elsewhere / "dog", target_is_directory=True)
+    d = load_source("imagefolder", root=root, image_size=12, channels=1)
+    assert d.classes == ["cat", "dog"] and d.labels.tolist() == [0, 0, 1, 1]
+    assert torch.equal(d.images, read_image_folder(root, 12, 1).images)
+    assert len(find_images(root)) == 4
+    (root / "cat" / "moved.png").symlink_to(tmp_path / "gone.png")  # never a silent skip
+    with pytest.raises(DataError, match=r"moved.png points to .*gone.png, which does not exist"):
+        load_source("imagefolder", root=root, image_size=12, channels=1)
+
+
 def test_image_folder_errors(tmp_path):
     root = _fake_folder(tmp_path / "data", {"a": 2})
     (root / "empty_class").mkdir()

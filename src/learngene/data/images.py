@@ -649,21 +649,40 @@ def load_image(
     return 255 - t if invert else t
 
 
+def is_gray_image(path: str | Path) -> bool:
+    """Gray if stored gray, or colour-coded with identical channels (gray saved as RGB), as :func:`open_image` reads it."""
+    im = open_image(path)
+    if im.mode in ("1", "L", "LA"):
+        return True
+    rgb = np.asarray(im.convert("RGB"))
+    return bool((rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all())
+
+
 def read_image_folder(
     root: str | Path,
     image_size: int,
-    channels: int,
+    channels: int | None,
     invert: bool | str = False,
     name: str | None = None,
+    min_per_class: int = 1,
+    folders: list[tuple[str, list[Path]]] | None = None,
 ) -> ImageSet:
-    """An ImageFolder tree root/<class>/<images> (a user's support or query folder) as an ImageSet.
+    """An ImageFolder tree root/<class>/<images> (a user's support or query folder, or a dataset) as an ImageSet.
 
-    Files are found by :func:`image_class_folders` and decoded by :func:`load_image`; labels follow the sorted
-    class folder names.
+    Files are found by :func:`image_class_folders` (or given as its result, ``folders``) and decoded by
+    :func:`load_image`; labels follow the sorted class folder names. ``channels=None`` keeps gray images gray
+    (1 channel) unless any image is colour.
     """
     root = Path(root).expanduser()
-    folders = image_class_folders(root)
+    folders = image_class_folders(root) if folders is None else folders
+    for cls, fs in folders:
+        if len(fs) < min_per_class:
+            raise DataError(
+                f"class folder {root / cls} has {len(fs)} image(s) but at least {min_per_class} are needed; add images"
+            )
     files = [f for _, fs in folders for f in fs]
+    if channels is None:
+        channels = 1 if all(is_gray_image(f) for f in files) else 3
     images = torch.stack([load_image(f, image_size, channels, invert=invert) for f in files])
     counts = torch.tensor([len(fs) for _, fs in folders])
     return ImageSet(

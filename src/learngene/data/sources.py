@@ -20,8 +20,15 @@ import numpy as np
 import torch
 
 from learngene.data.glyphs import load_glyphs
-from learngene.data.images import ImageSet, cache_dir, cached_build, resize_images
-from learngene.data.transforms import load_rgb_or_gray
+from learngene.data.images import (
+    IMAGE_EXTENSIONS,
+    ImageSet,
+    cache_dir,
+    cached_build,
+    image_class_folders,
+    read_image_folder,
+    resize_images,
+)
 from learngene.errors import ConfigError, DataError
 
 __all__ = [
@@ -36,7 +43,6 @@ __all__ = [
     "register_source",
 ]
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm")
 _OMNIGLOT_CACHE_VERSION = 1
 _HINT = "set LEARNGENE_DATA or pass --data-root"
 
@@ -149,32 +155,6 @@ def _decode_gray(blob: bytes | Path, where: str) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------- ImageFolder
-def _class_dirs(root: Path) -> list[Path]:
-    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-
-
-def _image_files(folder: Path) -> list[Path]:
-    return sorted(
-        p
-        for p in folder.rglob("*")
-        if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
-    )
-
-
-def _is_gray_file(path: Path) -> bool:
-    """Gray if the file is stored gray, or is colour-coded with identical channels (saved-as-RGB gray)."""
-    from PIL import Image
-
-    try:
-        with Image.open(path) as im:
-            if im.mode in ("1", "L", "LA", "I", "I;16", "F"):
-                return True
-            rgb = np.asarray(im.convert("RGB"))
-    except OSError as exc:
-        raise DataError(f"cannot read image {path}: {exc}; expected an image file") from exc
-    return bool((rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all())
-
-
 def load_image_folder(
     root: str | Path,
     image_size: int,
@@ -184,55 +164,24 @@ def load_image_folder(
     name: str | None = None,
     cache: bool = False,
 ) -> ImageSet:
-    """Any ImageFolder tree, root/<class>/<images> (also a user's few-shot support folder).
+    """Any ImageFolder tree, root/<class>/<images>, as a data source: :func:`read_image_folder` plus a cache.
 
-    channels=None keeps gray images gray (1 channel) unless any image is colour. Images are resized
-    (shorter side) and centre-cropped to image_size. invert: see load_rgb_or_gray."""
+    The files are found and decoded exactly as `inherit`'s support folder and `predict`'s images are (one reader
+    for every command); the cache key is the files' names, sizes and times, so an edited folder is re-read.
+    """
     root = Path(root).expanduser()
-    # no LEARNGENE_DATA hint here: this is also the user's own --support/--query folder
-    _require_dir(root, "image folder", f"expected a folder laid out as {root}/<class name>/<image files>")
-    dirs = _class_dirs(root)
-    if not dirs:
-        raise DataError(
-            f"no class folders under {root}: expected an ImageFolder layout {root}/<class name>/<image files>"
-        )
-    files_per_class: list[list[Path]] = []
-    for d in dirs:
-        files = _image_files(d)
-        if not files:
-            raise DataError(
-                f"class folder {d} is empty: expected image files ({', '.join(IMAGE_EXTENSIONS[:4])}, ...); "
-                "remove the folder or add images"
-            )
-        if len(files) < min_per_class:
-            raise DataError(
-                f"class folder {d} has {len(files)} image(s) but at least {min_per_class} are needed; add images"
-            )
-        files_per_class.append(files)
-    all_files = [f for fs in files_per_class for f in fs]
-
-    if channels is None:
-        channels = 1 if all(_is_gray_file(f) for f in all_files) else 3
-    if channels not in (1, 3):
-        raise ConfigError(f"channels must be 1, 3 or None, got {channels!r}")
+    folders = image_class_folders(root)
 
     def build() -> ImageSet:
-        images = torch.stack([load_rgb_or_gray(f, image_size, channels, invert=invert) for f in all_files])
-        counts = torch.tensor([len(fs) for fs in files_per_class])
-        labels = torch.repeat_interleave(torch.arange(len(dirs)), counts)
-        return ImageSet(
-            images=images,
-            labels=labels,
-            classes=[d.name for d in dirs],
-            groups=[root.name or "imagefolder"] * len(dirs),
-            name=name or root.name or "imagefolder",
-        )
+        return read_image_folder(root, image_size, channels, invert=invert, name=name,
+                                 min_per_class=min_per_class, folders=folders)
 
     if not cache:
         return build()
+    files = [f for _, fs in folders for f in fs]
     key = hashlib.sha256(
         json.dumps(
-            [_stat_fingerprint(all_files, root), image_size, channels, str(invert), str(root.resolve())]
+            [_stat_fingerprint(files, root), image_size, channels, str(invert), str(root.resolve())]
         ).encode()
     ).hexdigest()[:20]
     return cached_build(cache_dir() / "imagefolder" / f"{root.name or 'root'}-{key}.safetensors", build)
