@@ -162,6 +162,11 @@ def _collective(c: Ctx, *extra: str):
     return ["collective", *SMOKE, *extra, "--out", str(c.tmp / "out"), "--quiet"]
 
 
+def _run_infeasible_setting(c: Ctx):
+    return ["run", *SMOKE, "--out", str(c.tmp / "out"), "--quiet", "--set", "evaluate.settings=['5way20shot']",
+            "--set", "evaluate.headline='5way20shot'"]
+
+
 def _gene_before_channel_mismatch(c: Ctx):
     from learngene.evaluate import gene_from_network
     from learngene.individual import IndividualSpec, build_individual
@@ -235,6 +240,27 @@ def _inherit_output_not_empty(c: Ctx):
     (c.tmp / "m").mkdir()
     (c.tmp / "m" / "old.txt").write_text("x")
     return ["inherit", "--gene", str(c.built.gene), "--support", str(c.built.support), "--out", str(c.tmp / "m")]
+
+
+def _inherit_over_gene(c: Ctx):
+    gene = c.gene_copy()
+    return ["inherit", "--gene", str(gene), "--support", str(c.built.support), "--out", str(gene), "--overwrite"]
+
+
+def _select_into_collective(c: Ctx):
+    coll = c.collective_copy()
+    return ["select", "--run", str(coll), "--out", str(coll), "--overwrite"]
+
+
+def _select_into_run_gene(c: Ctx):
+    run = c.copy(c.built.run, "run")
+    return ["select", "--run", str(run / "collective"), "--out", str(run / "gene"), "--overwrite"]
+
+
+def _select_twice(c: Ctx):
+    args = ["select", "--run", str(c.built.collective), "--out", str(c.tmp / "g")]
+    assert main(args) == 0
+    return args
 
 
 def _cuda_without_cuda(c: Ctx):
@@ -436,6 +462,9 @@ BAD_INPUTS: list[tuple[str, Callable[[Ctx], Any], str]] = [
      "stream.ways = 1: a task needs at least 2 classes"),
     ("non_finite_config_number", lambda c: _collective(c, "--set", "train.lr=nan"),
      "config key 'train.lr' = nan is not a finite number; give a finite value"),
+    ("individual_before_empty", lambda c: _collective(c, "--set", "individual.before=[]"),
+     "individual.before = [] leaves no fresh layer before the gene"),
+    ("run_infeasible_setting", _run_infeasible_setting, "need 24 images per class; too few in"),
     ("memory_without_loss_over_all_classes", lambda c: _collective(c, "--set", "train.memory_per_class=5"),
      "replays earlier classes, which a loss over the current task's classes cannot score; set train.loss_scope"),
     ("tune_param_without_values", lambda c: ["tune", *SMOKE, "--param", "train.ewc_lambda", "--out", str(c.tmp / "t")],
@@ -477,6 +506,14 @@ BAD_INPUTS: list[tuple[str, Callable[[Ctx], Any], str]] = [
     ("output_not_empty", _output_not_empty, "is not empty (1 entries); pass --overwrite"),
     ("inherit_output_not_empty", _inherit_output_not_empty,
      "is not empty (1 entries); pass --overwrite to write into it anyway, or choose an empty directory"),
+    ("inherit_over_gene", _inherit_over_gene,
+     "holds a learngene, not an individual model; learngene never writes one kind of artifact over another"),
+    ("select_into_collective_run", _select_into_collective,
+     "holds a collective run, not a learngene; learngene never writes one kind of artifact over another"),
+    ("select_into_run_gene", _select_into_run_gene, "is part of the run in"),
+    ("second_select_same_out", _select_twice, "is not empty (2 entries); pass --overwrite"),
+    ("run_over_gene", lambda c: ["run", *SMOKE, "--out", str(c.gene_copy()), "--overwrite"],
+     "holds a learngene, not a run"),
     ("resume_no_checkpoint", _resume_no_checkpoint, "--resume given but"),
     ("resume_different_config", _resume_different_config, "was started with a different configuration"),
     ("second_run_into_one_out", _second_run_into_one_out, "is in use by another learngene run (pid"),
@@ -524,3 +561,37 @@ def test_every_row_is_documented():
     text = DOCS.read_text()
     missing = [r[0] for r in BAD_INPUTS if f"`{r[0]}`" not in text]
     assert not missing, f"rows of tests/test_bad_inputs.py missing from docs/ERRORS.md: {missing}"
+
+
+def test_infeasible_settings_fail_before_training(tmp_path, capsys):
+    """A later stage that cannot run is refused before the collective model trains (issue 11 item 6)."""
+    out = tmp_path / "out"
+    assert main(_run_infeasible_setting(Ctx(None, tmp_path))) == 2
+    assert not (out / "collective" / "checkpoints").exists() and not (out / "collective" / "config.json").exists()
+
+
+def test_disk_full_while_plotting_keeps_checkpoints_and_resumes(tmp_path, capsys, monkeypatch):
+    """ENOSPC while plots are written: one clear line, no partial file, checkpoints kept, --resume finishes."""
+    import errno
+    import os
+
+    real_fsync = os.fsync
+
+    def full_for_plots(fd):
+        if ".png." in os.readlink(f"/proc/self/fd/{fd}"):  # the temporary file of a plot
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_fsync(fd)
+
+    out = tmp_path / "out"
+    args = ["run", *SMOKE, "--out", str(out), "--quiet"]
+    monkeypatch.setattr(os, "fsync", full_for_plots)
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "the disk is full" in err[0] and "--resume" in err[0], err
+    assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]
+    assert not list(out.rglob("*.png"))
+    assert (out / "collective" / "checkpoints" / "latest.json").is_file()
+    assert not (out / "collective" / "collective.json").exists()  # unfinished: resume completes it
+    monkeypatch.setattr(os, "fsync", real_fsync)
+    assert main([*args, "--resume"]) == 0
+    assert (out / "report.json").is_file() and (out / "collective" / "plots" / "forgetting_curve.png").is_file()

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from learngene import __version__
-from learngene.errors import ConfigError, LearngeneError
+from learngene.errors import ConfigError, DiskFullError, LearngeneError
 
 Command = Callable[[argparse.Namespace], int]
 _COMMANDS: dict[str, Command] = {}
@@ -38,10 +38,15 @@ def _config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-root", help="dataset root (default: $LEARNGENE_DATA/<source> or ../shared/data/<source>)")
 
 
+# One meaning in every command that writes a directory.
+OVERWRITE_HELP = ("replace an earlier output of the same kind in a non-empty --out directory "
+                  "(never a directory holding another kind: a gene, a model, a run)")
+
+
 def _run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
-    p.add_argument("--overwrite", action="store_true", help="allow writing into a non-empty output directory")
+    p.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -155,7 +160,7 @@ def _inspect(args: argparse.Namespace) -> int:
 
 
 def _after_interrupt(args: argparse.Namespace) -> str:
-    """The one way on after Ctrl-C: --resume where a checkpoint was written, else a fresh start over the debris."""
+    """The one way on after Ctrl-C or a full disk: --resume where a checkpoint was written, else a fresh start."""
     out = getattr(args, "out", None)
     if out is None or not hasattr(args, "resume"):
         return "run the same command again"
@@ -176,7 +181,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except LearngeneError as err:
         if os.environ.get("LEARNGENE_DEBUG"):
             raise
-        print(f"learngene {args.command}: error: {err}", file=sys.stderr)
+        more = f"; then {_after_interrupt(args)}" if isinstance(err, DiskFullError) else ""
+        print(f"learngene {args.command}: error: {err}{more}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"learngene {args.command}: interrupted; {_after_interrupt(args)}", file=sys.stderr)

@@ -10,7 +10,7 @@ from learngene.errors import DataError, LearngeneError
 
 
 def add_parsers(sub, config_args, run_args) -> None:
-    from learngene.cli import command
+    from learngene.cli import OVERWRITE_HELP, command
 
     p = sub.add_parser("run", help="the whole paradigm: collective -> criterion -> gene -> individuals + baselines")
     config_args(p)
@@ -21,11 +21,13 @@ def add_parsers(sub, config_args, run_args) -> None:
     p.add_argument("--out", required=True, help="learngene directory to write")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override criterion keys, e.g. --set criterion.name=gradient_stability")
+    p.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
 
     p = sub.add_parser("evaluate", help="compare individual models with baselines on novel-class few-shot tasks")
     p.add_argument("--run-dir", "--run", dest="run", required=True, help="collective run directory (under torchrun spell it --run-dir)")
     p.add_argument("--gene", required=True, help="learngene directory")
     p.add_argument("--out", required=True, help="where to write evaluation.json")
+    p.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--quiet", action="store_true")
 
@@ -34,7 +36,7 @@ def add_parsers(sub, config_args, run_args) -> None:
     p.add_argument("--support", required=True, help="ImageFolder-style folder: one subfolder of images per class")
     p.add_argument("--query", help="optional folder of the same layout to measure accuracy")
     p.add_argument("--out", required=True, help="model directory to write")
-    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     p.add_argument("--preset", help="take the [individual] settings of a preset")
     p.add_argument("--config", help="take the [individual] settings of a TOML file")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
@@ -95,7 +97,7 @@ def _select(args: argparse.Namespace) -> int:
     from learngene.paradigm import select_gene
 
     cfg = _run_cfg(args.run, args.overrides)
-    gene, result = select_gene(args.run, args.out, cfg=cfg)
+    gene, result = select_gene(args.run, args.out, cfg=cfg, overwrite=args.overwrite)
     print(gene.describe())
     print(f"\nselected {result['selected']} by {result['name']}: {result['reason']}")
     return 0
@@ -112,7 +114,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     dist, _ = init_distributed("cpu")  # individual trainings are small: sharded over ranks on the CPU
     gene = Learngene.load(args.gene)
     if dist.is_main:  # an unwritable --out fails now, not after the whole evaluation
-        check_writable_dir(args.out, overwrite=True, resumable=False)
+        check_writable_dir(args.out, overwrite=args.overwrite, resumable=False, kind="evaluation")
     result = evaluate_run(args.run, gene, cfg=cfg, progress=not args.quiet, dist=dist)
     if not dist.is_main:
         return 0
@@ -139,7 +141,7 @@ def _inherit(args: argparse.Namespace) -> int:
         else Config()
     gene = Learngene.load(args.gene)
     spec = gene.input_spec
-    out = check_writable_dir(args.out, overwrite=args.overwrite, resumable=False)
+    out = check_writable_dir(args.out, overwrite=args.overwrite, resumable=False, kind="individual model")
     support = read_image_folder(args.support, image_size=spec["image_size"], channels=spec["channels"])
     classes = list(support.classes)
     if len(classes) < 2:

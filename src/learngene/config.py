@@ -276,6 +276,14 @@ def _validate(cfg: Config) -> None:
         )
     if cfg.criterion.name == "fixed" and not cfg.criterion.layers:
         raise ConfigError("criterion.name = 'fixed' needs criterion.layers, e.g. ['features.0', 'features.1']")
+    gene_at_input = cfg.criterion.name == "fixed" and cfg.criterion.layers[0] == "features.0"
+    if not cfg.individual.before and not gene_at_input:
+        # checked now: the individual model is built only after the whole collective training
+        raise ConfigError(
+            "individual.before = [] leaves no fresh layer before the gene, which works only for a gene that starts "
+            f"at the input layer, but criterion {cfg.criterion.name!r} may choose deeper layers; set "
+            "individual.before, e.g. [32], or criterion.name = 'fixed' with layers starting at 'features.0'"
+        )
     b = cfg.baseline
     for key, value, low in (("joint_epochs", b.joint_epochs, 1), ("protonet_ways", b.protonet_ways, 2),
                             ("protonet_shots", b.protonet_shots, 1), ("protonet_queries", b.protonet_queries, 1),

@@ -30,5 +30,9 @@ class ModelError(LearngeneError):
     """An architecture request that cannot be built (shape or channel mismatch, bad growth)."""
 
 
+class DiskFullError(LearngeneError):
+    """A write failed because the disk (or the user's quota) is full; the file being written is left unchanged."""
+
+
 class NonFiniteError(LearngeneError):
     """A NaN/Inf loss or gradient during training."""

@@ -10,16 +10,16 @@ import torch
 
 from learngene import __version__
 from learngene.collective.recorder import GradientRecorder
-from learngene.config import Config
+from learngene.config import Config, parse_setting
 from learngene.criterion import CriterionContext, select_layers
-from learngene.data import TaskStream
+from learngene.data import TaskStream, sample_episodes
 from learngene.distributed import SINGLE, DistInfo, barrier
-from learngene.errors import CheckpointError
+from learngene.errors import CheckpointError, LearngeneError
 from learngene.evaluate import evaluate_methods, gene_from_network
 from learngene.gene import Learngene
 from learngene.pipeline import check_same_config, load_collective_run, locked_output, run_collective
 from learngene.plots import plot_bars, plot_criterion, plot_curves
-from learngene.prepare import load_data
+from learngene.prepare import load_data, make_split, make_stream
 from learngene.report import jsonable, write_report
 from learngene.safeio import atomic_write_json, check_writable_dir, read_json
 
@@ -35,9 +35,35 @@ def _pseudo_pool(stream: TaskStream) -> tuple[list[str], str]:
     return list(split.source), "source (seen by the collective model: optimistic)"
 
 
+def preflight(cfg: Config, data) -> None:
+    """Check that every later stage can run on this data before the collective model trains for hours.
+
+    One episode of each evaluation setting (novel classes) and of the validation criterion's pseudo-tasks is
+    drawn: the same calls, with the same messages, that would otherwise fail after the collective stage.
+    """
+    stream = make_stream(cfg, data, make_split(cfg, data))
+    for setting in cfg.evaluate.settings:
+        ways, shots = parse_setting(setting)
+        sample_episodes(data, list(stream.split.novel), ways, shots, cfg.evaluate.queries, 1)
+    if cfg.criterion.name == "validation":
+        pool, _ = _pseudo_pool(stream)
+        ways = min(cfg.stream.ways, len(pool))
+        if ways < 2:
+            raise LearngeneError(
+                "the validation criterion needs at least 2 classes outside the stream and the novel split for "
+                "pseudo-tasks; use criterion.name = 'gradient_stability' or a split with open-world classes")
+        sample_episodes(data, pool, ways, cfg.criterion.pseudo_shots, cfg.evaluate.queries, 1)
+
+
 def select_gene(run_dir: str | Path, gene_dir: str | Path, *, cfg: Config | None = None, data=None,
-                overwrite: bool = True, dist: DistInfo = SINGLE) -> tuple[Learngene, dict[str, Any]]:
-    """Apply the configured criterion to a finished collective run and save the learngene."""
+                overwrite: bool = False, dist: DistInfo = SINGLE,
+                part_of_run: bool = False) -> tuple[Learngene, dict[str, Any]]:
+    """Apply the configured criterion to a finished collective run and save the learngene.
+
+    ``gene_dir`` is checked before the criterion runs, so a refused directory costs nothing.
+    """
+    if dist.is_main:
+        check_writable_dir(gene_dir, overwrite=overwrite, resumable=False, kind="learngene", part_of_run=part_of_run)
     run = load_collective_run(run_dir)
     cfg = cfg or run["config"]
     network = run["network"].cpu().eval()
@@ -67,7 +93,6 @@ def select_gene(run_dir: str | Path, gene_dir: str | Path, *, cfg: Config | None
     }
     gene = gene_from_network(network, result.selected, spec, criterion=result.to_dict(), provenance=provenance)
     if dist.is_main:  # every rank computed the same selection; one writes it
-        check_writable_dir(gene_dir, overwrite=overwrite)
         gene.save(gene_dir)
     barrier(dist)
     return gene, result.to_dict()
@@ -105,7 +130,7 @@ def run_paradigm(cfg: Config, out: str | Path, *, resume: bool = False, overwrit
     """collective -> criterion -> gene -> individuals + baselines -> report.json / report.md / plots."""
     out = Path(out)
     if not resume and dist.is_main:
-        check_writable_dir(out, overwrite=overwrite)
+        check_writable_dir(out, overwrite=overwrite, kind="run")
     barrier(dist)
     coll_dir = out / "collective"
     if resume and not ((coll_dir / "collective.json").is_file() or (coll_dir / "checkpoints" / "latest.json").is_file()):
@@ -114,13 +139,15 @@ def run_paradigm(cfg: Config, out: str | Path, *, resume: bool = False, overwrit
     if resume and (coll_dir / "config.json").is_file():
         check_same_config(coll_dir, cfg)  # before any data is read or anything is written
     data = load_data(cfg)
+    preflight(cfg, data)
     if resume and (coll_dir / "collective.json").is_file():
         collective = read_json(coll_dir / "collective.json", "collective report")
     else:
         run_collective(cfg, coll_dir, resume=resume and (coll_dir / "checkpoints" / "latest.json").is_file(),
-                       overwrite=True, device=device, progress=progress, data=data, dist=dist)
+                       overwrite=True, device=device, progress=progress, data=data, dist=dist, part_of_run=True)
         collective = read_json(coll_dir / "collective.json", "collective report")
-    gene, criterion = select_gene(coll_dir, out / "gene", cfg=cfg, data=data, dist=dist)
+    gene, criterion = select_gene(coll_dir, out / "gene", cfg=cfg, data=data, dist=dist, overwrite=True,
+                                  part_of_run=True)
     individual = evaluate_run(coll_dir, gene, cfg=cfg, data=data, progress=progress, dist=dist,
                               device=device)
     if not dist.is_main:

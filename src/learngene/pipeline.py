@@ -96,10 +96,12 @@ def run_collective(
     progress: bool = True,
     data: ImageSet | None = None,
     dist: DistInfo = SINGLE,
+    part_of_run: bool = False,
 ) -> dict[str, Any]:
     """Train the collective model of ``cfg`` into ``out`` (or resume it) and write its report and plots.
 
     Under torchrun every rank trains (DDP) but only rank 0 checks the directory and writes files.
+    ``part_of_run``: ``out`` is a stage of a larger run (``run``, ``tune``) that owns it.
     """
     out = Path(out)
     if dist.is_main and resume:
@@ -110,7 +112,7 @@ def run_collective(
             )
         check_same_config(out, cfg)
     elif dist.is_main:
-        check_writable_dir(out, overwrite=overwrite)
+        check_writable_dir(out, overwrite=overwrite, kind="collective run", part_of_run=part_of_run)
     barrier(dist)
     data = data if data is not None else load_data(cfg)
     split = make_split(cfg, data)
@@ -129,13 +131,15 @@ def run_collective(
         return report
     model.recorder.save(out)
     save_network(model.network, out / MODEL_DIR, {"input_spec": spec, "class_order": stream.class_order})
-    atomic_write_json(out / "collective.json", jsonable(report))
     plots = out / "plots"
     plot_forgetting_curve(report, plots / "forgetting_curve.png")
     plot_accuracy_matrix(report["accuracy_matrix_task_aware"]["R"], plots / "accuracy_matrix.png")
     plot_params(report, plots / "params.png")
     if model.recorder.records:
         model.recorder.plot_heatmap(plots / "gradient_heatmap.png")
+    # written last: it marks the run finished, so a failure above (a full disk) leaves a run that --resume
+    # completes from its final checkpoint
+    atomic_write_json(out / "collective.json", jsonable(report))
     barrier(dist)
     return report
 

@@ -28,7 +28,6 @@ def save_figure(fig, path: str | Path) -> None:
 
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=120, bbox_inches="tight")
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(path, buf.getvalue())
 
 

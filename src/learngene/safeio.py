@@ -9,6 +9,7 @@ means the rest of the package never calls ``open(..., "wb")``, ``torch.save`` or
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import io
 import json
@@ -20,10 +21,11 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from learngene.errors import CheckpointError, ConfigError, LearngeneError
+from learngene.errors import CheckpointError, ConfigError, DiskFullError, LearngeneError
 from learngene.faults import maybe_kill
 
 __all__ = [
+    "artifact_kind",
     "atomic_torch_save",
     "atomic_write_bytes",
     "atomic_write_json",
@@ -54,6 +56,16 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+_DISK_FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
+
+
+def _disk_full(target: Path, err: OSError) -> DiskFullError:
+    return DiskFullError(
+        f"the disk is full: writing {target} failed ({err.strerror or err}); nothing partial was left and the "
+        "previous file, if any, is unchanged. Free disk space and retry"
+    )
+
+
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     """Write ``data`` to ``path`` so that readers see either the old file or the complete new one.
 
@@ -73,6 +85,8 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     try:
         fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=parent)
     except OSError as err:
+        if err.errno in _DISK_FULL:
+            raise _disk_full(target, err) from err
         raise ConfigError(
             f"cannot write {target}: {err.strerror or err}; choose an output path in a writable location"
         ) from err
@@ -90,6 +104,8 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     except BaseException as err:
         with contextlib.suppress(OSError):
             tmp.unlink()
+        if isinstance(err, OSError) and err.errno in _DISK_FULL:
+            raise _disk_full(target, err) from err
         if isinstance(err, OSError):
             raise LearngeneError(
                 f"writing {target} failed ({err.strerror or err}); the previous file, if any, is unchanged. "
@@ -257,8 +273,82 @@ def _make_output_dir(path: str | os.PathLike[str]) -> Path:
     return p
 
 
+# The file (or folder) that identifies each kind of directory learngene writes, most specific first.
+_KIND_MARKERS: tuple[tuple[str, str], ...] = (
+    ("learngene.json", "learngene"),
+    ("model.json", "individual model"),
+    ("report.json", "run"),
+    ("evaluation.json", "evaluation"),
+    ("tune.json", "tuning run"),
+    ("trials", "tuning run"),
+    ("collective.json", "collective run"),
+    ("stream.json", "collective run"),
+    ("checkpoints/latest.json", "collective run"),
+)
+_RUN_KINDS = ("run", "collective run", "tuning run")
+
+
+def artifact_kind(path: str | os.PathLike[str]) -> str | None:
+    """The kind of learngene artifact a directory holds (``"learngene"``, ``"run"``, ...), or None.
+
+    Why: ``--overwrite`` may replace an earlier artifact of the same kind, never a gene with a model or a run
+    with a gene, so every writer asks what a directory holds before writing into it.
+    """
+    p = Path(path)
+    try:
+        if not p.is_dir():
+            return None
+        for name, kind in _KIND_MARKERS:
+            if (p / name).exists():
+                return kind
+        if artifact_kind(p / "collective") == "collective run":  # a `run` stopped during its collective stage
+            return "run"
+    except OSError:
+        return None
+    return None
+
+
+def _a(kind: str) -> str:
+    return ("an " if kind[0] in "aeiou" else "a ") + kind
+
+
+def _owning_run(p: Path) -> Path | None:
+    """The run directory (up to three levels up) that ``p`` is part of, if any."""
+    for parent in list(p.resolve().parents)[:3]:
+        if artifact_kind(parent) in _RUN_KINDS:
+            return parent
+    return None
+
+
+def _check_kind(p: Path, kind: str, part_of_run: bool) -> None:
+    held = artifact_kind(p)
+    if held is not None and held != kind:
+        raise ConfigError(
+            f"{p} holds {_a(held)}, not {_a(kind)}; learngene never writes one kind of artifact over another, "
+            f"even with --overwrite. Choose another --out directory"
+        )
+    if part_of_run:
+        return
+    try:
+        occupied = p.is_dir() and any(e.name != LOCK_NAME for e in p.iterdir())
+    except OSError:
+        occupied = False
+    owner = _owning_run(p) if occupied else None
+    if owner is not None:
+        raise ConfigError(
+            f"{p} is part of the {artifact_kind(owner)} in {owner}, whose reports describe its files; "
+            "writing there would make them lie. Choose an --out directory outside that run"
+        )
+
+
 def check_writable_dir(
-    path: str | os.PathLike[str], overwrite: bool = False, marker: str | None = None, resumable: bool = True
+    path: str | os.PathLike[str],
+    overwrite: bool = False,
+    marker: str | None = None,
+    resumable: bool = True,
+    *,
+    kind: str | None = None,
+    part_of_run: bool = False,
 ) -> Path:
     """Create (if needed) and return an output directory that is safe to write into.
 
@@ -267,8 +357,13 @@ def check_writable_dir(
     ``run.json``): with it, ``overwrite`` still refuses a non-empty directory lacking the marker (it is not ours,
     so we will not clobber it), and the refusal message suggests ``--resume`` when the marker is present.
     ``resumable=False`` (commands without ``--resume``, such as ``inherit``) keeps ``--resume`` out of the hint.
-    Writability is probed by creating a file, because permission bits lie for root.
+    ``kind`` (see :func:`artifact_kind`) is what the caller will write: a directory holding another kind is
+    refused even with ``overwrite``, and so is a non-empty folder inside a run unless ``part_of_run`` (the run
+    itself writing its gene). This is the one meaning of ``--overwrite`` in every command: replace an earlier
+    artifact of the same kind. Writability is probed by creating a file, because permission bits lie for root.
     """
+    if kind is not None:
+        _check_kind(Path(path), kind, part_of_run)
     p = _make_output_dir(path)
     try:
         entries = [e.name for e in p.iterdir() if e.name != LOCK_NAME]  # our own run's lock is not content

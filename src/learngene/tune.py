@@ -34,7 +34,7 @@ from learngene.pipeline import load_collective_run, run_collective
 from learngene.prepare import load_data
 from learngene.report import jsonable
 from learngene.runtime import derive_seed
-from learngene.safeio import atomic_write_bytes, atomic_write_json, read_json
+from learngene.safeio import atomic_write_bytes, atomic_write_json, check_writable_dir, read_json
 from learngene.stats import mean_ci95
 
 log = logging.getLogger(__name__)
@@ -112,7 +112,8 @@ def _collective_run(cfg: Config, base: Config, runs: Path, data, progress: bool)
     run_dir = runs / f"seed{cfg.seed}-{digest}"
     if not (run_dir / "collective.json").is_file():
         resume = (run_dir / "checkpoints" / "latest.json").is_file()
-        run_collective(ccfg, run_dir, resume=resume, overwrite=True, progress=progress, data=data)
+        run_collective(ccfg, run_dir, resume=resume, overwrite=True, progress=progress, data=data,
+                       part_of_run=True)
     return run_dir, read_json(run_dir / "collective.json", "collective report")
 
 
@@ -122,7 +123,7 @@ def _score_individual(cfg: Config, data, run_dir: Path, pool: list[str], setting
     crit = hashlib.sha256(json.dumps(cfg.to_dict()["criterion"], sort_keys=True).encode()).hexdigest()[:12]
     gene_dir = run_dir / f"gene-{crit}"
     gene = Learngene.load(gene_dir) if (gene_dir / "learngene.json").is_file() else \
-        select_gene(run_dir, gene_dir, cfg=cfg, data=data)[0]
+        select_gene(run_dir, gene_dir, cfg=cfg, data=data, part_of_run=True)[0]
     run = load_collective_run(run_dir)
     ecfg = config_from_dict(cfg.to_dict())
     ecfg.evaluate.settings, ecfg.evaluate.headline = [setting], setting
@@ -181,7 +182,7 @@ def tune(base: Config, params: Sequence[tuple[str, list[str]]], out: str | Path,
     combos = grid(params)
     for combo in combos:  # every combination is a valid config before anything trains
         _trial_config(base, combo, seeds[0])
-    out = Path(out)
+    out = check_writable_dir(out, overwrite=True, kind="tuning run")  # a tuning run resumes its own trials
     (out / "trials").mkdir(parents=True, exist_ok=True)
     data = data if data is not None else load_data(base)
     rows = []
