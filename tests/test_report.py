@@ -55,3 +55,24 @@ def test_plots_leave_the_backend_alone_and_mark_copies(tmp_path):
     texts = [t.get_text() for t in fig.axes[0].texts]
     assert any("0.800" in t and "chosen" in t for t in texts) and not any("0.500" in t and "chosen" in t for t in texts)
     assert matplotlib.get_backend() == backend
+
+
+def test_every_plot_labels_its_axes_and_counts_epochs_and_tasks_in_integers(tmp_path):
+    """Issue 11 item 14: every axis labelled; epochs and tasks never get a tick at 2.5."""
+    from learngene.plots import plot_bars, plot_criterion, plot_curves, plot_forgetting_curve, plot_params
+
+    tasks = [{"task": t, "params": 1000 * (t + 1), "average_accuracy_class_incremental": 0.5} for t in range(3)]
+    report = {"tasks": tasks, "average_accuracy_curve": [0.9, 0.8, 0.7], "forgetting_curve": [0.0, 0.1, 0.2]}
+    figs = {
+        "curves": plot_curves({"a": ([1, 2, 3], [0.1, 0.5, 0.6])}),
+        "forgetting": plot_forgetting_curve(report),
+        "params": plot_params(report),
+        "bars": plot_bars({"a": 0.5, "b": 0.6}, {"a": 0.1, "b": 0.1}),
+        "criterion": plot_criterion([{"layers": ["features.0"], "score": 0.5}], ["features.0"]),
+    }
+    for name, fig in figs.items():
+        ax = fig.axes[0]
+        assert ax.get_xlabel() and ax.get_ylabel(), name
+        if name in ("curves", "forgetting", "params"):
+            ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+            assert ticks and all(float(t).is_integer() for t in ticks), (name, ticks)

@@ -37,6 +37,14 @@ def _finish(fig, path: str | Path | None):
     return fig
 
 
+def _integer_ticks(ax, *axes: str) -> None:
+    """Tasks and epochs are counted: no tick at epoch 2.5."""
+    from matplotlib.ticker import MaxNLocator
+
+    for name in axes or ("x",):
+        getattr(ax, f"{name}axis").set_major_locator(MaxNLocator(integer=True))
+
+
 def _start(ax, figsize: tuple[float, float]):
     fig = ax.figure if ax is not None else new_figure(figsize)
     return fig, (ax or fig.add_subplot(111))
@@ -54,6 +62,8 @@ def plot_forgetting_curve(report: dict[str, Any], path: str | Path | None = None
     if ow:
         ax.plot(*zip(*ow), "d:", label="open-world AUROC")
     ax.set_xlabel("after task")
+    ax.set_ylabel("accuracy / forgetting / AUROC")
+    _integer_ticks(ax)
     ax.set_ylim(0, 1.02)
     ax.set_title("collective model over the stream")
     ax.grid(alpha=0.3)
@@ -69,6 +79,7 @@ def plot_accuracy_matrix(matrix: Sequence[Sequence[float]], path: str | Path | N
     im = ax.imshow(data, vmin=0, vmax=1, cmap="viridis")
     ax.set_xlabel("evaluated on task j")
     ax.set_ylabel("after training task i")
+    _integer_ticks(ax, "x", "y")
     ax.set_title(title)
     fig.colorbar(im, ax=ax)
     return _finish(fig, path)
@@ -79,6 +90,7 @@ def plot_params(report: dict[str, Any], path: str | Path | None = None, ax=None)
     ax.plot([t["task"] + 1 for t in report["tasks"]], [t["params"] / 1e6 for t in report["tasks"]], "o-")
     ax.set_xlabel("task")
     ax.set_ylabel("parameters (M)")
+    _integer_ticks(ax)
     ax.set_title("growth of the collective model")
     ax.grid(alpha=0.3)
     return _finish(fig, path)
@@ -115,6 +127,7 @@ def plot_curves(curves: dict[str, Sequence[float] | tuple[Sequence[float], Seque
             drawn += 1
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
+    _integer_ticks(ax)
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
@@ -144,6 +157,7 @@ def plot_criterion(candidates: Sequence[dict[str, Any]], selected: Sequence[str]
     ax.invert_yaxis()
     ax.set_xlim(0, max([*values, 1e-9]) * 1.7)  # room for the labels right of the bars
     ax.set_xlabel("criterion score")
+    ax.set_ylabel("candidate window")
     ax.set_title(title)
     ax.grid(axis="x", alpha=0.3)
     return _finish(fig, path)
@@ -155,6 +169,7 @@ def plot_bars(means: dict[str, float], cis: dict[str, float], path: str | Path |
     fig, ax = _start(ax, (6.5, 3.5))
     names = list(means)
     ax.bar(names, [means[n] for n in names], yerr=[cis.get(n, 0.0) for n in names], capsize=4, color="tab:blue")
+    ax.set_xlabel("method")
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.tick_params(axis="x", rotation=30)
