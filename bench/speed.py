@@ -223,7 +223,7 @@ def bench_recorder(quick: bool) -> dict[str, Any]:
 
 # ------------------------------------------------------------------------------------------------ 3. loop
 def _collective(quick: bool):
-    from learngene.collective.learner import CollectiveModel
+    from learngene.collective.learner import from_config
     from learngene.config import load_config
     from learngene.prepare import input_spec, load_data, make_split, make_stream
 
@@ -233,7 +233,7 @@ def _collective(quick: bool):
     split = make_split(cfg, data)
     stream = make_stream(cfg, data, split)
     spec = input_spec(data, split.source)
-    cm = CollectiveModel(cfg, stream, spec, device="cpu")
+    cm = from_config(cfg, stream, spec, device="cpu")
     cm.start_task(0)  # task 0: nothing consolidated yet, so the EWC penalty is the constant zero
     return cfg, stream, spec, cm
 
@@ -283,7 +283,7 @@ def bench_loop(quick: bool) -> dict[str, Any]:
 
     # the library with the recorder switched off (attribution of the overhead): a second collective model
     _, _, _, cm_norec = _collective(quick)
-    cm_norec.recorder.after_backward = lambda **_: None  # type: ignore[method-assign]
+    cm_norec.plugin("recorder").recorder.after_backward = lambda **_: None  # type: ignore[method-assign]
     counter2 = {"epoch": 0}
 
     def lib_norec_epochs() -> None:
@@ -342,7 +342,7 @@ def _loop_extras(cfg: Any, stream: Any, spec: dict[str, Any], cm: Any, quick: bo
     task_labels = torch.tensor(exp.labels)
     remap = torch.full((max(net.num_classes, max(exp.labels) + 1),), -1, dtype=torch.long)
     remap[task_labels] = torch.arange(len(exp.labels))
-    rec = copy.deepcopy(cm.recorder)
+    rec = copy.deepcopy(cm.plugin("recorder").recorder)
     rec.attach(net)
     mean = torch.tensor(spec["mean"]).view(1, -1, 1, 1)
     std = torch.tensor(spec["std"]).view(1, -1, 1, 1)
@@ -363,7 +363,7 @@ def _loop_extras(cfg: Any, stream: Any, spec: dict[str, Any], cm: Any, quick: bo
         "library normalize (uint8 -> float, per-call mean/std tensors)": lambda: normalize(raw, spec["mean"], spec["std"]),
         "hand-written normalize (the bare loop's)": lambda: (raw.float() / 255.0 - mean) / std,
         "task-scope loss: logits[:, task_labels] + remap[y]": lambda: (logits[:, task_labels], remap[y]),
-        "ewc.penalty (task 0: zero tensor) + add": lambda: ld + cm.ewc.penalty(net),
+        "ewc.penalty (task 0: zero tensor) + add": lambda: ld + cm.plugin("ewc").ewc.penalty(net),
         "global gradient norm + finite check (1 host sync)": grad_norm_and_finite,
         "recorder.after_backward": rec.after_backward,
         "running loss / accuracy (2 host syncs)": host_syncs,
@@ -719,7 +719,7 @@ def render_markdown(res: dict[str, Any]) -> str:
         o, onr = lp["overhead"], lp["overhead_without_recorder"]
         rows.append((f"bare PyTorch loop, preset `{lp['preset']}` task 0 ({lp['model']}, batch {lp['batch_size']}, "
                      f"`{lp['augment']}` augmentation), per step", _fmt_s(tb["median"]), _spread(tb), "1", "", ""))
-        rows.append(("`CollectiveModel.train_epoch`, per step", _fmt_s(tlib["median"]), _spread(tlib),
+        rows.append(("`CollectiveTrainer.train_epoch`, per step", _fmt_s(tlib["median"]), _spread(tlib),
                      f"{o['median'] * 100:+.1f}% (IQR {o['q1'] * 100:+.1f}…{o['q3'] * 100:+.1f}%)",
                      f"≤ {TARGETS['loop_overhead'] * 100:.0f}%", _met(o["median"] <= TARGETS["loop_overhead"])))
         rows.append(("`train_epoch` with the recorder switched off, per step", _fmt_s(tnr["median"]),

@@ -16,7 +16,7 @@ import safetensors.torch
 import torch
 from torch import nn
 
-from learngene.collective.learner import CollectiveModel
+from learngene.collective.learner import from_config
 from learngene.config import Config, config_diff, config_from_dict
 from learngene.data import ImageSet, TaskStream
 from learngene.distributed import SINGLE, DistInfo, barrier
@@ -124,19 +124,20 @@ def run_collective(
     if dist.is_main:
         atomic_write_json(out / "config.json", cfg.to_dict())
         stream.save_manifest(out / "stream.json")
-    model = CollectiveModel(cfg, stream, spec, device=device, dist=dist)
-    report = model.learn(ckpt_dir=out / "checkpoints", resume=resume, progress=progress)
+    trainer = from_config(cfg, stream, spec, device=device, dist=dist)
+    report = trainer.fit(ckpt_dir=out / "checkpoints", resume=resume, progress=progress)
+    recorder = trainer.plugin("recorder").recorder
     if not dist.is_main:
         barrier(dist)  # wait until rank 0 has written the outputs that later stages read
         return report
-    model.recorder.save(out)
-    save_network(model.network, out / MODEL_DIR, {"input_spec": spec, "class_order": stream.class_order})
+    recorder.save(out)
+    save_network(trainer.network, out / MODEL_DIR, {"input_spec": spec, "class_order": stream.class_order})
     plots = out / "plots"
     plot_forgetting_curve(report, plots / "forgetting_curve.png")
     plot_accuracy_matrix(report["accuracy_matrix_task_aware"]["R"], plots / "accuracy_matrix.png")
     plot_params(report, plots / "params.png")
-    if model.recorder.records:
-        model.recorder.plot_heatmap(plots / "gradient_heatmap.png")
+    if recorder.records:
+        recorder.plot_heatmap(plots / "gradient_heatmap.png")
     # written last: it marks the run finished, so a failure above (a full disk) leaves a run that --resume
     # completes from its final checkpoint
     atomic_write_json(out / "collective.json", jsonable(report))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -34,6 +35,25 @@ def derive_seed(*parts: Any) -> int:
     digest = hashlib.sha256(repr(parts).encode()).digest()
     return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
 
+
+
+@contextlib.contextmanager
+def seeded(seed: int | None, device: torch.device | str | None = None) -> Iterator[None]:
+    """Run a block with torch's global RNG seeded by ``seed``, then give the caller's RNG state back.
+
+    Why: weight initialization and dropout draw from the global RNG, and a library must not reseed its user's
+    global RNG. Inside the block the draws are exactly those of ``torch.manual_seed(seed)``, so results are
+    reproducible; outside it nothing changed (the CPU state, and the given CUDA device's, are restored).
+    ``seed=None`` runs the block on the global RNG as it is.
+    """
+    if seed is None:
+        yield
+        return
+    dev = torch.device(device) if device is not None else torch.device("cpu")
+    cuda = [dev.index if dev.index is not None else torch.cuda.current_device()] if dev.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda):
+        torch.manual_seed(int(seed))  # seeds the CUDA devices too, as a plain manual_seed would
+        yield
 
 
 def generator(seed: int, device: torch.device | str = "cpu") -> torch.Generator:

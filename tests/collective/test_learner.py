@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from learngene.collective.learner import CollectiveModel
+from learngene.collective.learner import from_config
 from learngene.config import load_config
 from learngene.errors import CheckpointError, ConfigError, NonFiniteError
 from learngene.pipeline import run_collective
@@ -22,7 +22,7 @@ def smoke():
 def _model(cfg, data):
     split = make_split(cfg, data)
     stream = make_stream(cfg, data, split)
-    return CollectiveModel(cfg, stream, input_spec(data, split.source))
+    return from_config(cfg, stream, input_spec(data, split.source))
 
 
 def test_collective_smoke_run(tmp_path, smoke):
@@ -63,12 +63,12 @@ def test_ewc_penalty_acts_during_training(smoke):
     model.start_task(0)
     model.train_epoch(0, 0)
     model.end_task(0)
-    assert model.ewc.active
-    assert float(model.ewc.penalty(model.network).detach()) == 0.0  # right after consolidation: at the anchor
+    assert model.plugin("ewc").ewc.active
+    assert float(model.plugin("ewc").ewc.penalty(model.network).detach()) == 0.0  # right after consolidation: at the anchor
     model.start_task(1)
     model.train_epoch(1, 0)
     assert (
-        float(model.ewc.penalty(model.network).detach()) > 0.0
+        float(model.plugin("ewc").ewc.penalty(model.network).detach()) > 0.0
     )  # training task 1 moved away and is being pulled back
 
 
@@ -88,9 +88,9 @@ def test_resume_matches_uninterrupted(tmp_path, smoke):
 
     (tmp_path / "part").mkdir()
     with pytest.raises(Stop):
-        m.learn(ckpt_dir=tmp_path / "part" / "checkpoints", progress=False, on_epoch=kill)
+        m.fit(ckpt_dir=tmp_path / "part" / "checkpoints", progress=False, on_epoch=kill)
     m2 = _model(cfg, data)
-    resumed = m2.learn(ckpt_dir=tmp_path / "part" / "checkpoints", resume=True, progress=False)
+    resumed = m2.fit(ckpt_dir=tmp_path / "part" / "checkpoints", resume=True, progress=False)
     for a, b in zip(full["tasks"], resumed["tasks"]):
         assert a["widths"] == b["widths"]
         assert a["acc_task_aware"] == pytest.approx(b["acc_task_aware"], abs=1e-6)
@@ -127,8 +127,8 @@ def test_growth_noise_reaches_every_plan(smoke):
     cfg, data = smoke
     cfg = load_config("smoke", overrides=["growth.noise=0.2"])
     model = _model(cfg, data)
-    assert model.schedule.noise == 0.2
-    report = model.learn(progress=False)
+    assert model.plugin("growth").schedule.noise == 0.2
+    report = model.fit(progress=False)
     plans = [p for t in report["tasks"] for p in t["growth"] if p["kind"] == "widen"]
     assert len(plans) == cfg.stream.tasks - 1
     assert all(p["noise"] == 0.2 and p["noise_std"] > 0 for p in plans)
@@ -150,7 +150,7 @@ def test_widened_copies_diverge_under_training(smoke, noise):
     cfg, data = smoke
     cfg = load_config("smoke", overrides=[f"growth.noise={noise}", "stream.tasks=2", "train.epochs=3"])
     model = _model(cfg, data)
-    report = model.learn(progress=False)
+    report = model.fit(progress=False)
     (plan,) = report["tasks"][1]["growth"]
     diff = _copies_diverged(model, plan["layer"], plan["old_width"])
     if noise == 0.0:  # without noise a copy and its source get the same gradient for ever
@@ -164,7 +164,7 @@ def test_widened_copies_diverge_under_training(smoke, noise):
 
 def test_default_growth_leaves_no_duplicate_channels(smoke):
     cfg, data = smoke
-    report = _model(cfg, data).learn(progress=False)
+    report = _model(cfg, data).fit(progress=False)
     assert report["final"]["effective_widths"] == report["final"]["widths"]
     assert all(t["effective_widths"] == t["widths"] for t in report["tasks"][1:])
 
@@ -198,23 +198,31 @@ def test_distillation_pulls_towards_the_previous_model(smoke):
     model.start_task(0)
     model.train_epoch(0, 0)
     model.end_task(0)
-    assert model.teacher is None
+    assert model.plugin("distill").teacher is None
     model.start_task(1)
-    assert model.teacher is not None
+    assert model.plugin("distill").teacher is not None
     x = model.batches.prepare(model.stream[1].train_indices[:8])
     model.network.eval()
     with torch.no_grad():
-        assert float(model._distill_loss(model.network(x), x, 1)) == pytest.approx(0.0, abs=1e-6)
+        assert _kd(model, x) == pytest.approx(0.0, abs=1e-6)
     model.train_epoch(1, 0)
     model.network.eval()
     with torch.no_grad():
-        assert float(model._distill_loss(model.network(x), x, 1)) > 1e-6
+        assert _kd(model, x) > 1e-6
+
+
+def _kd(model, x):
+    from learngene.collective.trainer import Batch
+
+    batch = Batch(t=1, epoch=0, index=0, indices=torch.arange(len(x)), x=x, y=torch.zeros(len(x)),
+                  logits_all=model.network(x))
+    return float(model.plugin("distill").loss(model, batch)) / model.plugin("distill").weight
 
 
 def test_resume_with_memory_and_distillation_matches(tmp_path, smoke):
     cfg, data = smoke
     cfg = load_config("smoke", overrides=["train.loss_scope='all'", "train.memory_per_class=2", "train.distill=0.5"])
-    full = _model(cfg, data).learn(progress=False)
+    full = _model(cfg, data).fit(progress=False)
 
     class Stop(Exception):
         pass
@@ -224,8 +232,8 @@ def test_resume_with_memory_and_distillation_matches(tmp_path, smoke):
             raise Stop
 
     with pytest.raises(Stop):
-        _model(cfg, data).learn(ckpt_dir=tmp_path / "ck", progress=False, on_epoch=kill)
-    resumed = _model(cfg, data).learn(ckpt_dir=tmp_path / "ck", resume=True, progress=False)
+        _model(cfg, data).fit(ckpt_dir=tmp_path / "ck", progress=False, on_epoch=kill)
+    resumed = _model(cfg, data).fit(ckpt_dir=tmp_path / "ck", resume=True, progress=False)
     for a, b in zip(full["tasks"], resumed["tasks"]):
         assert a["acc_task_aware"] == pytest.approx(b["acc_task_aware"], abs=1e-6)
         assert [r["loss"] for r in a["epochs"]] == pytest.approx([r["loss"] for r in b["epochs"]], rel=1e-5)
