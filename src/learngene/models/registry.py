@@ -37,7 +37,7 @@ F = TypeVar("F", bound=Callable[..., nn.Module])
 
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
 _ARCHITECTURES: dict[str, Callable[[dict[str, Any]], nn.Module]] = {}
-_BUILTIN_MODULES = ("learngene.models.vgg",)
+_BUILTIN_MODULES = ("learngene.models.vgg", "learngene.models.vit", "learngene.models.expansion")
 
 
 def _ensure_builtins() -> None:

@@ -1,0 +1,549 @@
+"""Small timm vision transformers: registered presets, a JSON shape record, and stable block addressing.
+
+Why timm's own ``VisionTransformer`` and not a private copy: descendants, ancestries and a user's locally
+stored pretrained DeiT then share one class, one state-dict layout and one forward, so weights move between
+them by name.  timm is imported lazily (inside functions) so ``import learngene`` stays cheap.
+
+**Presets** are named ``vit_p{patch}_d{dim}_l{depth}``:
+
+* ``patch 4`` on 32 px (64 tokens): the registered small family of the CPU protocol; best kept for the GPU;
+* ``patch 8`` on 32 px and ``patch 7`` on 28 px (16 tokens): about 5x faster on CPU;
+* ``dim`` 96 or 192 with one head per 32 channels; ``depth`` 4, 8 or 12 (any depth through ``depth=``).
+
+Every preset defaults to no class token and global average pooling (``class_token=False, global_pool="avg"``).
+timm 1.0.31 then turns the final norm into ``fc_norm`` (applied after pooling) and makes ``norm`` an
+``Identity``: the final LayerNorm's weights live under ``fc_norm.weight`` / ``fc_norm.bias``.
+
+**Stable names** (timm's): ``patch_embed.proj.*``, ``pos_embed``, ``cls_token`` / ``reg_token`` when
+present, ``norm_pre.*`` (with ``pre_norm``), ``blocks.{i}.{norm1,attn.qkv,attn.proj,norm2,mlp.fc1,mlp.fc2}.*``,
+``norm.*`` or ``fc_norm.*``, ``head.*``.  :func:`block_prefix` and friends address blocks by these names.
+
+:func:`vit_config` turns any plain timm ``VisionTransformer`` into a JSON-able dict and
+``model_from_config`` (architecture ``"vit"``) rebuilds an equal-shaped model from it.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor, nn
+
+from learngene.errors import ModelError
+from learngene.models.registry import register_architecture, register_model
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from timm.models.vision_transformer import VisionTransformer
+
+__all__ = [
+    "VIT_PRESETS",
+    "block_param_names",
+    "block_prefix",
+    "block_state_dict",
+    "build_vit",
+    "load_block_state_dict",
+    "num_blocks",
+    "shared_state_dict",
+    "vit_config",
+    "vit_preset_config",
+]
+
+# every key of the shape record, with the value a fresh config gets when the key is left out
+_VIT_DEFAULTS: dict[str, Any] = {
+    "img_size": 32,
+    "patch_size": 4,
+    "in_chans": 3,
+    "num_classes": 5,
+    "embed_dim": 96,
+    "depth": 8,
+    "num_heads": 3,
+    "mlp_ratio": 4.0,
+    "qkv_bias": True,
+    "qk_norm": False,
+    "scale_attn_norm": False,
+    "scale_mlp_norm": False,
+    "proj_bias": True,
+    "init_values": None,
+    "class_token": False,
+    "reg_tokens": 0,
+    "no_embed_class": False,
+    "pos_embed": "learn",
+    "pre_norm": False,
+    "final_norm": True,
+    "fc_norm": True,
+    "global_pool": "avg",
+    "pool_include_prefix": False,
+    "dynamic_img_size": False,
+    "dynamic_img_pad": False,
+    "drop_rate": 0.0,
+    "pos_drop_rate": 0.0,
+    "patch_drop_rate": 0.0,
+    "proj_drop_rate": 0.0,
+    "attn_drop_rate": 0.0,
+    "drop_path_rate": 0.0,
+    "act_layer": "gelu",
+    "norm_eps": 1e-6,
+}
+_POOLS = ("", "avg", "avgmax", "max", "token", "map")
+_ACTS = ("gelu", "gelu_tanh", "relu", "silu", "timm_gelu", "timm_gelu_tanh", "quick_gelu")
+_BOOL_KEYS = (
+    "qkv_bias",
+    "qk_norm",
+    "scale_attn_norm",
+    "scale_mlp_norm",
+    "proj_bias",
+    "class_token",
+    "no_embed_class",
+    "pre_norm",
+    "final_norm",
+    "fc_norm",
+    "pool_include_prefix",
+    "dynamic_img_size",
+    "dynamic_img_pad",
+)
+_RATE_KEYS = (
+    "drop_rate",
+    "pos_drop_rate",
+    "patch_drop_rate",
+    "proj_drop_rate",
+    "attn_drop_rate",
+    "drop_path_rate",
+)
+BLOCK_PREFIX = "blocks."
+
+
+# ---------------------------------------------------------------------- validation helpers
+def _int(value: Any, what: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
+        raise ModelError(f"ViT config {what} must be an integer >= {minimum}, got {value!r}")
+    if int(value) < minimum:
+        raise ModelError(f"ViT config {what} must be >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def _size(value: Any, what: str) -> int | tuple[int, int]:
+    """An int or a [h, w] pair (JSON turns tuples into lists)."""
+    if isinstance(value, (list, tuple)):
+        if len(value) != 2:
+            raise ModelError(f"ViT config {what} must be an int or a [height, width] pair, got {value!r}")
+        h, w = (_int(v, what, 1) for v in value)
+        return h if h == w else (h, w)
+    return _int(value, what, 1)
+
+
+def _float(value: Any, what: str, lo: float, hi: float | None = None) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ModelError(f"ViT config {what} must be a finite number, got {value!r}")
+    if value < lo or (hi is not None and value > hi):
+        bounds = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
+        raise ModelError(f"ViT config {what} must be {bounds}, got {value!r}")
+    return float(value)
+
+
+def _norm_layer(eps: float) -> Any:
+    """timm's LayerNorm with the recorded eps (``None`` keeps timm's default, eps 1e-6)."""
+    if eps == 1e-6:
+        return None
+    from timm.layers import LayerNorm
+
+    return functools.partial(LayerNorm, eps=eps)
+
+
+def _act_layer(name: str) -> Any:
+    if name == "gelu":
+        return None  # VisionTransformer's default: torch's nn.GELU
+    if name == "gelu_tanh":
+        return functools.partial(nn.GELU, approximate="tanh")
+    if name == "relu":
+        return nn.ReLU
+    if name == "silu":
+        return nn.SiLU
+    from timm.layers import get_act_layer
+
+    return get_act_layer({"timm_gelu": "gelu", "timm_gelu_tanh": "gelu_tanh"}.get(name, name))
+
+
+def _vit_kwargs(cfg: Mapping[str, Any], *, allow_depth_zero: bool = False) -> dict[str, Any]:
+    """Validate a shape record and turn it into ``VisionTransformer`` keyword arguments."""
+    if not isinstance(cfg, Mapping):
+        raise ModelError(f"ViT config must be a dict (from vit_config()), got {type(cfg).__name__}")
+    name = cfg.get("name", "vit")
+    if name != "vit":
+        raise ModelError(f"config is for architecture {name!r}, not 'vit'; use model_from_config")
+    unknown = sorted(set(cfg) - set(_VIT_DEFAULTS) - {"name"})
+    if unknown:
+        raise ModelError(
+            f"unknown ViT config keys {unknown}; valid keys: {sorted(_VIT_DEFAULTS)} "
+            "(was the config written by a newer version?)"
+        )
+    c = {**_VIT_DEFAULTS, **{k: v for k, v in cfg.items() if k != "name"}}
+    out: dict[str, Any] = {
+        "img_size": _size(c["img_size"], "img_size"),
+        "patch_size": _size(c["patch_size"], "patch_size"),
+        "in_chans": _int(c["in_chans"], "in_chans", 1),
+        "num_classes": _int(c["num_classes"], "num_classes", 0),
+        "embed_dim": _int(c["embed_dim"], "embed_dim", 1),
+        "depth": _int(c["depth"], "depth", 0 if allow_depth_zero else 1),
+        "num_heads": _int(c["num_heads"], "num_heads", 1),
+        "mlp_ratio": _float(c["mlp_ratio"], "mlp_ratio", 0.0),
+        "reg_tokens": _int(c["reg_tokens"], "reg_tokens", 0),
+    }
+    if out["embed_dim"] % out["num_heads"]:
+        raise ModelError(
+            f"ViT embed_dim {out['embed_dim']} is not divisible by num_heads {out['num_heads']}; "
+            "pick a head count that divides the width"
+        )
+    if int(out["embed_dim"] * out["mlp_ratio"]) < 1:
+        raise ModelError(f"ViT mlp_ratio {out['mlp_ratio']} gives an empty MLP; use a ratio like 4.0")
+    for key in _BOOL_KEYS:
+        if not isinstance(c[key], bool):
+            raise ModelError(f"ViT config {key} must be true or false, got {c[key]!r}")
+        out[key] = c[key]
+    for key in _RATE_KEYS:
+        out[key] = _float(c[key], key, 0.0, 1.0)
+    if c["init_values"] is not None:
+        out["init_values"] = _float(c["init_values"], "init_values", 0.0)
+    if c["pos_embed"] not in ("learn", "none"):
+        raise ModelError(f"ViT config pos_embed must be 'learn' or 'none', got {c['pos_embed']!r}")
+    out["pos_embed"] = c["pos_embed"]
+    if c["global_pool"] not in _POOLS:
+        raise ModelError(f"ViT config global_pool must be one of {list(_POOLS)}, got {c['global_pool']!r}")
+    if c["global_pool"] == "token" and not out["class_token"]:
+        raise ModelError("ViT global_pool 'token' needs class_token=true; use global_pool 'avg' without one")
+    out["global_pool"] = c["global_pool"]
+    if c["act_layer"] not in _ACTS:
+        raise ModelError(f"ViT config act_layer must be one of {list(_ACTS)}, got {c['act_layer']!r}")
+    out["act_layer"] = _act_layer(c["act_layer"])
+    out["norm_layer"] = _norm_layer(_float(c["norm_eps"], "norm_eps", 0.0))
+    return out
+
+
+def _construct(kwargs: dict[str, Any], **extra: Any) -> VisionTransformer:
+    from timm.models.vision_transformer import VisionTransformer
+
+    try:
+        return VisionTransformer(**{**kwargs, **extra})
+    except (AssertionError, TypeError, ValueError) as err:
+        raise ModelError(
+            f"timm refused this ViT config ({err or type(err).__name__}); check the values"
+        ) from err
+
+
+@register_architecture("vit")
+def build_vit(cfg: Mapping[str, Any]) -> VisionTransformer:
+    """Build a timm ``VisionTransformer`` from a shape record (missing keys take the preset defaults)."""
+    return _construct(_vit_kwargs(cfg))
+
+
+def _full_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """The record with every key present, so two configs compare and serialize alike."""
+    _vit_kwargs(cfg, allow_depth_zero=True)  # validation only
+    out = {"name": "vit", **_VIT_DEFAULTS, **{k: v for k, v in cfg.items() if k != "name"}}
+    for key in ("img_size", "patch_size"):
+        if isinstance(out[key], (list, tuple)):
+            out[key] = list(out[key]) if out[key][0] != out[key][1] else int(out[key][0])
+    return out
+
+
+# ---------------------------------------------------------------------- presets
+VIT_PRESETS: dict[str, dict[str, Any]] = {}
+
+
+def _preset_defaults(patch: int, dim: int, depth: int) -> dict[str, Any]:
+    return {
+        "img_size": 28 if patch == 7 else 32,
+        "patch_size": patch,
+        "embed_dim": dim,
+        "depth": depth,
+        "num_heads": dim // 32,
+        "mlp_ratio": 4.0,
+        "class_token": False,
+        "global_pool": "avg",
+        "fc_norm": True,
+    }
+
+
+def vit_preset_config(name: str, **overrides: Any) -> dict[str, Any]:
+    """The full shape record of preset ``name`` with ``overrides`` (``None`` values dropped), without building.
+
+    Lets callers (e.g. an auxiliary net of another depth) reuse a preset's shape without paying for weights.
+    """
+    if name not in VIT_PRESETS:
+        raise ModelError(f"unknown ViT preset {name!r}; available: {', '.join(sorted(VIT_PRESETS))}")
+    unknown = sorted(set(overrides) - set(_VIT_DEFAULTS))
+    if unknown:
+        raise ModelError(
+            f"ViT preset {name!r} does not take {unknown}; valid overrides: {sorted(_VIT_DEFAULTS)}"
+        )
+    return _full_config({**VIT_PRESETS[name], **{k: v for k, v in overrides.items() if v is not None}})
+
+
+def _register_preset(name: str, defaults: dict[str, Any], doc: str) -> None:
+    VIT_PRESETS[name] = defaults
+
+    def preset(**overrides: Any) -> VisionTransformer:
+        return build_vit(vit_preset_config(name, **overrides))
+
+    preset.__name__ = preset.__qualname__ = name
+    preset.__doc__ = doc
+    register_model(preset)
+
+
+for _patch, _tokens in ((4, 64), (8, 16), (7, 16)):
+    for _dim in (96, 192):
+        for _depth in (4, 8, 12):
+            _name = f"vit_p{_patch}_d{_dim}_l{_depth}"
+            _px = 28 if _patch == 7 else 32
+            _register_preset(
+                _name,
+                _preset_defaults(_patch, _dim, _depth),
+                f"ViT, patch {_patch} on {_px} px ({_tokens} tokens), width {_dim}, {_depth} blocks, avg pool.",
+            )
+_register_preset(
+    "vit_test",
+    {**_preset_defaults(4, 32, 2), "img_size": 16, "num_heads": 2},
+    "Tiny ViT for tests: 16 px, patch 4 (16 tokens), width 32, 2 heads, 2 blocks.",
+)
+
+
+# ---------------------------------------------------------------------- describing a user's model
+def _layernorm_eps(module: nn.Module, where: str) -> float:
+    if not isinstance(module, nn.LayerNorm):
+        raise ModelError(
+            f"{where} is a {type(module).__name__}; only LayerNorm transformers can be described (no RMSNorm)"
+        )
+    if not module.elementwise_affine or module.bias is None:
+        raise ModelError(f"{where} is a LayerNorm without weight or bias; vit_config needs affine LayerNorms")
+    return float(module.eps)
+
+
+def _act_name(module: nn.Module) -> str:
+    from timm.layers.activations import GELU, GELUTanh, QuickGELU
+
+    kind = type(module)
+    if kind is nn.GELU:
+        return "gelu" if module.approximate == "none" else "gelu_tanh"
+    names = {
+        nn.ReLU: "relu",
+        nn.SiLU: "silu",
+        GELU: "timm_gelu",
+        GELUTanh: "timm_gelu_tanh",
+        QuickGELU: "quick_gelu",
+    }
+    if kind not in names:
+        raise ModelError(
+            f"the MLP activation {kind.__name__} is not supported; vit_config knows GELU, ReLU, SiLU, QuickGELU"
+        )
+    return names[kind]
+
+
+def _rate(module: nn.Module, attr: str) -> float:
+    """A dropout rate, rounded so float32 schedule values (0.10000000149) read back as typed (0.1)."""
+    return round(float(getattr(module, attr, 0.0) or 0.0), 6)
+
+
+_SIGNATURE_ATTRS = (
+    "num_heads",
+    "head_dim",
+    "eps",
+    "p",
+    "drop_prob",
+    "prob",
+    "approximate",
+    "global_pool",
+    "num_prefix_tokens",
+    "no_embed_class",
+    "pool_include_prefix",
+    "dynamic_img_size",
+    "img_size",
+    "patch_size",
+    "flatten",
+    "strict_img_size",
+    "dynamic_img_pad",
+    "output_fmt",
+)
+
+
+def _signature(model: nn.Module) -> list[tuple[str, str, str]]:
+    """What a config must reproduce, as (where, what, value): module kinds, forward-relevant attributes, shapes."""
+    out: list[tuple[str, str, str]] = []
+    for name, module in model.named_modules():
+        where = name or "(model)"
+        out.append(
+            (where, "type", "LayerNorm" if isinstance(module, nn.LayerNorm) else type(module).__name__)
+        )
+        out.extend((where, a, str(getattr(module, a))) for a in _SIGNATURE_ATTRS if hasattr(module, a))
+    out.extend((k, "shape", str(tuple(v.shape))) for k, v in model.state_dict().items())
+    return out
+
+
+def vit_config(model: nn.Module) -> dict[str, Any]:
+    """The JSON-able shape record of a timm ``VisionTransformer`` (a preset's or a user's pretrained one).
+
+    Everything is read from the module itself, then checked by rebuilding the record on the meta device and
+    comparing module kinds, attributes and tensor shapes: a model the record cannot reproduce is refused with
+    a :class:`ModelError` naming the first difference, never silently described wrong.
+    """
+    from timm.layers import Mlp, PatchEmbed
+    from timm.layers.attention import Attention
+    from timm.models.vision_transformer import Block, VisionTransformer
+
+    if type(model) is not VisionTransformer:
+        hint = ""
+        if isinstance(model, VisionTransformer):
+            hint = (
+                " (subclasses such as DeiT's distilled model add tokens/heads a plain record cannot describe)"
+            )
+        raise ModelError(
+            f"vit_config needs a plain timm VisionTransformer, got {type(model).__name__}{hint}; "
+            "load your weights into timm.models.vision_transformer.VisionTransformer"
+        )
+    pe = model.patch_embed
+    if type(pe) is not PatchEmbed:
+        raise ModelError(f"patch embedding {type(pe).__name__} is not supported; only timm's PatchEmbed is")
+    if not isinstance(pe.norm, nn.Identity):
+        raise ModelError("a patch embedding with its own norm (embed_norm_layer) is not supported")
+    if model.attn_pool is not None and model.global_pool != "map":
+        raise ModelError(
+            f"global_pool {model.global_pool!r} (attention pooling) is not supported; use avg/token/map"
+        )
+    blocks = list(model.blocks)
+    if not blocks:
+        raise ModelError("a VisionTransformer without blocks cannot be described; depth must be >= 1")
+    b0 = blocks[0]
+    for i, blk in enumerate(blocks):
+        if type(blk) is not Block:
+            raise ModelError(
+                f"blocks.{i} is a {type(blk).__name__}; only timm's standard pre-norm Block is supported"
+            )
+        if type(blk.attn) is not Attention or getattr(blk.attn, "gate", None) is not None:
+            raise ModelError(
+                f"blocks.{i}.attn ({type(blk.attn).__name__}) is not timm's plain ungated Attention"
+            )
+        if type(blk.mlp) is not Mlp:
+            raise ModelError(
+                f"blocks.{i}.mlp is a {type(blk.mlp).__name__}; only timm's Mlp (no GLU/SwiGLU) is supported"
+            )
+    dim = int(model.embed_dim)
+    attn = b0.attn
+    if attn.attn_dim != dim:
+        raise ModelError(f"attention width {attn.attn_dim} differs from embed_dim {dim}; not supported")
+    hidden = b0.mlp.fc1.out_features
+    mlp_ratio = hidden / dim
+    if int(dim * mlp_ratio) != hidden:
+        raise ModelError(f"MLP width {hidden} is not int(embed_dim * ratio) for any ratio; not supported")
+    eps = _layernorm_eps(b0.norm1, "blocks.0.norm1")
+    final = model.fc_norm if not isinstance(model.fc_norm, nn.Identity) else model.norm
+    img, patch = tuple(pe.img_size), tuple(pe.patch_size)
+    if pe.proj.bias is None and isinstance(model.norm_pre, nn.Identity):
+        raise ModelError("a bias-free patch embedding without pre_norm is not supported (timm ties the two)")
+    cfg: dict[str, Any] = {
+        "name": "vit",
+        "img_size": img[0] if img[0] == img[1] else list(img),
+        "patch_size": patch[0] if patch[0] == patch[1] else list(patch),
+        "in_chans": int(pe.proj.in_channels),
+        "num_classes": int(model.head.out_features) if isinstance(model.head, nn.Linear) else 0,
+        "embed_dim": dim,
+        "depth": len(blocks),
+        "num_heads": int(attn.num_heads),
+        "mlp_ratio": float(mlp_ratio),
+        "qkv_bias": attn.qkv.bias is not None,
+        "qk_norm": not isinstance(attn.q_norm, nn.Identity),
+        "scale_attn_norm": not isinstance(attn.norm, nn.Identity),
+        "scale_mlp_norm": not isinstance(b0.mlp.norm, nn.Identity),
+        "proj_bias": attn.proj.bias is not None,
+        "init_values": None if isinstance(b0.ls1, nn.Identity) else 1e-5,  # shape only: gamma is learned
+        "class_token": model.cls_token is not None,
+        "reg_tokens": int(model.num_reg_tokens),
+        "no_embed_class": bool(model.no_embed_class),
+        "pos_embed": "learn" if model.pos_embed is not None else "none",
+        "pre_norm": not isinstance(model.norm_pre, nn.Identity),
+        "final_norm": not isinstance(final, nn.Identity),
+        "fc_norm": not isinstance(model.fc_norm, nn.Identity),
+        "global_pool": model.global_pool,
+        "pool_include_prefix": bool(model.pool_include_prefix),
+        "dynamic_img_size": bool(model.dynamic_img_size),
+        "dynamic_img_pad": bool(pe.dynamic_img_pad),
+        "drop_rate": _rate(model.head_drop, "p"),
+        "pos_drop_rate": _rate(model.pos_drop, "p"),
+        "patch_drop_rate": _rate(model.patch_drop, "prob"),
+        "proj_drop_rate": _rate(attn.proj_drop, "p"),
+        "attn_drop_rate": _rate(attn.attn_drop, "p"),
+        "drop_path_rate": _rate(blocks[-1].drop_path1, "drop_prob"),
+        "act_layer": _act_name(b0.mlp.act),
+        "norm_eps": eps,
+    }
+    if cfg["global_pool"] not in _POOLS:
+        raise ModelError(f"global_pool {cfg['global_pool']!r} is not supported; use one of {list(_POOLS)}")
+    if not cfg["final_norm"]:
+        cfg["fc_norm"] = False
+    rebuilt = _construct(_vit_kwargs(cfg), device="meta", weight_init="skip")
+    want, got = _signature(model), _signature(rebuilt)
+    if want != got:
+        w, g = next((w, g) for w, g in zip([*want, ("-", "-", "-")], [*got, ("-", "-", "-")]) if w != g)
+        raise ModelError(
+            f"this VisionTransformer has a feature vit_config cannot describe: {w[0]} {w[1]} is {w[2]} "
+            f"but a standard ViT of its shape has {g[0]} {g[1]} {g[2]}; use a standard timm ViT layout"
+        )
+    return cfg
+
+
+# ---------------------------------------------------------------------- block addressing
+def num_blocks(model: nn.Module) -> int:
+    """How many transformer blocks ``model.blocks`` holds."""
+    blocks = getattr(model, "blocks", None)
+    if not isinstance(blocks, nn.Sequential):
+        raise ModelError(
+            f"{type(model).__name__} has no 'blocks' sequence; expected a timm VisionTransformer"
+        )
+    return len(blocks)
+
+
+def block_prefix(index: int) -> str:
+    """The state-dict prefix of block ``index`` (``"blocks.3."``): stable across timm 1.x and our versions."""
+    return f"{BLOCK_PREFIX}{int(index)}."
+
+
+def _check_index(model: nn.Module, index: int) -> int:
+    n = num_blocks(model)
+    if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < n:
+        raise ModelError(f"block index {index!r} is out of range: the model has blocks 0..{n - 1}")
+    return index
+
+
+def block_param_names(model: nn.Module) -> list[str]:
+    """Block-relative names of a block's tensors (``"attn.qkv.weight"``, ...), in state-dict order."""
+    return list(model.blocks[0].state_dict()) if num_blocks(model) else []
+
+
+def block_state_dict(model: nn.Module, index: int) -> dict[str, Tensor]:
+    """Block ``index``'s tensors under block-relative names (detached views: clone before editing)."""
+    _check_index(model, index)
+    return {k: v.detach() for k, v in model.blocks[index].state_dict().items()}
+
+
+@torch.no_grad()
+def load_block_state_dict(model: nn.Module, index: int, tensors: Mapping[str, Tensor]) -> None:
+    """Copy block-relative ``tensors`` into block ``index``; every name must match exactly, shapes too."""
+    _check_index(model, index)
+    block = model.blocks[index]
+    own = block.state_dict()
+    missing, unexpected = sorted(set(own) - set(tensors)), sorted(set(tensors) - set(own))
+    if missing or unexpected:
+        raise ModelError(f"block {index}: missing tensors {missing}, unexpected {unexpected}")
+    for k, v in tensors.items():
+        if tuple(v.shape) != tuple(own[k].shape):
+            raise ModelError(f"block {index} {k}: shape {tuple(v.shape)} does not fit {tuple(own[k].shape)}")
+    block.load_state_dict({k: v.detach().clone() for k, v in tensors.items()}, strict=True)
+
+
+def shared_state_dict(model: nn.Module, include_head: bool = True) -> dict[str, Tensor]:
+    """Every tensor outside ``blocks.*``: embeddings, tokens, norms and (optionally) the head ``head.*``."""
+    return {
+        k: v.detach()
+        for k, v in model.state_dict().items()
+        if not k.startswith(BLOCK_PREFIX) and (include_head or not k.startswith("head."))
+    }

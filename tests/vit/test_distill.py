@@ -1,0 +1,118 @@
+"""Distillation loss and the training loops (distillation and plain cross-entropy)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from learngene.distill import TensorBatches, distillation_loss, train_classifier, train_distilled
+from learngene.errors import ConfigError, ModelError, NonFiniteError
+from learngene.models.expansion import ExpandedViT
+from learngene.models.vit import build_vit
+from learngene.runtime import seeded
+
+
+def _logits(seed: int, n: int = 8, c: int = 5) -> torch.Tensor:
+    return torch.randn(n, c, generator=torch.Generator().manual_seed(seed)) * 3
+
+
+def test_soft_loss_is_kl_times_t_squared_mixed_with_ce():
+    s, t, y = _logits(0), _logits(1), torch.arange(8) % 5
+    T = 2.0
+    p_t = F.softmax(t / T, -1)
+    kl = (p_t * (p_t.log() - F.log_softmax(s / T, -1))).sum(-1).mean() * T * T
+    torch.testing.assert_close(distillation_loss(s, t, mode="soft", alpha=1.0, temperature=T), kl)
+    mixed = distillation_loss(s, t, y, mode="soft", alpha=0.25, temperature=T)
+    torch.testing.assert_close(mixed, 0.75 * F.cross_entropy(s, y) + 0.25 * kl)
+    assert float(distillation_loss(t, t, alpha=1.0)) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_hard_loss_uses_teacher_argmax():
+    s, t, y = _logits(0), _logits(1), torch.arange(8) % 5
+    hard = distillation_loss(s, t, y, mode="hard", alpha=0.5)
+    torch.testing.assert_close(hard, 0.5 * F.cross_entropy(s, y) + 0.5 * F.cross_entropy(s, t.argmax(-1)))
+
+
+def test_loss_settings_are_checked():
+    s, t = _logits(0), _logits(1)
+    with pytest.raises(ConfigError, match="'soft' or 'hard'"):
+        distillation_loss(s, t, mode="medium")
+    with pytest.raises(ConfigError, match="needs targets"):
+        distillation_loss(s, t, alpha=0.5)
+    with pytest.raises(ConfigError, match="temperature must be > 0"):
+        distillation_loss(s, t, alpha=1.0, temperature=0)
+    with pytest.raises(ModelError, match="same label set"):
+        distillation_loss(s, _logits(1, c=4), alpha=1.0)
+
+
+def _kl(student, teacher, x) -> float:
+    student.eval()
+    with torch.no_grad():
+        return float(distillation_loss(student(x), teacher(x), mode="soft", alpha=1.0, temperature=2.0))
+
+
+def test_distillation_lowers_kl_and_leaves_teacher_untouched(tiny_cfg, batch):
+    with seeded(0):
+        teacher = build_vit({**tiny_cfg, "depth": 2})
+    teacher.train()  # the loop must switch it to eval for its forward, then restore this
+    teacher_state = {k: v.clone() for k, v in teacher.state_dict().items()}
+    student = ExpandedViT(tiny_cfg, "linear", depth=2, seed=1)
+    y = torch.zeros(len(batch), dtype=torch.long)
+    before = _kl(student, teacher, batch)
+    history = train_distilled(
+        student, teacher, [(batch, y)], epochs=8, lr=3e-3, mode="soft", alpha=1.0, temperature=2.0, seed=0
+    )
+    after = _kl(student, teacher, batch)
+    assert len(history["loss"]) == 8 and history["train_seconds"] > 0
+    assert after < 0.5 * before, (before, after)
+    assert history["loss"][-1] < history["loss"][0]
+    assert teacher.training
+    assert all(torch.equal(v, teacher_state[k]) for k, v in teacher.state_dict().items())
+
+
+def test_non_finite_loss_raises_a_clear_error(tiny_cfg, batch):
+    model = build_vit(tiny_cfg)
+    bad = batch.clone()
+    bad[0, 0, 0, 0] = float("nan")
+    with pytest.raises(NonFiniteError, match="non-finite classification loss at epoch 0, batch 0"):
+        train_classifier(model, [(bad, torch.zeros(len(bad), dtype=torch.long))], epochs=1)
+
+
+def test_classifier_curve_seed_and_global_rng(tiny_cfg, batch):
+    cfg = {**tiny_cfg, "drop_rate": 0.3, "depth": 1}  # dropout: the seed must decide the masks
+    y = torch.arange(len(batch)) % 5
+    loader = [(batch, y)]
+    seen: list[int] = []
+
+    def eval_fn(model) -> float:
+        seen.append(int(model.training))
+        return 0.5
+
+    def run(seed: int) -> dict:
+        with seeded(3):
+            model = build_vit(cfg)
+        return train_classifier(model, loader, 3, seed=seed, eval_fn=eval_fn, eval_epochs=[0, 1, 3])
+
+    rng = torch.get_rng_state()
+    a, b, c = run(7), run(7), run(8)
+    assert torch.equal(torch.get_rng_state(), rng)  # seeded runs never move the caller's RNG
+    assert a["loss"] == b["loss"] and a["loss"] != c["loss"]
+    assert a["curve_epochs"] == [0, 1, 3] and a["curve"] == [0.5, 0.5, 0.5]
+
+
+def test_tensor_batches_reshuffle_reproducibly():
+    x, y = torch.arange(10).float()[:, None], torch.arange(10)
+    first = [b[1].tolist() for b in TensorBatches(x, y, 4, seed=1)]
+    loader = TensorBatches(x, y, 4, seed=1)
+    epoch1, epoch2 = [b[1].tolist() for b in loader], [b[1].tolist() for b in loader]
+    assert epoch1 == first and epoch1 != epoch2 and len(loader) == 3
+    assert sorted(sum(epoch2, [])) == list(range(10))
+    with pytest.raises(ConfigError, match="batch_size"):
+        TensorBatches(x, y, 0)
+
+
+def test_amp_path_runs_on_cpu(tiny_cfg, batch):
+    model = build_vit({**tiny_cfg, "depth": 1})
+    out = train_classifier(model, [(batch, torch.arange(len(batch)) % 5)], 2, amp=True, seed=0)
+    assert len(out["loss"]) == 2 and all(torch.isfinite(torch.tensor(out["loss"])))
