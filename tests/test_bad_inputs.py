@@ -496,7 +496,7 @@ BAD_INPUTS: list[tuple[str, Callable[[Ctx], Any], str]] = [
     ("foreign_file_as_gene", _foreign_file_as_gene, "not a learngene"),
     ("foreign_manifest_as_gene", _foreign_manifest_as_gene, "has format 'onnx', expected 'learngene/v1'"),
     ("run_dir_as_gene", _run_dir_as_gene, "not a learngene (no learngene.json in"),
-    ("predict_dir_not_model", _predict_dir_not_model, "is not a model written by `learngene inherit` (no model.json)"),
+    ("predict_dir_not_model", _predict_dir_not_model, "not an individual model (no model.json in"),
     ("predict_missing_image", _predict_missing_image, "does not exist; pass image files or folders of images"),
     ("tampered_model", _tampered_model, "tampered: sha256 mismatch"),
     ("model_manifest_edited", _model_manifest_edited, "'classes' must list the model's 3 class names"),

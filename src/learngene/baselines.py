@@ -25,21 +25,21 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import safetensors.torch
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from learngene.artifacts import BASELINE
 from learngene.config import Config
 from learngene.data import Episode, ImageSet, TaskStream
 from learngene.data.transforms import BatchAugment, normalize
 from learngene.errors import ConfigError, LearngeneError, NonFiniteError
 from learngene.models import model_from_config
+from learngene.models.io import load_network, save_network
 from learngene.runtime import derive_seed, generator
-from learngene.safeio import atomic_write_bytes, atomic_write_json, read_json, sha256_bytes
+from learngene.safeio import sha256_bytes
 
 __all__ = [
-    "BASELINE_FORMAT",
     "FeatureFn",
     "block_features",
     "cached_baseline",
@@ -58,9 +58,6 @@ __all__ = [
     "train_protonet",
 ]
 
-BASELINE_FORMAT = "learngene-baseline/v1"
-MANIFEST = "baseline.json"
-WEIGHTS = "model.safetensors"
 
 FeatureFn = Callable[[Tensor], Tensor]
 
@@ -409,51 +406,19 @@ def cache_key(
 
 
 def save_baseline(directory: str | Path, model: nn.Module, key: dict[str, Any], info: dict[str, Any]) -> Path:
-    """Weights first, manifest (with their sha256) last: a crash in between leaves a mismatched manifest."""
-    directory = Path(directory)
-    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    data = safetensors.torch.save(tensors, metadata={"format": BASELINE_FORMAT})
-    atomic_write_bytes(directory / WEIGHTS, data)
-    atomic_write_json(
-        directory / MANIFEST,
-        {
-            "format": BASELINE_FORMAT,
-            "architecture": model.config(),
-            "key": key,
-            "sha256": sha256_bytes(data),
-            "info": info,
-        },
-    )
-    return directory
+    """Cache a trained baseline as a network artifact, with the key it was trained under."""
+    save_network(model, directory, BASELINE, {"key": key, "info": info})
+    return Path(directory)
 
 
 def load_baseline(
     directory: str | Path, key: dict[str, Any] | None = None
 ) -> tuple[nn.Module, dict[str, Any]]:
-    """Load a cached baseline (safetensors, checked against the manifest's sha256 and, if given, ``key``)."""
-    directory = Path(directory)
-    manifest = read_json(directory / MANIFEST, "baseline manifest")
-    if manifest.get("format") != BASELINE_FORMAT:
-        raise LearngeneError(
-            f"{directory / MANIFEST} is not a learngene baseline ({manifest.get('format')!r})"
-        )
+    """Load a cached baseline (checked like every artifact and, if given, against ``key``)."""
+    model, manifest = load_network(directory, BASELINE)
     if key is not None and manifest.get("key") != key:
         raise LearngeneError(f"{directory} holds a baseline trained under another configuration or stream")
-    try:
-        data = (directory / WEIGHTS).read_bytes()
-    except OSError as err:
-        raise LearngeneError(f"cannot read {directory / WEIGHTS}: {err.strerror or err}") from None
-    if sha256_bytes(data) != manifest.get("sha256"):
-        raise LearngeneError(
-            f"{directory / WEIGHTS} does not match the sha256 in its manifest (modified or stale)"
-        )
-    try:
-        tensors = safetensors.torch.load(data)
-        model = model_from_config(manifest["architecture"])
-        model.load_state_dict(tensors, strict=True)
-    except Exception as err:  # noqa: BLE001 - any parse or shape failure means a bad cache
-        raise LearngeneError(f"cannot load the baseline in {directory}: {str(err)[:300]}") from None
-    return model.eval(), manifest.get("info", {})
+    return model, manifest.get("info", {})
 
 
 def cached_baseline(
@@ -463,7 +428,7 @@ def cached_baseline(
 
     A missing, stale (other key) or damaged cache is retrained and replaced: it is derived data.
     """
-    if directory is not None and (Path(directory) / MANIFEST).is_file():
+    if directory is not None and (Path(directory) / BASELINE.manifest).is_file():
         try:
             model, info = load_baseline(directory, key)
             return model, {**info, "cached": True}

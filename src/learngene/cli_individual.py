@@ -126,7 +126,6 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _inherit(args: argparse.Namespace) -> int:
-    import safetensors.torch
     import torch
 
     from learngene.config import Config, load_config
@@ -134,8 +133,8 @@ def _inherit(args: argparse.Namespace) -> int:
     from learngene.data.transforms import normalize
     from learngene.evaluate import individual_spec, train_settings
     from learngene.gene import Learngene
-    from learngene.individual import build_individual, train_few_shot
-    from learngene.safeio import atomic_write_bytes, atomic_write_json, check_writable_dir, sha256_bytes
+    from learngene.individual import build_individual, save_individual, train_few_shot
+    from learngene.safeio import check_writable_dir
 
     cfg = load_config(args.preset, args.config, args.overrides) if (args.preset or args.config or args.overrides) \
         else Config()
@@ -161,76 +160,19 @@ def _inherit(args: argparse.Namespace) -> int:
         qy = torch.tensor([classes.index(query.classes[int(i)]) for i in query.labels])
     model = build_individual(gene, individual_spec(cfg), len(classes), seed=args.seed)
     result = train_few_shot(model, x, y, train_settings(cfg), query_x=qx, query_y=qy, seed=args.seed)
-    tensors = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-    weights = safetensors.torch.save(tensors, metadata={"format": "learngene-individual"})
-    atomic_write_bytes(out / "model.safetensors", weights)
-    manifest = {
-        "format": "learngene-individual/v1",
-        "architecture": model.config(),
-        "classes": classes,
-        "preprocessing": {k: spec[k] for k in ("image_size", "channels", "mean", "std")},
-        "gene": {"layers": gene.layer_names, "provenance": gene.manifest().get("provenance")},
-        "support": {"dir": str(Path(args.support).resolve()), "images": len(y)},
-        "params": sum(p.numel() for p in model.parameters()),
-        "inherited_params": model.inherited_params(),
-        "query_accuracy": result.get("accuracy"),
-        "sha256": sha256_bytes(weights),  # checked by `learngene predict`: a modified file is refused
-    }
-    atomic_write_json(out / "model.json", manifest)
+    save_individual(
+        model, out, classes=classes, preprocessing=spec,
+        gene={"layers": gene.layer_names, "provenance": gene.manifest().get("provenance")},
+        support={"dir": str(Path(args.support).resolve()), "images": len(y)},
+        params=sum(p.numel() for p in model.parameters()),
+        inherited_params=model.inherited_params(),
+        query_accuracy=result.get("accuracy"),
+    )
     msg = f"trained an individual model on {len(y)} images of {len(classes)} classes -> {out}"
     if "accuracy" in result:
         msg += f"; query accuracy {result['accuracy']:.3f} on {len(qy)} images"
     print(msg)
     return 0
-
-
-def load_individual(directory: str | Path):
-    import safetensors.torch
-
-    from learngene.individual import IndividualModel
-    from learngene.safeio import read_json, sha256_file
-
-    directory = Path(directory)
-    if not directory.is_dir():
-        raise LearngeneError(
-            f"model directory {directory} does not exist (or is not a folder); pass the --out of `learngene inherit`"
-        )
-    if not (directory / "model.json").is_file():
-        raise LearngeneError(
-            f"{directory} is not a model written by `learngene inherit` (no model.json); pass the --out of "
-            "`learngene inherit`"
-        )
-    meta = read_json(directory / "model.json", "individual model manifest")
-    if meta.get("format") != "learngene-individual/v1":
-        raise LearngeneError(f"{directory} is not a model written by `learngene inherit` (format {meta.get('format')!r})")
-    weights = directory / "model.safetensors"
-    if not weights.is_file():
-        raise LearngeneError(f"{weights} is missing; the model directory is incomplete, run `learngene inherit` again")
-    expected = meta.get("sha256")
-    if expected is not None:  # models written before the checksum was recorded load without the check
-        actual = sha256_file(weights)
-        if actual != expected:
-            raise LearngeneError(
-                f"tampered: sha256 mismatch for {weights} (file {actual}, model.json {expected}); the weights were "
-                "modified or truncated after `learngene inherit` wrote them. Run `learngene inherit` again"
-            )
-    try:
-        model = IndividualModel.from_config(meta["architecture"])
-        model.load_state_dict(safetensors.torch.load_file(str(weights)))
-    except Exception as err:  # noqa: BLE001 - torch, safetensors (own error type) and bad manifests alike
-        raise LearngeneError(f"cannot load the individual model in {directory}: {str(err)[:300]}") from None
-    classes, pre = meta.get("classes"), meta.get("preprocessing")
-    if not isinstance(classes, list) or len(classes) != model.num_classes:
-        raise LearngeneError(
-            f"{directory / 'model.json'}: 'classes' must list the model's {model.num_classes} class names; "
-            "the manifest was edited or is corrupt, run `learngene inherit` again"
-        )
-    if not isinstance(pre, dict) or not {"image_size", "channels", "mean", "std"} <= set(pre):
-        raise LearngeneError(
-            f"{directory / 'model.json'}: 'preprocessing' must give image_size, channels, mean and std; "
-            "the manifest was edited or is corrupt, run `learngene inherit` again"
-        )
-    return model.eval(), meta
 
 
 def _image_paths(items: list[str]) -> list[Path]:
@@ -248,6 +190,7 @@ def _predict(args: argparse.Namespace) -> int:
 
     from learngene.data.images import load_image
     from learngene.data.transforms import normalize
+    from learngene.individual import load_individual
 
     model, meta = load_individual(args.model)
     pre = meta["preprocessing"]

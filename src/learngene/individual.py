@@ -10,17 +10,22 @@ from __future__ import annotations
 import copy
 import hashlib
 import math
+import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from learngene.artifacts import INDIVIDUAL
 from learngene.collective.ewc import EWC, diagonal_fisher
 from learngene.errors import ModelError, NonFiniteError
+from learngene.models.io import load_network, save_network
+from learngene.models.registry import register_architecture
 from learngene.models.vgg import ConvBlock
 
 GENE_PREFIX = "gene."
@@ -30,8 +35,13 @@ def _blocks(specs: Sequence[dict[str, Any]]) -> nn.Sequential:
     return nn.Sequential(*[ConvBlock(s["in_channels"], s["out_channels"], pool=bool(s["pool"])) for s in specs])
 
 
+@register_architecture("individual")
 class IndividualModel(nn.Module):
-    """A lightweight descendant: ``before -> gene -> after -> head -> classifier``."""
+    """A lightweight descendant: ``before -> gene -> after -> head -> classifier``.
+
+    timm's conventions: ``forward_features`` (the conv stack), ``forward_head`` (MLP + classifier, or the
+    penultimate features with ``pre_logits=True``) and ``reset_classifier`` (a new label set).
+    """
 
     def __init__(self, in_channels: int, image_size: int, before: Sequence[dict[str, Any]],
                  gene: Sequence[dict[str, Any]], after: Sequence[dict[str, Any]], hidden: Sequence[int],
@@ -78,11 +88,23 @@ class IndividualModel(nn.Module):
     def num_classes(self) -> int:
         return self.classifier.out_features
 
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.after(self.gene(self.before(x)))
+
+    def forward_head(self, feats: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        h = self.head(feats)
+        return h if pre_logits else self.classifier(h)
+
     def forward_penultimate(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.after(self.gene(self.before(x))))
+        return self.forward_head(self.forward_features(x), pre_logits=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.forward_penultimate(x))
+        return self.forward_head(self.forward_features(x))
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """A fresh ``num_classes``-way output layer (new label set); the rest of the model is kept."""
+        self.classifier = nn.Linear(self.feature_dim, num_classes).to(self.classifier.weight.device)
+        self._cfg["num_classes"] = num_classes
 
     def inherited_params(self) -> int:
         return sum(p.numel() for p in self.gene.parameters())
@@ -289,3 +311,42 @@ def accuracy_of(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: 
     for start in range(0, len(x), batch_size):
         correct += int((model(x[start : start + batch_size]).argmax(1) == y[start : start + batch_size]).sum())
     return correct / max(len(x), 1)
+
+
+PREPROCESSING_KEYS = ("image_size", "channels", "mean", "std")
+
+
+def save_individual(model: IndividualModel, directory: str | os.PathLike[str], *, classes: Sequence[str],
+                    preprocessing: Mapping[str, Any], **fields: Any) -> dict[str, Any]:
+    """Save a trained individual model so that ``learngene predict --model DIRECTORY`` can use it.
+
+    ``classes`` name the outputs in order; ``preprocessing`` gives ``image_size``, ``channels``, ``mean`` and
+    ``std`` (a gene's ``input_spec``); extra ``fields`` (provenance, accuracy, ...) go into ``model.json``.
+    """
+    classes = [str(c) for c in classes]
+    if len(classes) != model.num_classes:
+        raise ModelError(f"save_individual: {len(classes)} class names for a {model.num_classes}-way model")
+    missing = [k for k in PREPROCESSING_KEYS if k not in preprocessing]
+    if missing:
+        raise ModelError(f"save_individual: preprocessing lacks {missing}; pass the gene's input_spec")
+    pre = {k: preprocessing[k] for k in PREPROCESSING_KEYS}
+    return save_network(model, directory, INDIVIDUAL, {"classes": classes, "preprocessing": pre, **fields})
+
+
+def load_individual(directory: str | os.PathLike[str]) -> tuple[IndividualModel, dict[str, Any]]:
+    """The individual model saved by :func:`save_individual` (eval mode) and its manifest, fully checked."""
+    model, meta = load_network(directory, INDIVIDUAL)
+    where = Path(directory)
+    where = where / INDIVIDUAL.manifest if where.is_dir() else where
+    classes, pre = meta.get("classes"), meta.get("preprocessing")
+    if not isinstance(classes, list) or len(classes) != model.num_classes:
+        raise INDIVIDUAL.error(
+            f"{where}: 'classes' must list the model's {model.num_classes} class names; the manifest was edited or "
+            "is corrupt, run `learngene inherit` again"
+        )
+    if not isinstance(pre, dict) or not set(PREPROCESSING_KEYS) <= set(pre):
+        raise INDIVIDUAL.error(
+            f"{where}: 'preprocessing' must give image_size, channels, mean and std; the manifest was edited or "
+            "is corrupt, run `learngene inherit` again"
+        )
+    return model, meta

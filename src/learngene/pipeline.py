@@ -2,7 +2,7 @@
 
 A run directory holds: ``config.json`` (resolved config), ``stream.json`` (split + every task's images),
 ``checkpoints/``, ``collective.json`` (report), ``model/`` (final collective network: model.safetensors +
-config.json), ``gradient_stats.*`` and ``plots/``.
+network.json), ``gradient_stats.*`` and ``plots/``.
 """
 
 from __future__ import annotations
@@ -12,49 +12,20 @@ import json
 from pathlib import Path
 from typing import Any
 
-import safetensors.torch
 import torch
-from torch import nn
 
 from learngene.collective.learner import from_config
 from learngene.config import Config, config_diff, config_from_dict
 from learngene.data import ImageSet, TaskStream
 from learngene.distributed import SINGLE, DistInfo, barrier
 from learngene.errors import CheckpointError, LearngeneError
-from learngene.models import model_from_config
+from learngene.models.io import load_network, save_network
 from learngene.plots import plot_accuracy_matrix, plot_forgetting_curve, plot_params
 from learngene.prepare import input_spec, load_data, make_split, make_stream
 from learngene.report import jsonable
-from learngene.safeio import atomic_write_bytes, atomic_write_json, check_writable_dir, output_lock, read_json
+from learngene.safeio import atomic_write_json, check_writable_dir, output_lock, read_json
 
 MODEL_DIR = "model"
-
-
-def save_network(model: nn.Module, directory: str | Path, extra: dict[str, Any] | None = None) -> Path:
-    """timm habit: weights in model.safetensors, architecture in config.json (nothing executable)."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    atomic_write_bytes(directory / "model.safetensors", safetensors.torch.save(tensors, metadata={"format": "learngene-model"}))
-    atomic_write_json(directory / "config.json", {"architecture": model.config(), **(extra or {})})
-    return directory
-
-
-def load_network(directory: str | Path) -> tuple[nn.Module, dict[str, Any]]:
-    directory = Path(directory)
-    meta = read_json(directory / "config.json", "model config")
-    if "architecture" not in meta:
-        raise LearngeneError(f"{directory / 'config.json'} has no 'architecture'; is this a learngene model directory?")
-    try:
-        tensors = safetensors.torch.load_file(str(directory / "model.safetensors"))
-    except Exception as err:  # noqa: BLE001 - any parse failure is a bad file
-        raise LearngeneError(f"cannot read {directory / 'model.safetensors'}: {err}") from None
-    model = model_from_config(meta["architecture"])
-    try:
-        model.load_state_dict(tensors)
-    except RuntimeError as err:
-        raise LearngeneError(f"weights in {directory} do not match its architecture: {str(err)[:300]}") from None
-    return model.eval(), meta
 
 
 def locked_output(fn):
@@ -131,7 +102,7 @@ def run_collective(
         barrier(dist)  # wait until rank 0 has written the outputs that later stages read
         return report
     recorder.save(out)
-    save_network(trainer.network, out / MODEL_DIR, {"input_spec": spec, "class_order": stream.class_order})
+    save_network(trainer.network, out / MODEL_DIR, fields={"input_spec": spec, "class_order": stream.class_order})
     plots = out / "plots"
     plot_forgetting_curve(report, plots / "forgetting_curve.png")
     plot_accuracy_matrix(report["accuracy_matrix_task_aware"]["R"], plots / "accuracy_matrix.png")

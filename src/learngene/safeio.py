@@ -56,6 +56,18 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+_MODE: list[int] = []
+
+
+def _file_mode() -> int:
+    """0666 minus the process umask (read once; os.umask can only be read by setting it)."""
+    if not _MODE:
+        mask = os.umask(0o022)
+        os.umask(mask)
+        _MODE.append(0o666 & ~mask)
+    return _MODE[0]
+
+
 _DISK_FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
 
 
@@ -92,6 +104,7 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
         ) from err
     tmp = Path(tmp_name)
     try:
+        os.chmod(tmp, _file_mode())  # mkstemp makes 0600 files; ours are as readable as any file the user makes
         with os.fdopen(fd, "wb") as fh:
             half = len(data) // 2
             fh.write(data[:half])

@@ -48,7 +48,7 @@ def test_collective_smoke_run(tmp_path, smoke):
         "gradient_stats.safetensors",
         "gradient_stats.json",
         "model/model.safetensors",
-        "model/config.json",
+        "model/network.json",
         "plots/forgetting_curve.png",
         "plots/gradient_heatmap.png",
     ):

@@ -24,7 +24,6 @@ extra work.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Callable, Mapping
@@ -39,10 +38,6 @@ from learngene.errors import CheckpointError, ConfigError, DataError, LearngeneE
 __all__ = ["STATS", "GradientRecorder", "conv_weights", "layer_name"]
 
 STATS = ("fraction", "grad_norm")
-STATS_FILE = "gradient_stats.safetensors"
-META_FILE = "gradient_stats.json"
-FORMAT = "learngene.gradient_stats"
-FORMAT_VERSION = 1
 
 LayerFilter = Callable[[str, nn.Parameter], bool]
 
@@ -409,13 +404,9 @@ class GradientRecorder:
 
     def save(self, directory: str | os.PathLike[str]) -> None:
         """Write ``gradient_stats.safetensors`` (tensors) and ``gradient_stats.json`` (names, tasks, settings)."""
-        from safetensors.torch import save_file
+        from learngene.artifacts import GRADIENT_STATS, save_artifact
 
-        d = Path(directory)
-        d.mkdir(parents=True, exist_ok=True)
-        meta = {
-            "format": FORMAT,
-            "version": FORMAT_VERSION,
+        save_artifact(directory, GRADIENT_STATS, self._tensors(), {
             "layer_names": self.layer_names,
             "tasks": [r["task"] for r in self.records],
             "epochs": [r["epoch"] for r in self.records],
@@ -423,37 +414,21 @@ class GradientRecorder:
             "signed": self.signed,
             "stats": list(STATS),
             "multiplicity": self._mult_lists(),
-        }
-        tmp_t, tmp_m = d / (STATS_FILE + ".tmp"), d / (META_FILE + ".tmp")
-        save_file(self._tensors(), str(tmp_t), metadata={"format": FORMAT})
-        tmp_m.write_text(json.dumps(meta, indent=2))
-        os.replace(tmp_t, d / STATS_FILE)
-        os.replace(tmp_m, d / META_FILE)
+        })
 
     @classmethod
     def load(cls, directory: str | os.PathLike[str]) -> GradientRecorder:
         """Read what :meth:`save` wrote; :class:`DataError` naming the file if it is missing or corrupt."""
-        from safetensors.torch import load_file
+        from learngene.artifacts import GRADIENT_STATS, load_artifact
 
         d = Path(directory)
-        tpath, mpath = d / STATS_FILE, d / META_FILE
-        for p in (tpath, mpath):
-            if not p.is_file():
-                raise DataError(
-                    f"gradient statistics not found: {p} is missing; point to the run directory of a collective "
-                    "training (it writes gradient_stats.json and gradient_stats.safetensors)"
-                )
-        try:
-            meta = json.loads(mpath.read_text())
-            tensors = load_file(str(tpath))
-        except Exception as exc:  # json or safetensors parse errors have many types
+        if not (d / GRADIENT_STATS.manifest).is_file():
             raise DataError(
-                f"gradient statistics in {d} are corrupt ({type(exc).__name__}: {exc}); re-run the collective "
-                "training or restore the files from a backup"
-            ) from exc
+                f"gradient statistics not found: {d / GRADIENT_STATS.manifest} is missing; point to the run directory "
+                "of a collective training (it writes gradient_stats.json and gradient_stats.safetensors)"
+            )
+        meta, tensors, _ = load_artifact(d, GRADIENT_STATS)
         try:
-            if meta.get("format") != FORMAT:
-                raise ValueError(f"format is {meta.get('format')!r}, expected {FORMAT!r}")
             names = [str(n) for n in meta["layer_names"]]
             tasks = [int(t) for t in meta["tasks"]]
             epochs = [int(e) for e in meta["epochs"]]

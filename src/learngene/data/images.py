@@ -13,7 +13,6 @@ import errno
 import json
 import os
 import stat
-import tempfile
 import threading
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
@@ -278,9 +277,11 @@ def cache_dir() -> Path:
 
 
 def save_imageset(data: ImageSet, path: str | Path, extra: dict[str, str] | None = None) -> Path:
-    """Write an ImageSet as one safetensors file, atomically (temporary file + os.replace), so a crash or
-    a concurrent reader never sees a half-written cache."""
-    from safetensors.torch import save_file
+    """Write an ImageSet as one safetensors file through the package's atomic writer, so a crash or a
+    concurrent reader never sees a half-written cache."""
+    from safetensors.torch import save
+
+    from learngene.safeio import atomic_write_bytes
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -294,15 +295,7 @@ def save_imageset(data: ImageSet, path: str | Path, extra: dict[str, str] | None
         "groups": json.dumps(data.groups),
     }
     meta.update({f"extra.{k}": str(v) for k, v in (extra or {}).items()})
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=meta)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; a cache should be readable like any other file
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(path, save(tensors, metadata=meta))
     return path
 
 
