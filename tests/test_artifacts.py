@@ -9,7 +9,15 @@ import stat
 import pytest
 import torch
 
-from learngene.artifacts import BASELINE, GENE, GRADIENT_STATS, INDIVIDUAL, NETWORK, load_artifact, save_artifact
+from learngene.artifacts import (
+    BASELINE,
+    GENE,
+    GRADIENT_STATS,
+    INDIVIDUAL,
+    NETWORK,
+    load_artifact,
+    save_artifact,
+)
 from learngene.errors import DataError, GeneError, LearngeneError
 from learngene.individual import IndividualModel, load_individual, save_individual
 from learngene.models import create_model

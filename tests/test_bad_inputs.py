@@ -168,13 +168,14 @@ def _run_infeasible_setting(c: Ctx):
 
 
 def _gene_before_channel_mismatch(c: Ctx):
-    from learngene.evaluate import gene_from_network
-    from learngene.individual import IndividualSpec, build_individual
-    from learngene.pipeline import load_network
+    from learngene.config import IndividualConfig
+    from learngene.gene import Learngene
+    from learngene.individual import build_individual
+    from learngene.models.io import load_network
 
     network, meta = load_network(c.built.collective / "model")
-    gene = gene_from_network(network, ["features.1"], meta["input_spec"])  # sits inside: needs fresh layers first
-    spec = IndividualSpec(before=[gene.in_channels + 3], adapt=False)
+    gene = Learngene.from_model(network, ["features.1"], input_spec=meta["input_spec"])  # sits inside: needs fresh layers first
+    spec = IndividualConfig(before=[gene.in_channels + 3], adapt=False)
     return Api(ModelError, lambda: build_individual(gene, spec, 5))
 
 

@@ -638,7 +638,7 @@ def test_genes_that_differ_in_one_respect_are_not_aliased(what: str) -> None:
     from learngene.evaluate import duplicate_genes
 
     variant = _gene_variants()[what]
-    assert duplicate_genes(["learngene", "gene-top"], _gene(), {"gene-top": variant}) == {}
+    assert duplicate_genes(["learngene", "gene-top"], {"learngene": _gene(), "gene-top": variant}) == {}
 
 
 def test_an_identical_gene_is_aliased_whatever_its_criterion_and_provenance(tmp_path: Path) -> None:
@@ -648,8 +648,8 @@ def test_an_identical_gene_is_aliased_whatever_its_criterion_and_provenance(tmp_
     bare = Learngene(g.layers, g.tensors, input_spec=g.input_spec)  # no criterion, no provenance
     reloaded = Learngene.load(g.save(tmp_path / "gene"))
     variants = _gene_variants()
-    aliases = duplicate_genes(["learngene", "gene-bottom", "gene-top", "gene-random-layers"], g,
-                              {"gene-bottom": variants["layer flag (pool)"], "gene-top": bare,
+    aliases = duplicate_genes(["learngene", "gene-bottom", "gene-top", "gene-random-layers"],
+                              {"learngene": g, "gene-bottom": variants["layer flag (pool)"], "gene-top": bare,
                                "gene-random-layers": reloaded})
     assert aliases == {"gene-top": "learngene", "gene-random-layers": "learngene"}
 

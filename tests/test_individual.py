@@ -1,12 +1,11 @@
 import pytest
 import torch
 
+from learngene.config import IndividualConfig
 from learngene.errors import ModelError
-from learngene.evaluate import gene_from_network
+from learngene.gene import Learngene
 from learngene.individual import (
     IndividualModel,
-    IndividualSpec,
-    TrainSettings,
     build_individual,
     plan_individual,
     train_few_shot,
@@ -39,8 +38,8 @@ def _task(n_per_class=2, ways=3, seed=0, draw=0):
 
 
 def test_builder_shapes_and_inherited_weights(network):
-    gene = gene_from_network(network, ["features.1", "features.2"], SPEC)
-    model = build_individual(gene, IndividualSpec(before=[5]), num_classes=3)
+    gene = Learngene.from_model(network, ["features.1", "features.2"], input_spec=SPEC)
+    model = build_individual(gene, IndividualConfig(before=[5]), num_classes=3)
     assert isinstance(model, IndividualModel)
     assert model.eval()(torch.randn(2, 1, 16, 16)).shape == (2, 3)
     # the fresh layer before the gene was adapted to the gene's input channels, and pools match the source
@@ -53,27 +52,27 @@ def test_builder_shapes_and_inherited_weights(network):
 
 
 def test_builder_refuses_mismatch(network):
-    gene = gene_from_network(network, ["features.1"], SPEC)
+    gene = Learngene.from_model(network, ["features.1"], input_spec=SPEC)
     with pytest.raises(ModelError, match="needs at least one fresh layer"):
-        plan_individual(gene.layers, gene.input_spec, IndividualSpec(before=[]), 3)
+        plan_individual(gene.layers, gene.input_spec, IndividualConfig(before=[]), 3)
     with pytest.raises(ModelError, match="expects 4"):
-        plan_individual(gene.layers, gene.input_spec, IndividualSpec(before=[7], adapt=False), 3)
+        plan_individual(gene.layers, gene.input_spec, IndividualConfig(before=[7], adapt=False), 3)
 
 
 def test_gene_at_input_needs_no_fresh_layer(network):
-    gene = gene_from_network(network, ["features.0"], SPEC)
-    cfg = plan_individual(gene.layers, gene.input_spec, IndividualSpec(before=[32]), 3)
+    gene = Learngene.from_model(network, ["features.0"], input_spec=SPEC)
+    cfg = plan_individual(gene.layers, gene.input_spec, IndividualConfig(before=[32]), 3)
     assert cfg["before"] == []
 
 
 def test_every_task_starts_from_a_fresh_gene(network):
-    gene = gene_from_network(network, ["features.1", "features.2"], SPEC)
+    gene = Learngene.from_model(network, ["features.1", "features.2"], input_spec=SPEC)
     before = {k: v.clone() for k, v in gene.state_dict_for("").items()}
     x, y = _task()
-    m1 = build_individual(gene, IndividualSpec(before=[4]), 3)
-    train_few_shot(m1, x, y, TrainSettings(epochs=5, inherit_mode="free", lr=0.1), seed=0)
+    m1 = build_individual(gene, IndividualConfig(before=[4]), 3)
+    train_few_shot(m1, x, y, IndividualConfig(epochs=5, inherit_mode="free", lr=0.1), seed=0)
     assert any(not torch.equal(v, before[k]) for k, v in m1.gene.state_dict().items())  # it did train
-    m2 = build_individual(gene, IndividualSpec(before=[4]), 3)
+    m2 = build_individual(gene, IndividualConfig(before=[4]), 3)
     for k, v in m2.gene.state_dict().items():
         assert torch.equal(v, before[k])
 
@@ -84,12 +83,12 @@ def _drift(model, gene):
 
 
 def test_ewc_keeps_inherited_layers_close(network):
-    gene = gene_from_network(network, ["features.1", "features.2"], SPEC)
+    gene = Learngene.from_model(network, ["features.1", "features.2"], input_spec=SPEC)
     x, y = _task(n_per_class=4)
     drifts = {}
     for lam in (0.0, 100.0):
-        model = build_individual(gene, IndividualSpec(before=[4]), 3, seed=1)
-        out = train_few_shot(model, x, y, TrainSettings(epochs=20, lr=0.01, ewc_lambda=lam, imprint=False), seed=1)
+        model = build_individual(gene, IndividualConfig(before=[4]), 3, seed=1)
+        out = train_few_shot(model, x, y, IndividualConfig(epochs=20, lr=0.01, ewc_lambda=lam, imprint=False), seed=1)
         drifts[lam] = _drift(model, gene)
         if lam:
             assert out["ewc_penalty_final"] > 0
@@ -97,22 +96,22 @@ def test_ewc_keeps_inherited_layers_close(network):
 
 
 def test_freeze_mode_keeps_gene_exact(network):
-    gene = gene_from_network(network, ["features.1"], SPEC)
+    gene = Learngene.from_model(network, ["features.1"], input_spec=SPEC)
     x, y = _task()
-    model = build_individual(gene, IndividualSpec(before=[4]), 3)
-    train_few_shot(model, x, y, TrainSettings(epochs=5, inherit_mode="freeze", lr=0.1), seed=0)
+    model = build_individual(gene, IndividualConfig(before=[4]), 3)
+    train_few_shot(model, x, y, IndividualConfig(epochs=5, inherit_mode="freeze", lr=0.1), seed=0)
     assert _drift(model, gene) == 0.0
 
 
 def test_training_learns_separable_task(network):
     """Accuracy on held-out queries (same classes, other images), never on the support set it trained on."""
-    gene = gene_from_network(network, ["features.1"], SPEC)
+    gene = Learngene.from_model(network, ["features.1"], input_spec=SPEC)
     x, y = _task(n_per_class=3)
     qx, qy = _task(n_per_class=10, draw=1)
     assert not any(torch.equal(q, s) for q in qx for s in x)  # held out
-    model = build_individual(gene, IndividualSpec(before=[4]), 3)
+    model = build_individual(gene, IndividualConfig(before=[4]), 3)
     # no imprinting: the accuracy must come from training (an imprinted head alone separates this task)
-    settings = TrainSettings(epochs=15, lr=0.05, imprint=False)
+    settings = IndividualConfig(epochs=15, lr=0.05, imprint=False)
     out = train_few_shot(model, x, y, settings, query_x=qx, query_y=qy, seed=0)
     assert len(out["curve"]) == 15
     assert out["accuracy"] > 0.6

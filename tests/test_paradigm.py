@@ -7,7 +7,12 @@ import torch
 from PIL import Image
 
 from learngene.cli import main
-from learngene.evaluate import GENE_METHODS, METHODS, NCM_METHODS
+from learngene.evaluate import list_methods
+from learngene.registry import METHODS as REGISTRY
+
+METHODS = list_methods()
+GENE_METHODS = [m for m in METHODS if REGISTRY.get(m).from_gene]
+NCM_METHODS = [m for m in METHODS if REGISTRY.get(m).frozen]
 
 
 @pytest.fixture(scope="module")
@@ -198,7 +203,8 @@ def test_duplicate_gene_methods_are_trained_once_and_match_a_real_run(run_dir):
     import copy
 
     from learngene.data import TaskStream
-    from learngene.evaluate import evaluate_methods, gene_from_network
+    from learngene.evaluate import evaluate_methods
+    from learngene.gene import Learngene
     from learngene.pipeline import load_collective_run
     from learngene.prepare import load_data
 
@@ -209,7 +215,7 @@ def test_duplicate_gene_methods_are_trained_once_and_match_a_real_run(run_dir):
     novel = list(TaskStream.from_manifest(data, run["stream_manifest"]).split.novel)
     network, spec = run["network"], run["meta"]["input_spec"]
     names = network.conv_layer_names()
-    bottom = gene_from_network(network, names[:2], spec)
+    bottom = Learngene.from_model(network, names[:2], input_spec=spec)
     both = evaluate_methods(cfg, data, novel, network, bottom, names, spec,
                             methods=["learngene", "gene-bottom"], progress=False)["methods"]
     alone = evaluate_methods(cfg, data, novel, network, bottom, names, spec,

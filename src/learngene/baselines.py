@@ -36,7 +36,7 @@ from learngene.data.transforms import BatchAugment, normalize
 from learngene.errors import ConfigError, LearngeneError, NonFiniteError
 from learngene.models import model_from_config
 from learngene.models.io import load_network, save_network
-from learngene.runtime import derive_seed, generator
+from learngene.runtime import derive_seed, generator, seeded
 from learngene.safeio import sha256_bytes
 
 __all__ = [
@@ -244,8 +244,8 @@ def protonet_plan(stream: TaskStream, cfg: Config, budget_images: int | None = N
 
 
 def _fresh_backbone(architecture: dict[str, Any], seed: int, device: torch.device | str) -> nn.Module:
-    torch.manual_seed(seed)
-    return model_from_config(architecture).to(device)
+    with seeded(seed):
+        return model_from_config(architecture).to(device)
 
 
 def _sgd(model: nn.Module, cfg: Config, steps: int):
@@ -294,17 +294,17 @@ def train_joint(
     losses: list[float] = []
     model.train()
     for epoch in tqdm(range(plan["epochs"]), desc="joint baseline", disable=not progress, leave=False):
-        torch.manual_seed(derive_seed(seed, "dropout", epoch) % (2**31))
-        gen = generator(derive_seed(seed, "epoch", epoch))
-        order = idx[torch.randperm(len(idx), generator=gen)]
-        for start in range(0, len(order), bs):
-            chunk = order[start : start + bs]
-            x = normalize(
-                augment(stream.data.images[chunk], generator=gen).to(device), spec["mean"], spec["std"]
-            )
-            y = stream.targets(chunk).to(device)
-            loss = F.cross_entropy(model(x), y)
-            losses.append(_step(opt, sched, loss, "joint", f"epoch {epoch}, batch {start // bs}"))
+        with seeded(derive_seed(seed, "dropout", epoch) % (2**31)):  # dropout draws: the caller's global RNG is left alone
+            gen = generator(derive_seed(seed, "epoch", epoch))
+            order = idx[torch.randperm(len(idx), generator=gen)]
+            for start in range(0, len(order), bs):
+                chunk = order[start : start + bs]
+                x = normalize(
+                    augment(stream.data.images[chunk], generator=gen).to(device), spec["mean"], spec["std"]
+                )
+                y = stream.targets(chunk).to(device)
+                loss = F.cross_entropy(model(x), y)
+                losses.append(_step(opt, sched, loss, "joint", f"epoch {epoch}, batch {start // bs}"))
     info = {
         **plan,
         "steps": steps,
@@ -345,20 +345,20 @@ def train_protonet(
     losses: list[float] = []
     model.train()
     for e in tqdm(range(plan["episodes"]), desc="protonet baseline", disable=not progress, leave=False):
-        torch.manual_seed(derive_seed(seed, "dropout", e) % (2**31))
-        chosen = [classes[i] for i in torch.randperm(len(classes), generator=gen)[:ways].tolist()]
-        picks = [pools[c][torch.randperm(len(pools[c]), generator=gen)[: shots + queries]] for c in chosen]
-        support = torch.cat([p[:shots] for p in picks])
-        query = torch.cat([p[shots:] for p in picks])
-        images = torch.cat([support, query])
-        x = normalize(
-            augment(stream.data.images[images], generator=gen).to(device), spec["mean"], spec["std"]
-        )
-        feats = F.normalize(model.forward_penultimate(x), dim=1)
-        protos = F.normalize(feats[: len(support)].view(ways, shots, -1).mean(1), dim=1)
-        logits = plan["scale"] * feats[len(support) :] @ protos.T
-        target = torch.arange(ways, device=device).repeat_interleave(queries)
-        losses.append(_step(opt, sched, F.cross_entropy(logits, target), "protonet", f"episode {e}"))
+        with seeded(derive_seed(seed, "dropout", e) % (2**31)):  # dropout draws: the caller's global RNG is left alone
+            chosen = [classes[i] for i in torch.randperm(len(classes), generator=gen)[:ways].tolist()]
+            picks = [pools[c][torch.randperm(len(pools[c]), generator=gen)[: shots + queries]] for c in chosen]
+            support = torch.cat([p[:shots] for p in picks])
+            query = torch.cat([p[shots:] for p in picks])
+            images = torch.cat([support, query])
+            x = normalize(
+                augment(stream.data.images[images], generator=gen).to(device), spec["mean"], spec["std"]
+            )
+            feats = F.normalize(model.forward_penultimate(x), dim=1)
+            protos = F.normalize(feats[: len(support)].view(ways, shots, -1).mean(1), dim=1)
+            logits = plan["scale"] * feats[len(support) :] @ protos.T
+            target = torch.arange(ways, device=device).repeat_interleave(queries)
+            losses.append(_step(opt, sched, F.cross_entropy(logits, target), "protonet", f"episode {e}"))
     info = {
         **plan,
         "steps": plan["episodes"],

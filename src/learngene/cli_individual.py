@@ -131,7 +131,6 @@ def _inherit(args: argparse.Namespace) -> int:
     from learngene.config import Config, load_config
     from learngene.data.images import read_image_folder
     from learngene.data.transforms import normalize
-    from learngene.evaluate import individual_spec, train_settings
     from learngene.gene import Learngene
     from learngene.individual import build_individual, save_individual, train_few_shot
     from learngene.safeio import check_writable_dir
@@ -158,8 +157,9 @@ def _inherit(args: argparse.Namespace) -> int:
             raise DataError(f"query folder {args.query} has classes {extra} that the support folder {args.support} lacks")
         qx = normalize(query.images, spec["mean"], spec["std"])
         qy = torch.tensor([classes.index(query.classes[int(i)]) for i in query.labels])
-    model = build_individual(gene, individual_spec(cfg), len(classes), seed=args.seed)
-    result = train_few_shot(model, x, y, train_settings(cfg), query_x=qx, query_y=qy, seed=args.seed)
+    model = build_individual(gene, cfg.individual, len(classes), seed=args.seed)
+    result = train_few_shot(model, x, y, cfg.individual, query_x=qx, query_y=qy, seed=args.seed,
+                            curve_every=cfg.evaluate.curve_every)
     save_individual(
         model, out, classes=classes, preprocessing=spec,
         gene={"layers": gene.layer_names, "provenance": gene.manifest().get("provenance")},

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from learngene.errors import ConfigError
+from learngene.registry import CRITERIA, METHODS, MODELS, SOURCES
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -117,9 +118,13 @@ class CriterionConfig:
 
 @dataclass
 class IndividualConfig:
+    """The individual model's size and few-shot training: the one definition of these settings (the library
+    functions of :mod:`learngene.individual` take this object)."""
+
     before: list[int] = field(default_factory=lambda: [32])  # fresh conv widths before the gene
     after: list[int] = field(default_factory=list)  # fresh conv widths after the gene
-    pool_before: bool = True
+    pool_before: bool = True  # pools in the fresh layers so the gene sees the spatial size it saw in the source
+    adapt: bool = True  # the last fresh layer before the gene outputs the gene's input channels
     hidden: list[int] = field(default_factory=list)
     epochs: int = 30
     batch_size: int = 32
@@ -140,21 +145,8 @@ class EvaluateConfig:
     queries: int = 15
     curve_every: int = 1  # query accuracy every N epochs for the convergence curve (1 = every epoch)
     seeds: list[int] = field(default_factory=lambda: [0])
-    methods: list[str] = field(
-        default_factory=lambda: [
-            "learngene",
-            "scratch",
-            "finetune",
-            "linear-probe",
-            "gene-bottom",
-            "gene-top",
-            "gene-random-layers",
-            "ncm-collective",
-            "ncm-gene",
-            "joint",
-            "protonet",
-        ]
-    )
+    # rows of the comparison table; None: every registered method (learngene list methods), in registration order
+    methods: list[str] | None = None
 
 
 @dataclass
@@ -198,7 +190,6 @@ class Config:
 
 
 _CHOICES = {
-    "data.source": ("glyphs", "omniglot", "cifar100", "imagefolder"),
     "data.split": ("groups", "classes", "paper", "explicit"),
     "data.augment": ("none", "affine", "flip_crop"),
     "stream.class_sampling": ("new_first", "random"),
@@ -207,7 +198,6 @@ _CHOICES = {
     "train.loss_scope": ("task", "all"),
     "train.on_nonfinite": ("stop", "skip"),
     "openset.method": ("msp", "energy", "maxlogit"),
-    "criterion.name": ("validation", "gradient_stability", "fixed"),
     "individual.inherit_mode": ("ewc", "freeze", "lr_scale", "free"),
 }
 
@@ -234,6 +224,12 @@ def _get(cfg: Config, dotted: str) -> Any:
 
 
 def _validate(cfg: Config) -> None:
+    # names that plugins may add: the registries decide (a user's registered source or criterion is accepted)
+    SOURCES.check(cfg.data.source, "data.source")
+    MODELS.check(cfg.model.name, "model.name")
+    CRITERIA.check(cfg.criterion.name, "criterion.name")
+    for method in cfg.evaluate.methods or []:
+        METHODS.check(method, "evaluate.methods")
     for key, choices in _CHOICES.items():
         value = _get(cfg, key)
         if value not in choices:

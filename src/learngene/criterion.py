@@ -19,21 +19,16 @@ from torch import nn
 
 from learngene.config import Config
 from learngene.errors import ConfigError, LearngeneError
+from learngene.registry import CRITERIA
 
 CriterionFn = Callable[["CriterionContext"], "CriterionResult"]
-_CRITERIA: dict[str, CriterionFn] = {}
-
-
 def register_criterion(name: str) -> Callable[[CriterionFn], CriterionFn]:
-    def deco(fn: CriterionFn) -> CriterionFn:
-        _CRITERIA[name] = fn
-        return fn
-
-    return deco
+    """Decorator: ``fn(ctx) -> CriterionResult`` becomes selectable as ``criterion.name = name``."""
+    return CRITERIA.register(name)
 
 
 def list_criteria() -> list[str]:
-    return sorted(_CRITERIA)
+    return CRITERIA.names()
 
 
 @dataclass
@@ -47,6 +42,8 @@ class CriterionContext:
     pseudo_classes: list[str] = field(default_factory=list)
     pseudo_pool: str = ""
     input_spec: dict[str, Any] = field(default_factory=dict)
+    # the validation criterion's scorer: score_window(layers, inherit=True) -> mean pseudo-task accuracy
+    score_window: Any = None
 
 
 @dataclass
@@ -129,51 +126,30 @@ def fixed(ctx: CriterionContext) -> CriterionResult:
 
 @register_criterion("validation")
 def validation(ctx: CriterionContext) -> CriterionResult:
-    """Score each window by few-shot accuracy on pseudo-target tasks from classes the collective never trained on."""
-    from learngene.data import sample_episodes
-    from learngene.evaluate import episode_tensors, gene_from_network, individual_spec, train_settings
-    from learngene.individual import build_individual, train_few_shot
+    """Score each window by few-shot accuracy on pseudo-target tasks from classes the collective never trained on.
 
-    c = ctx.cfg.criterion
-    ways = min(ctx.cfg.stream.ways, len(ctx.pseudo_classes))
-    if ways < 2:
+    The scoring itself (build individual models around the window, train them, measure query accuracy) belongs to
+    later stages of the flow; the caller passes it in as ``ctx.score_window`` (see
+    :class:`learngene.individual.PseudoTaskScorer`).
+    """
+    score = ctx.score_window
+    if score is None:
         raise LearngeneError(
             "the validation criterion needs at least 2 classes outside the stream and the novel split for pseudo-tasks; "
             "use criterion.name = 'gradient_stability' or a split with open-world classes"
         )
-    episodes = sample_episodes(ctx.data, ctx.pseudo_classes, ways, c.pseudo_shots, ctx.cfg.evaluate.queries, c.pseudo_tasks,
-                               seed=ctx.cfg.seed + 7919)
-    settings = train_settings(ctx.cfg)
-    settings.epochs = c.pseudo_epochs
-    spec = individual_spec(ctx.cfg)
-    tensors = [episode_tensors(ctx.data, ep, ctx.input_spec) for ep in episodes]
     cands = []
-    size = c.n_layers
-    for a, b in windows(len(ctx.layer_names), size):
-        gene = gene_from_network(ctx.network, ctx.layer_names[a:b], ctx.input_spec)
-        accs = []
-        for i, (sx, sy, qx, qy) in enumerate(tensors):
-            model = build_individual(gene, spec, ways, seed=ctx.cfg.seed + i)
-            accs.append(train_few_shot(model, sx, sy, settings, query_x=qx, query_y=qy, seed=i)["accuracy"])
-        cands.append({"layers": ctx.layer_names[a:b], "score": sum(accs) / len(accs), **_layer_stat(ctx, a, b)})
+    for a, b in windows(len(ctx.layer_names), ctx.cfg.criterion.n_layers):
+        cands.append({"layers": ctx.layer_names[a:b], "score": score(ctx.layer_names[a:b]), **_layer_stat(ctx, a, b)})
     # reference: the same individual architecture from scratch on the same pseudo-tasks
-    ref_gene = gene_from_network(ctx.network, ctx.layer_names[:1], ctx.input_spec)
-    accs = []
-    for i, (sx, sy, qx, qy) in enumerate(tensors):
-        model = build_individual(ref_gene, spec, ways, seed=ctx.cfg.seed + i, inherit=False)
-        accs.append(train_few_shot(model, sx, sy, settings, query_x=qx, query_y=qy, seed=i, use_gene_ewc=False)["accuracy"])
-    scratch = sum(accs) / len(accs)
+    scratch = score(ctx.layer_names[:1], inherit=False)
     best = max(cands, key=lambda cand: (round(cand["score"], 6), -len(cand["layers"])))
     return CriterionResult(
         "validation", best["layers"], cands,
-        f"highest mean query accuracy over {len(episodes)} pseudo-target {ways}-way {c.pseudo_shots}-shot tasks from "
-        f"{len(ctx.pseudo_classes)} {ctx.pseudo_pool} classes (never the novel ones); scratch reference "
-        f"{scratch:.3f}, best {best['score']:.3f}",
+        f"highest mean query accuracy over {score.describe()} from {len(ctx.pseudo_classes)} {ctx.pseudo_pool} "
+        f"classes (never the novel ones); scratch reference {scratch:.3f}, best {best['score']:.3f}",
     )
 
 
 def select_layers(ctx: CriterionContext) -> CriterionResult:
-    name = ctx.cfg.criterion.name
-    if name not in _CRITERIA:
-        raise ConfigError(f"unknown criterion {name!r}; available: {', '.join(list_criteria())}")
-    return _CRITERIA[name](ctx)
+    return CRITERIA.get(ctx.cfg.criterion.name)(ctx)

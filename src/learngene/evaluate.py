@@ -17,6 +17,9 @@ import copy
 import math
 import random
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -24,61 +27,83 @@ import torch
 from torch import nn
 
 from learngene import baselines
-from learngene.config import Config, parse_setting
-from learngene.data import Episode, ImageSet, TaskStream, sample_episodes
-from learngene.data.transforms import normalize
+from learngene.config import Config, IndividualConfig, parse_setting
+from learngene.data import ImageSet, TaskStream, sample_episodes
 from learngene.distributed import SINGLE, DistInfo, all_gather_objects, barrier
 from learngene.errors import ConfigError
 from learngene.gene import Learngene
-from learngene.individual import (
-    IndividualSpec,
-    TrainSettings,
-    build_individual,
-    train_few_shot,
-    weights_fingerprint,
-)
-from learngene.runtime import derive_seed
+from learngene.individual import build_individual, train_few_shot, weights_fingerprint
+from learngene.registry import METHODS
+from learngene.runtime import derive_seed, seeded
 from learngene.stats import mean_ci95
 
-METHODS = ("learngene", "scratch", "finetune", "linear-probe", "gene-bottom", "gene-top",
-           "gene-random-layers", "ncm-collective", "ncm-gene", "joint", "protonet")
-NCM_METHODS = ("ncm-collective", "ncm-gene", "joint", "protonet")  # frozen features + nearest class mean
-TRAINED_BASELINES = ("joint", "protonet")  # need the stream; trained once per run and cached
-GENE_METHODS = ("learngene", "gene-bottom", "gene-top", "gene-random-layers")
+__all__ = ["Method", "MethodContext", "Trained", "evaluate_methods", "list_methods", "register_method"]
 
 
-def individual_spec(cfg: Config) -> IndividualSpec:
-    i = cfg.individual
-    return IndividualSpec(before=list(i.before), after=list(i.after), hidden=list(i.hidden), match_spatial=i.pool_before)
+@dataclass
+class Trained:
+    """What a trained method hands the few-shot loop for one episode."""
+
+    model: nn.Module
+    settings: IndividualConfig
+    use_gene_ewc: bool = True
+    train_prefixes: tuple[str, ...] | None = None
+    inherited: int | None = None  # inherited parameters; None: the model's inherited_params() or all but the head
 
 
-def train_settings(cfg: Config) -> TrainSettings:
-    i = cfg.individual
-    return TrainSettings(epochs=i.epochs, batch_size=i.batch_size, lr=i.lr, momentum=i.momentum,
-                         weight_decay=i.weight_decay, inherit_mode=i.inherit_mode, ewc_lambda=i.ewc_lambda,
-                         lr_scale=i.lr_scale, imprint=i.imprint, curve_every=cfg.evaluate.curve_every)
+@dataclass
+class MethodContext:
+    """Everything a method may need, shared by every method of one evaluation."""
+
+    cfg: Config
+    network: nn.Module  # the collective network (eval mode, CPU)
+    gene: Learngene
+    layer_names: list[str]  # the network's conv blocks, in order
+    spec: dict[str, Any]  # input normalization
+    stream: TaskStream | None = None
+    cache_dir: str | Path | None = None
+    device: torch.device | str = "cpu"
+    dist: DistInfo = SINGLE
+    progress: bool = True
+    budget_images: int | None = None
+    trained: dict[str, Any] = field(default_factory=dict)  # reports of baselines trained for this evaluation
+
+    @cached_property
+    def ablations(self) -> dict[str, Learngene]:
+        return ablation_genes(self.network, self.layer_names, self.gene.layer_names, self.spec, self.cfg.seed)
 
 
-def spatial_in(network: nn.Module, layer_name: str, image_size: int) -> int:
-    size = image_size
-    for name, block in network.features.named_children():
-        if f"features.{name}" == layer_name:
-            return size
-        if isinstance(getattr(block, "pool", None), nn.MaxPool2d):
-            size //= 2
-    raise ConfigError(f"{layer_name} is not a conv block of the collective model")
+@dataclass(frozen=True)
+class Method:
+    """One row of the comparison table: trained per episode (``build``) or scored by nearest class mean on
+    frozen features (``features``)."""
+
+    name: str
+    description: str
+    build: Callable[[MethodContext, int, int], Trained] | None = None  # (ctx, ways, seed)
+    features: Callable[[MethodContext], tuple[Callable, int]] | None = None  # -> (feature fn, parameters)
+    needs_stream: bool = False  # trained on the collective model's stream (joint, protonet)
+    from_gene: bool = False  # inherits a gene: the weights it starts from are fingerprinted per episode
+
+    @property
+    def frozen(self) -> bool:
+        return self.features is not None
 
 
-def gene_from_network(network: nn.Module, layers: list[str], spec: dict[str, Any], criterion: dict | None = None,
-                      provenance: dict | None = None) -> Learngene:
-    full = {**spec, "spatial_in": spatial_in(network, layers[0], spec["image_size"])}
-    return Learngene.from_model(network, layers, input_spec=full, criterion=criterion, provenance=provenance)
+def register_method(name: str, description: str, *, build=None, features=None, needs_stream: bool = False,
+                    from_gene: bool = False) -> Method:
+    """Add a row to every comparison: ``build(ctx, ways, seed) -> Trained`` or ``features(ctx) -> (fn, params)``.
+
+    A registered method is accepted by ``evaluate.methods`` and listed by ``learngene list methods``.
+    """
+    if (build is None) == (features is None):
+        raise ConfigError(f"method {name!r} needs exactly one of build= (trained) or features= (nearest class mean)")
+    return METHODS.register(name, Method(name, description, build, features, needs_stream, from_gene))
 
 
-def episode_tensors(data: ImageSet, ep: Episode, spec: dict[str, Any]):
-    sx = normalize(data.images[ep.support_indices], spec["mean"], spec["std"])
-    qx = normalize(data.images[ep.query_indices], spec["mean"], spec["std"])
-    return sx, ep.support_labels.long(), qx, ep.query_labels.long()
+def list_methods() -> list[str]:
+    """Every registered method, in registration order (the order of the default comparison table)."""
+    return METHODS.in_order()
 
 
 class LinearProbe(nn.Module):
@@ -124,9 +149,9 @@ def ablation_genes(network: nn.Module, layer_names: list[str], selected: list[st
     others = [a for a in windows if a not in (start, 0, n - k)] or [a for a in windows if a != start] or [start]
     r = random.Random(seed).choice(others)
     return {
-        "gene-bottom": gene_from_network(network, layer_names[:k], spec),
-        "gene-top": gene_from_network(network, layer_names[n - k :], spec),
-        "gene-random-layers": gene_from_network(network, layer_names[r : r + k], spec),
+        "gene-bottom": Learngene.from_model(network, layer_names[:k], input_spec=spec),
+        "gene-top": Learngene.from_model(network, layer_names[n - k :], input_spec=spec),
+        "gene-random-layers": Learngene.from_model(network, layer_names[r : r + k], input_spec=spec),
     }
 
 
@@ -144,14 +169,14 @@ def _same_gene(a: Learngene, b: Learngene) -> bool:
     )
 
 
-def duplicate_genes(methods: list[str], gene: Learngene, ablations: dict[str, Learngene]) -> dict[str, str]:
+def duplicate_genes(methods: list[str], genes: dict[str, Learngene]) -> dict[str, str]:
     """Map each gene method that would inherit exactly the same layers as an earlier one to that method.
 
     Why: when the criterion picks the bottom window, ``gene-bottom`` *is* ``learngene``, and in a shallow network
     ``gene-random-layers`` can only be ``gene-top``; training them again costs time and adds no information.
     The report keeps every method's row and marks the copies with ``same_as``.
     """
-    candidates = {"learngene": gene, **ablations}
+    candidates = genes
     first: list[str] = []
     aliases: dict[str, str] = {}
     for m in methods:
@@ -194,25 +219,24 @@ def evaluate_methods(
     from tqdm.auto import tqdm
 
     explicit = methods is not None
-    methods = list(methods or cfg.evaluate.methods)
-    unknown = [m for m in methods if m not in METHODS]
-    if unknown:
-        raise ConfigError(f"unknown evaluation methods {unknown}; available: {', '.join(METHODS)}")
+    methods = list(methods or cfg.evaluate.methods or list_methods())
+    for m in methods:
+        METHODS.check(m, "evaluate.methods")
+    rows = {m: METHODS.get(m) for m in methods}
     skipped: dict[str, str] = {}
-    if stream is None and any(m in TRAINED_BASELINES for m in methods):
+    if stream is None and any(r.needs_stream for r in rows.values()):
         if explicit:
-            asked = [m for m in methods if m in TRAINED_BASELINES]
+            asked = [m for m, r in rows.items() if r.needs_stream]
             raise ConfigError(f"methods {asked} train on the collective model's stream: pass stream= "
                               "(evaluate_run does) or leave them out")
-        skipped = {m: "needs the stream (not given)" for m in methods if m in TRAINED_BASELINES}
+        skipped = {m: "needs the stream (not given)" for m, r in rows.items() if r.needs_stream}
         methods = [m for m in methods if m not in skipped]
-    ind_spec = individual_spec(cfg)
-    base = train_settings(cfg)
-    network = network.cpu().eval()
-    ablations = ablation_genes(network, layer_names, gene.layer_names, spec, cfg.seed)
-    aliases = duplicate_genes(methods, gene, ablations)
-    frozen, trained = _frozen_features(methods, cfg, network, gene, spec, stream, cache_dir, device, dist,
-                                       progress, budget_images)
+    ctx = MethodContext(cfg=cfg, network=network.cpu().eval(), gene=gene, layer_names=layer_names, spec=spec,
+                        stream=stream, cache_dir=cache_dir, device=device, dist=dist, progress=progress,
+                        budget_images=budget_images)
+    gene_rows = [m for m in methods if rows[m].from_gene]
+    aliases = duplicate_genes(gene_rows, _gene_of(ctx, gene_rows))
+    frozen = {m: rows[m].features(ctx) for m in methods if rows[m].frozen}
     results: dict[str, Any] = {}
     jobs = [(s, seed) for s in cfg.evaluate.settings for seed in cfg.evaluate.seeds]
     for setting, seed in jobs:
@@ -226,7 +250,7 @@ def evaluate_methods(
         for i, ep in bar:
             if i % dist.world_size != dist.rank:
                 continue
-            sx, sy, qx, qy = episode_tensors(data, ep, spec)
+            sx, sy, qx, qy = ep.tensors(data, spec)
             init_seed = derive_seed(cfg.seed, "init", setting, seed, i) % (2**31)
             done: dict[str, dict[str, Any]] = {}
             for m in methods:
@@ -242,13 +266,15 @@ def evaluate_methods(
                                "inherited_params": n_params}
                     per[m].append(done[m])
                     continue
-                model, settings, use_ewc = _build(m, network, gene, ablations, ind_spec, base, ways, init_seed)
+                job = rows[m].build(ctx, ways, init_seed)
+                model = job.model
                 # what this target task starts from, recorded before any training touches the model
-                start = weights_fingerprint(model.gene.state_dict()) if m in GENE_METHODS else None
-                out = train_few_shot(model, sx, sy, settings, query_x=qx, query_y=qy, seed=init_seed,
-                                     use_gene_ewc=use_ewc)
-                if m == "scratch":
-                    inherited = 0
+                start = weights_fingerprint(model.gene.state_dict()) if rows[m].from_gene else None
+                out = train_few_shot(model, sx, sy, job.settings, query_x=qx, query_y=qy, seed=init_seed,
+                                     use_gene_ewc=job.use_gene_ewc, train_prefixes=job.train_prefixes,
+                                     curve_every=cfg.evaluate.curve_every)
+                if job.inherited is not None:
+                    inherited = job.inherited
                 elif hasattr(model, "inherited_params"):
                     inherited = model.inherited_params()
                 else:
@@ -261,71 +287,104 @@ def evaluate_methods(
                     done[m]["start_sha256"] = start
                 per[m].append(done[m])
     summary = summarize(merge_shards(all_gather_objects(dist, results)), cfg)
-    if trained or skipped:
-        summary["baselines"] = {**trained, **{m: {"skipped": why} for m, why in skipped.items()}}
+    if ctx.trained or skipped:
+        summary["baselines"] = {**ctx.trained, **{m: {"skipped": why} for m, why in skipped.items()}}
     return summary
 
 
-def _frozen_features(methods: list[str], cfg: Config, network: nn.Module, gene: Learngene,
-                     spec: dict[str, Any], stream: TaskStream | None, cache_dir: str | Path | None,
-                     device: torch.device | str, dist: DistInfo, progress: bool,
-                     budget_images: int | None) -> tuple[dict[str, tuple[Any, int]], dict[str, Any]]:
-    """Feature functions (and their parameter counts) of the NCM rows; trains or loads joint and protonet."""
-    frozen: dict[str, tuple[Any, int]] = {}
-    trained: dict[str, Any] = {}
-    if "ncm-collective" in methods:
-        frozen["ncm-collective"] = (baselines.penultimate_features(network),
-                                    baselines.feature_params(network))
-    if "ncm-gene" in methods:
-        last = gene.layer_names[-1]
-        own = network.state_dict()
-        if any(k not in own or not torch.equal(own[k], v) for k, v in gene.tensors.items()):
-            raise ConfigError("ncm-gene computes the gene's features through the collective network, but "
-                              "this gene's tensors are not that network's; evaluate it with its own run or "
-                              "drop 'ncm-gene'")
-        frozen["ncm-gene"] = (baselines.block_features(network, last),
-                              baselines.feature_params(network, last))
-    architecture = network.config()
-    for name in (m for m in TRAINED_BASELINES if m in methods):
-        assert stream is not None
-        train = baselines.train_joint if name == "joint" else baselines.train_protonet
-        key = baselines.cache_key(name, architecture, stream, spec, cfg, budget_images)
-        where = Path(cache_dir) / name if cache_dir is not None else None
+def _gene_of(ctx: MethodContext, names: list[str]) -> dict[str, Learngene]:
+    return {m: ctx.gene if m == "learngene" else ctx.ablations[m] for m in names}
 
-        def fit(train=train) -> tuple[nn.Module, dict[str, Any]]:
-            return train(architecture, stream, spec, cfg, device=device, progress=progress and dist.is_main,
-                         budget_images=budget_images)
 
-        if dist.is_main or where is None:
+# ------------------------------------------------------------------------------------------ built-in methods
+def _learngene(ctx: MethodContext, ways: int, seed: int) -> Trained:
+    return Trained(build_individual(ctx.gene, ctx.cfg.individual, ways, seed=seed), ctx.cfg.individual)
+
+
+def _scratch(ctx: MethodContext, ways: int, seed: int) -> Trained:
+    model = build_individual(ctx.gene, ctx.cfg.individual, ways, seed=seed, inherit=False)
+    return Trained(model, replace(ctx.cfg.individual, inherit_mode="free"), use_gene_ewc=False, inherited=0)
+
+
+def _finetune(ctx: MethodContext, ways: int, seed: int) -> Trained:
+    with seeded(seed):
+        model = _finetune_model(ctx.network, ways)
+    return Trained(model, replace(ctx.cfg.individual, inherit_mode="free"), use_gene_ewc=False)
+
+
+def _linear_probe(ctx: MethodContext, ways: int, seed: int) -> Trained:
+    with seeded(seed):
+        model = LinearProbe(copy.deepcopy(ctx.network), ways)
+    return Trained(model, ctx.cfg.individual, use_gene_ewc=False, train_prefixes=("classifier.",))
+
+
+def _ablation(name: str) -> Callable[[MethodContext, int, int], Trained]:
+    def build(ctx: MethodContext, ways: int, seed: int) -> Trained:
+        return Trained(build_individual(ctx.ablations[name], ctx.cfg.individual, ways, seed=seed), ctx.cfg.individual)
+
+    return build
+
+
+def _ncm_collective(ctx: MethodContext) -> tuple[Callable, int]:
+    return baselines.penultimate_features(ctx.network), baselines.feature_params(ctx.network)
+
+
+def _ncm_gene(ctx: MethodContext) -> tuple[Callable, int]:
+    last = ctx.gene.layer_names[-1]
+    own = ctx.network.state_dict()
+    if any(k not in own or not torch.equal(own[k], v) for k, v in ctx.gene.tensors.items()):
+        raise ConfigError("ncm-gene computes the gene's features through the collective network, but "
+                          "this gene's tensors are not that network's; evaluate it with its own run or "
+                          "drop 'ncm-gene'")
+    return baselines.block_features(ctx.network, last), baselines.feature_params(ctx.network, last)
+
+
+def _stream_baseline(name: str, train: Callable) -> Callable[[MethodContext], tuple[Callable, int]]:
+    """joint / protonet: trained once on the stream (rank 0), cached in the run, then frozen."""
+
+    def features(ctx: MethodContext) -> tuple[Callable, int]:
+        assert ctx.stream is not None
+        architecture = ctx.network.config()
+        key = baselines.cache_key(name, architecture, ctx.stream, ctx.spec, ctx.cfg, ctx.budget_images)
+        where = Path(ctx.cache_dir) / name if ctx.cache_dir is not None else None
+
+        def fit() -> tuple[nn.Module, dict[str, Any]]:
+            return train(architecture, ctx.stream, ctx.spec, ctx.cfg, device=ctx.device,
+                         progress=ctx.progress and ctx.dist.is_main, budget_images=ctx.budget_images)
+
+        if ctx.dist.is_main or where is None:
             model, info = baselines.cached_baseline(where, key, fit)
-        barrier(dist)
-        if not dist.is_main and where is not None:
+        barrier(ctx.dist)
+        if not ctx.dist.is_main and where is not None:
             model, info = baselines.load_baseline(where, key)
             info = {**info, "cached": True}
-        frozen[name] = (baselines.penultimate_features(model), baselines.feature_params(model))
         # whether it came from the cache stays out of the report: a rerun must give the same report
-        trained[name] = {**{k: v for k, v in info.items() if k != "cached"},
-                         "dir": str(where) if where is not None else None}
-    return frozen, trained
+        ctx.trained[name] = {**{k: v for k, v in info.items() if k != "cached"},
+                             "dir": str(where) if where is not None else None}
+        return baselines.penultimate_features(model), baselines.feature_params(model)
+
+    return features
 
 
-def _build(m: str, network, gene, ablations, ind_spec, base: TrainSettings, ways: int, seed: int):
-    settings = copy.copy(base)
-    if m == "learngene":
-        return build_individual(gene, ind_spec, ways, seed=seed), settings, True
-    if m == "scratch":
-        settings.inherit_mode = "free"
-        return build_individual(gene, ind_spec, ways, seed=seed, inherit=False), settings, False
-    if m in ablations:
-        return build_individual(ablations[m], ind_spec, ways, seed=seed), settings, True
-    torch.manual_seed(seed)
-    if m == "finetune":
-        settings.inherit_mode = "free"
-        return _finetune_model(network, ways), settings, False
-    if m == "linear-probe":
-        settings.train_prefixes = ("classifier.",)
-        return LinearProbe(copy.deepcopy(network), ways), settings, False
-    raise ConfigError(f"unknown method {m!r}")
+register_method("learngene", "the criterion's gene + fresh layers + new head, inherited layers kept near the "
+                "gene (EWC)", build=_learngene, from_gene=True)
+register_method("scratch", "the same architecture, randomly initialized", build=_scratch)
+register_method("finetune", "the whole collective network with a new head, every weight trained", build=_finetune)
+register_method("linear-probe", "frozen collective features + a new linear head", build=_linear_probe)
+register_method("gene-bottom", "a gene of the same size from the first blocks", build=_ablation("gene-bottom"),
+                from_gene=True)
+register_method("gene-top", "a gene of the same size from the last blocks", build=_ablation("gene-top"),
+                from_gene=True)
+register_method("gene-random-layers", "a gene of the same size from another window",
+                build=_ablation("gene-random-layers"), from_gene=True)
+register_method("ncm-collective", "cosine nearest class mean on the collective network's penultimate features",
+                features=_ncm_collective)
+register_method("ncm-gene", "cosine nearest class mean on the collective network's blocks up to the gene's last",
+                features=_ncm_gene)
+register_method("joint", "the same backbone trained on all stream classes at once (stream's image budget), NCM",
+                features=_stream_baseline("joint", baselines.train_joint), needs_stream=True)
+register_method("protonet", "the same backbone trained episodically on the stream's classes (same budget), NCM",
+                features=_stream_baseline("protonet", baselines.train_protonet), needs_stream=True)
 
 
 def paired_difference(runs: list[dict[str, Any]], reference: list[dict[str, Any]]) -> dict[str, Any]:

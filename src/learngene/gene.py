@@ -81,7 +81,11 @@ class Learngene:
         criterion: dict | None = None,
         provenance: dict | None = None,
     ) -> Learngene:
-        """Extract the named ConvBlocks (in model order) of ``model``, with their weights and BN statistics."""
+        """Extract the named ConvBlocks (in model order) of ``model``, with their weights and BN statistics.
+
+        ``input_spec`` gives ``image_size``, ``channels``, ``mean`` and ``std`` of the model's inputs; the
+        spatial size the first gene layer sees (``spatial_in``) is worked out from the pools before it.
+        """
         from learngene.models.vgg import ConvBlock
 
         if isinstance(layer_names, str) or not layer_names:
@@ -132,6 +136,12 @@ class Learngene:
                 )
         prefixes = tuple(f"{n}." for n in layer_names)
         tensors = {k: v for k, v in model.state_dict().items() if k.startswith(prefixes)}
+        if isinstance(input_spec, dict) and "spatial_in" not in input_spec and "image_size" in input_spec:
+            size = int(input_spec["image_size"])
+            for name in blocks[: blocks.index(layer_names[0])]:  # the blocks before the gene, in model order
+                if not isinstance(modules[name].pool, nn.Identity):
+                    size //= 2
+            input_spec = {**input_spec, "spatial_in": size}
         prov = dict(provenance or {})
         prov.setdefault("package_version", _package_version())
         prov.setdefault("created", datetime.now(timezone.utc).isoformat(timespec="seconds"))

@@ -13,7 +13,7 @@ import math
 import os
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +23,12 @@ from torch import nn
 
 from learngene.artifacts import INDIVIDUAL
 from learngene.collective.ewc import EWC, diagonal_fisher
-from learngene.errors import ModelError, NonFiniteError
+from learngene.config import IndividualConfig
+from learngene.errors import LearngeneError, ModelError, NonFiniteError
 from learngene.models.io import load_network, save_network
 from learngene.models.registry import register_architecture
 from learngene.models.vgg import ConvBlock
+from learngene.runtime import seeded
 
 GENE_PREFIX = "gene."
 
@@ -124,20 +126,10 @@ def weights_fingerprint(tensors: Mapping[str, torch.Tensor]) -> str:
     return digest.hexdigest()
 
 
-@dataclass
-class IndividualSpec:
-    """How big the descendant is around its gene."""
-
-    before: list[int] = field(default_factory=lambda: [32])
-    after: list[int] = field(default_factory=list)
-    hidden: list[int] = field(default_factory=list)
-    match_spatial: bool = True  # place pools in the fresh layers so the gene sees the spatial size it saw in the source
-    adapt: bool = True  # make the last fresh layer before the gene output the gene's input channels
-
-
-def plan_individual(gene_layers: Sequence[dict[str, Any]], input_spec: dict[str, Any], spec: IndividualSpec,
+def plan_individual(gene_layers: Sequence[dict[str, Any]], input_spec: dict[str, Any], spec: IndividualConfig,
                     num_classes: int) -> dict[str, Any]:
-    """Turn a gene's layer list and a size spec into an IndividualModel config (shape-checked)."""
+    """Turn a gene's layer list and the size settings (``before``, ``after``, ``hidden``, ``pool_before``,
+    ``adapt`` of :class:`~learngene.config.IndividualConfig`) into an IndividualModel config (shape-checked)."""
     channels, image_size = int(input_spec["channels"]), int(input_spec["image_size"])
     gene_specs = [
         {"in_channels": int(g["in_channels"]), "out_channels": int(g["out_channels"]), "pool": bool(g["pool"])}
@@ -158,11 +150,11 @@ def plan_individual(gene_layers: Sequence[dict[str, Any]], input_spec: dict[str,
             if not spec.adapt:
                 raise ModelError(
                     f"the last fresh layer before the gene has {widths[-1]} channels but the gene expects {gene_in}; "
-                    f"set individual.before to end with {gene_in}, or keep IndividualSpec(adapt=True)"
+                    f"set individual.before to end with {gene_in}, or keep individual.adapt = true"
                 )
             widths[-1] = gene_in
         n_pools = 0
-        if spec.match_spatial and spatial_in < image_size:
+        if spec.pool_before and spatial_in < image_size:
             n_pools = max(0, round(math.log2(image_size / spatial_in)))
         prev = channels
         for i, w in enumerate(widths):
@@ -185,31 +177,16 @@ def plan_individual(gene_layers: Sequence[dict[str, Any]], input_spec: dict[str,
     }
 
 
-def build_individual(gene, spec: IndividualSpec, num_classes: int, *, seed: int = 0,
+def build_individual(gene, spec: IndividualConfig, num_classes: int, *, seed: int = 0,
                      inherit: bool = True) -> IndividualModel:
     """A descendant around ``gene``; ``inherit=False`` gives the same architecture with random init (scratch)."""
-    torch.manual_seed(seed)
     cfg = plan_individual(gene.layers, gene.input_spec, spec, num_classes)
-    model = IndividualModel.from_config(cfg)
+    with seeded(seed):  # the fresh layers' initialization depends on the seed only
+        model = IndividualModel.from_config(cfg)
     if inherit:
         # a fresh copy of the gene every time: the artifact's tensors are never trained in place
         model.gene.load_state_dict({k: v.clone() for k, v in gene.state_dict_for("").items()}, strict=True)
     return model
-
-
-@dataclass
-class TrainSettings:
-    epochs: int = 30
-    batch_size: int = 32
-    lr: float = 0.01
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    inherit_mode: str = "ewc"  # ewc | freeze | lr_scale | free
-    ewc_lambda: float = 50.0
-    lr_scale: float = 0.1
-    imprint: bool = True
-    train_prefixes: tuple[str, ...] | None = None  # only these parameters train (linear probe: ("classifier.",))
-    curve_every: int = 1  # query accuracy every N epochs (and after the last): the convergence curve's cost
 
 
 @torch.no_grad()
@@ -227,10 +204,10 @@ def imprint_classifier(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> No
     model.classifier.bias.copy_(-0.5 * (means * scale * means).sum(1))
 
 
-def _param_groups(model: nn.Module, s: TrainSettings) -> list[dict[str, Any]]:
+def _param_groups(model: nn.Module, s: IndividualConfig, train_prefixes: tuple[str, ...] | None) -> list[dict[str, Any]]:
     inherited, rest = [], []
     for name, p in model.named_parameters():
-        if s.train_prefixes is not None and not name.startswith(s.train_prefixes):
+        if train_prefixes is not None and not name.startswith(train_prefixes):
             p.requires_grad_(False)
             continue
         if name.startswith(GENE_PREFIX):
@@ -246,11 +223,23 @@ def _param_groups(model: nn.Module, s: TrainSettings) -> list[dict[str, Any]]:
     return [g for g in groups if g["params"]]
 
 
-def train_few_shot(model: nn.Module, support_x: torch.Tensor, support_y: torch.Tensor, s: TrainSettings, *,
+def train_few_shot(model: nn.Module, support_x: torch.Tensor, support_y: torch.Tensor, s: IndividualConfig, *,
                    query_x: torch.Tensor | None = None, query_y: torch.Tensor | None = None, seed: int = 0,
-                   use_gene_ewc: bool = True) -> dict[str, Any]:
-    """Train on the support set; accuracy on the query set after every epoch (the convergence curve)."""
-    torch.manual_seed(seed)
+                   use_gene_ewc: bool = True, train_prefixes: tuple[str, ...] | None = None,
+                   curve_every: int = 1) -> dict[str, Any]:
+    """Train on the support set (settings: ``epochs``, ``lr``, ``inherit_mode``, ... of ``cfg.individual``);
+    query accuracy every ``curve_every`` epochs and after the last (the convergence curve).
+
+    ``train_prefixes``: only parameters whose names start with one of them train (a linear probe:
+    ``("classifier.",)``). Dropout draws come from ``seed`` without touching the caller's global RNG.
+    """
+    with seeded(seed):
+        return _train_few_shot(model, support_x, support_y, s, query_x, query_y, seed, use_gene_ewc,
+                               train_prefixes, curve_every)
+
+
+def _train_few_shot(model, support_x, support_y, s: IndividualConfig, query_x, query_y, seed: int,
+                    use_gene_ewc: bool, train_prefixes, curve_every: int) -> dict[str, Any]:
     gen = torch.Generator().manual_seed(seed)
     if s.imprint:
         imprint_classifier(model, support_x, support_y)
@@ -267,7 +256,7 @@ def train_few_shot(model: nn.Module, support_x: torch.Tensor, support_y: torch.T
         if top > 0:  # the most important inherited weight gets weight 1: lambda * lr stays a stable step size
             fisher = {k: f / top for k, f in fisher.items()}
         ewc.set_reference(model, fisher)
-    opt = torch.optim.SGD(_param_groups(model, s), lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay)
+    opt = torch.optim.SGD(_param_groups(model, s, train_prefixes), lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay)
     curve: list[float] = []
     curve_epochs: list[int] = []
     eval_seconds = 0.0
@@ -290,7 +279,7 @@ def train_few_shot(model: nn.Module, support_x: torch.Tensor, support_y: torch.T
             loss.backward()
             opt.step()
         last = _epoch + 1 == s.epochs
-        if query_x is not None and (last or (_epoch + 1) % s.curve_every == 0):
+        if query_x is not None and (last or (_epoch + 1) % curve_every == 0):
             t_eval = time.perf_counter()
             curve.append(accuracy_of(model, query_x, query_y))
             curve_epochs.append(_epoch + 1)
@@ -350,3 +339,42 @@ def load_individual(directory: str | os.PathLike[str]) -> tuple[IndividualModel,
             "is corrupt, run `learngene inherit` again"
         )
     return model, meta
+
+
+class PseudoTaskScorer:
+    """Mean query accuracy of individual models built around a window of the collective network, on seeded
+    pseudo-target tasks from classes the collective model never trained on (the validation criterion's score).
+
+    ``scorer(layers)`` inherits the window's blocks; ``scorer(layers, inherit=False)`` trains the same
+    architecture from scratch (the reference). Every call sees the same episodes and seeds.
+    """
+
+    def __init__(self, network: nn.Module, data, classes: Sequence[str], input_spec: dict[str, Any], cfg) -> None:
+        from learngene.data import sample_episodes
+
+        c = cfg.criterion
+        self.ways = min(cfg.stream.ways, len(classes))
+        if self.ways < 2:
+            raise LearngeneError(
+                "the validation criterion needs at least 2 classes outside the stream and the novel split for "
+                "pseudo-tasks; use criterion.name = 'gradient_stability' or a split with open-world classes"
+            )
+        self.network, self.input_spec, self.seed, self.shots = network, input_spec, cfg.seed, c.pseudo_shots
+        self.episodes = sample_episodes(data, list(classes), self.ways, c.pseudo_shots, cfg.evaluate.queries,
+                                        c.pseudo_tasks, seed=cfg.seed + 7919)
+        self.settings = replace(cfg.individual, epochs=c.pseudo_epochs)
+        self.tensors = [ep.tensors(data, input_spec) for ep in self.episodes]
+
+    def describe(self) -> str:
+        return f"{len(self.episodes)} pseudo-target {self.ways}-way {self.shots}-shot tasks"
+
+    def __call__(self, layers: Sequence[str], inherit: bool = True) -> float:
+        from learngene.gene import Learngene
+
+        gene = Learngene.from_model(self.network, list(layers), input_spec=self.input_spec)
+        accs = []
+        for i, (sx, sy, qx, qy) in enumerate(self.tensors):
+            model = build_individual(gene, self.settings, self.ways, seed=self.seed + i, inherit=inherit)
+            out = train_few_shot(model, sx, sy, self.settings, query_x=qx, query_y=qy, seed=i, use_gene_ewc=inherit)
+            accs.append(out["accuracy"])
+        return sum(accs) / len(accs)

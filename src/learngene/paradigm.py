@@ -15,8 +15,9 @@ from learngene.criterion import CriterionContext, select_layers
 from learngene.data import TaskStream, sample_episodes
 from learngene.distributed import SINGLE, DistInfo, barrier
 from learngene.errors import CheckpointError, LearngeneError
-from learngene.evaluate import evaluate_methods, gene_from_network
+from learngene.evaluate import evaluate_methods
 from learngene.gene import Learngene
+from learngene.individual import PseudoTaskScorer
 from learngene.pipeline import check_same_config, load_collective_run, locked_output, run_collective
 from learngene.plots import plot_bars, plot_criterion, plot_curves
 from learngene.prepare import load_data, make_split, make_stream
@@ -80,8 +81,10 @@ def select_gene(run_dir: str | Path, gene_dir: str | Path, *, cfg: Config | None
         fractions = norms = None
     spec = run["meta"]["input_spec"]
     pseudo, pool = _pseudo_pool(stream)
+    scorer = PseudoTaskScorer(network, data, pseudo, spec, cfg) if min(cfg.stream.ways, len(pseudo)) >= 2 else None
     ctx = CriterionContext(network=network, layer_names=layer_names, grad_stats=fractions, grad_norms=norms,
-                           cfg=cfg, data=data, pseudo_classes=pseudo, pseudo_pool=pool, input_spec=spec)
+                           cfg=cfg, data=data, pseudo_classes=pseudo, pseudo_pool=pool, input_spec=spec,
+                           score_window=scorer)
     result = select_layers(ctx)
     provenance = {
         "collective_run": str(Path(run_dir).resolve()),
@@ -91,7 +94,8 @@ def select_gene(run_dir: str | Path, gene_dir: str | Path, *, cfg: Config | None
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "data": data.name,
     }
-    gene = gene_from_network(network, result.selected, spec, criterion=result.to_dict(), provenance=provenance)
+    gene = Learngene.from_model(network, result.selected, input_spec=spec, criterion=result.to_dict(),
+                                provenance=provenance)
     if dist.is_main:  # every rank computed the same selection; one writes it
         gene.save(gene_dir)
     barrier(dist)

@@ -41,7 +41,7 @@ def _fake_folder(root: Path, classes: dict[str, int], mode: str = "L", size=(20,
 def test_registry():
     assert {"glyphs", "omniglot", "cifar100", "imagefolder"} <= set(list_sources())
     with pytest.raises(
-        ConfigError, match=r"unknown data source 'omniglott'.*did you mean 'omniglot'.*glyphs"
+        ConfigError, match=r"unknown data source 'omniglott'. Did you mean 'omniglot'.*glyphs"
     ):
         load_source("omniglott")
 

@@ -15,6 +15,7 @@ from learngene.models import (
     registry,
     widen,
 )
+from learngene.registry import MODELS
 
 BUILTIN = ["test_vgg", "vgg13_paper", "vgg4", "vgg8_small"]
 
@@ -113,5 +114,5 @@ def test_register_model_custom_and_non_module_result():
         with pytest.raises(ModelError, match="expected an nn.Module"):
             create_model("_lg_not_a_module")
     finally:
-        registry._MODELS.pop("_lg_custom_block", None)
-        registry._MODELS.pop("_lg_not_a_module", None)
+        MODELS.unregister("_lg_custom_block")
+        MODELS.unregister("_lg_not_a_module")

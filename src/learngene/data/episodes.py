@@ -57,6 +57,14 @@ class Episode:
             ep.validate_against(data)
         return ep
 
+    def tensors(self, data: ImageSet, spec: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Normalized support images and labels, query images and labels (``spec``: mean and std)."""
+        from learngene.data.transforms import normalize
+
+        sx = normalize(data.images[self.support_indices], spec["mean"], spec["std"])
+        qx = normalize(data.images[self.query_indices], spec["mean"], spec["std"])
+        return sx, self.support_labels.long(), qx, self.query_labels.long()
+
     def validate_against(self, data: ImageSet) -> None:
         data.check_classes(self.classes, what="episode classes")
         cls_idx = torch.tensor([data.class_index(c) for c in self.classes], dtype=torch.int64)

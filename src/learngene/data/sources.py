@@ -5,7 +5,6 @@ DataError that names the path, the expected layout and how to point learngene at
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import inspect
 import io
@@ -30,6 +29,7 @@ from learngene.data.images import (
     resize_images,
 )
 from learngene.errors import ConfigError, DataError
+from learngene.registry import SOURCES
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -47,26 +47,16 @@ _OMNIGLOT_CACHE_VERSION = 1
 _HINT = "set LEARNGENE_DATA or pass --data-root"
 
 Loader = Callable[..., ImageSet]
-_REGISTRY: dict[str, Loader] = {}
 
 
 def register_source(name: str) -> Callable[[Loader], Loader]:
-    """Decorator: make `fn(root, image_size, channels, seed, **kwargs) -> ImageSet` loadable by name."""
-
-    def deco(fn: Loader) -> Loader:
-        old = _REGISTRY.get(name)
-        if old is not None and (old.__module__, old.__qualname__) != (fn.__module__, fn.__qualname__):
-            raise ConfigError(
-                f"data source {name!r} is already registered by {old.__module__}.{old.__qualname__}"
-            )
-        _REGISTRY[name] = fn
-        return fn
-
-    return deco
+    """Decorator: make `fn(root, image_size, channels, seed, **kwargs) -> ImageSet` loadable by name (and by
+    the config's ``data.source``)."""
+    return SOURCES.register(name)
 
 
 def list_sources() -> list[str]:
-    return sorted(_REGISTRY)
+    return SOURCES.names()
 
 
 def default_data_root() -> Path:
@@ -87,13 +77,7 @@ def load_source(
     **kwargs,
 ) -> ImageSet:
     """Load a registered source by name; unknown names and unknown options are ConfigErrors."""
-    fn = _REGISTRY.get(name)
-    if fn is None:
-        close = difflib.get_close_matches(str(name), list(_REGISTRY), n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ConfigError(
-            f"unknown data source {name!r}{hint}; available sources: {', '.join(list_sources())}"
-        )
+    fn = SOURCES.get(name)
     if not isinstance(image_size, int) or image_size < 8:
         raise ConfigError(f"image_size must be an integer >= 8, got {image_size!r}")
     if channels not in (None, 1, 3):

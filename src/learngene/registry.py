@@ -1,0 +1,126 @@
+"""Every name a config or the CLI accepts lives in one of these registries (timm's habit, one small helper).
+
+* :data:`MODELS` -- model presets (``vgg13_paper``, ``vit_p8_d96_l8``, ...), ``fn(**overrides) -> nn.Module``;
+* :data:`ARCHITECTURES` -- builders ``cfg -> nn.Module`` keyed by a ``config()`` dict's ``"name"``;
+* :data:`SOURCES` -- data sources ``fn(root, image_size, channels, seed, **kw) -> ImageSet``;
+* :data:`CRITERIA` -- learngene criteria ``fn(ctx) -> CriterionResult``;
+* :data:`METHODS` -- evaluation methods (rows of the comparison table).
+
+A registry knows the modules that register its built-in entries and imports them on the first lookup, so
+``import learngene`` stays light and a user's own entry (``@SOURCES.register("mine")``) is accepted by the
+config, listed by ``learngene list`` and used exactly like a built-in one.
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import importlib
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Generic, TypeVar
+
+from learngene.errors import ConfigError, LearngeneError, ModelError
+
+__all__ = ["ARCHITECTURES", "CRITERIA", "METHODS", "MODELS", "SOURCES", "Registry"]
+
+T = TypeVar("T")
+
+
+def _origin(obj: Any) -> tuple[Any, Any]:
+    target = getattr(obj, "__func__", obj)
+    return getattr(target, "__module__", None), getattr(target, "__qualname__", None)
+
+
+class Registry(Generic[T]):
+    """Names -> objects of one kind, with close-match suggestions for unknown names."""
+
+    def __init__(self, kind: str, builtins: Sequence[str] = (), error: type[LearngeneError] = ConfigError) -> None:
+        self.kind = kind
+        self.error = error
+        self._builtins = tuple(builtins)
+        self._entries: dict[str, T] = {}
+        self._loaded = False
+
+    def _load_builtins(self) -> None:
+        if not self._loaded:
+            self._loaded = True  # first: a builtin module may look names up while it registers
+            for module in self._builtins:
+                importlib.import_module(module)
+
+    def register(self, name: str | None = None, obj: T | None = None) -> Any:
+        """``@REG.register("name")`` (or ``@REG.register()`` for ``fn.__name__``), or ``REG.register("name", obj)``.
+
+        Registering a different object under a taken name is refused, so two entries cannot shadow each other;
+        the same definition again (a reloaded module) is harmless.
+        """
+
+        def add(item: T) -> T:
+            key = name if name is not None else getattr(item, "__name__", None)
+            if not isinstance(key, str) or not key:
+                raise self.error(f"a {self.kind} needs a non-empty string name, got {key!r}")
+            old = self._entries.get(key)
+            if old is not None and old is not item and _origin(old) != _origin(item):
+                module, qualname = _origin(old)
+                raise self.error(
+                    f"{self.kind} name {key!r} is already registered by {module}.{qualname}; rename yours so "
+                    "both stay reachable"
+                )
+            self._entries[key] = item
+            return item
+
+        return add(obj) if obj is not None else add
+
+    def unregister(self, name: str) -> T | None:
+        """Remove an entry (tests, notebooks re-defining one); returns it, or None if there was none."""
+        return self._entries.pop(name, None)
+
+    def get(self, name: Any) -> T:
+        """The entry called ``name``; an error naming close matches and every available name otherwise."""
+        self._load_builtins()
+        item = self._entries.get(name) if isinstance(name, str) else None
+        if item is None:
+            raise self.unknown(name)
+        return item
+
+    def unknown(self, name: Any, key: str | None = None) -> LearngeneError:
+        known = self.names()
+        close = difflib.get_close_matches(str(name), known, n=3, cutoff=0.5)
+        hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""  # noqa: E501
+        what = f"config key {key} = {name!r} is not a registered {self.kind}" if key else f"unknown {self.kind} {name!r}"
+        return self.error(f"{what}.{hint} Available: {', '.join(known) or '(none)'}")
+
+    def check(self, name: Any, key: str) -> None:
+        """Refuse a config value that names no entry (``key`` is the config key, for the message)."""
+        self._load_builtins()
+        if not isinstance(name, str) or name not in self._entries:
+            raise self.unknown(name, key)
+
+    def names(self, pattern: str = "*") -> list[str]:
+        """Sorted names matching a shell-style ``pattern``."""
+        self._load_builtins()
+        return sorted(n for n in self._entries if fnmatch.fnmatchcase(n, pattern))
+
+    def in_order(self) -> list[str]:
+        """Names in registration order (built-ins first, in their modules' order)."""
+        self._load_builtins()
+        return list(self._entries)
+
+    def __contains__(self, name: object) -> bool:
+        self._load_builtins()
+        return name in self._entries
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())
+
+    def __repr__(self) -> str:
+        return f"Registry({self.kind!r}, {len(self._entries)} entries)"
+
+
+MODELS: Registry[Callable[..., Any]] = Registry(
+    "model", ("learngene.models.vgg", "learngene.models.vit", "learngene.models.expansion"), error=ModelError)
+ARCHITECTURES: Registry[Callable[[dict[str, Any]], Any]] = Registry(
+    "architecture", ("learngene.models.vgg", "learngene.models.vit", "learngene.models.expansion",
+                     "learngene.individual"), error=ModelError)
+SOURCES: Registry[Callable[..., Any]] = Registry("data source", ("learngene.data.sources",))
+CRITERIA: Registry[Callable[..., Any]] = Registry("criterion", ("learngene.criterion",))
+METHODS: Registry[Any] = Registry("evaluation method", ("learngene.evaluate",))
