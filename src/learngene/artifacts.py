@@ -38,6 +38,7 @@ __all__ = [
     "INDIVIDUAL",
     "NETWORK",
     "OLDEST_READABLE",
+    "TRANSFORMER_GENE",
     "ArtifactKind",
     "check_version",
     "load_artifact",
@@ -71,6 +72,9 @@ class ArtifactKind:
 GENE = ArtifactKind("learngene", "learngene/v1", "learngene.json", error=GeneError,
                     remake="re-export the gene with learngene select", plural="genes",
                     where_from="a learngene directory (the --out of `learngene select`, or the gene/ folder of a run)")
+TRANSFORMER_GENE = ArtifactKind("transformer learngene", "learngene-vit/v1", "learngene.json", error=GeneError,
+                                remake="re-export the gene with learngene select", plural="transformer genes",
+                                where_from="a transformer learngene directory")
 NETWORK = ArtifactKind("collective network", "learngene-network/v1", "network.json",
                        remake="run the collective training again")
 INDIVIDUAL = ArtifactKind("individual model", "learngene-individual/v1", "model.json",

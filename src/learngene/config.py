@@ -19,6 +19,7 @@ from typing import Any
 
 from learngene.errors import ConfigError
 from learngene.registry import CRITERIA, METHODS, MODELS, SOURCES
+from learngene.vit_config import ViTConfig, validate_vit
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -169,6 +170,7 @@ class BaselineConfig:
 class Config:
     seed: int = 0
     preset: str | None = None
+    paradigm: str = "cnn"  # cnn: the paper's collective CNN | vit: transformer learngenes (the [vit] section)
     data: DataConfig = field(default_factory=DataConfig)
     stream: StreamConfig = field(default_factory=StreamConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -180,6 +182,7 @@ class Config:
     individual: IndividualConfig = field(default_factory=IndividualConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     baseline: BaselineConfig = field(default_factory=BaselineConfig)
+    vit: ViTConfig = field(default_factory=ViTConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -230,6 +233,9 @@ def _validate(cfg: Config) -> None:
     CRITERIA.check(cfg.criterion.name, "criterion.name")
     for method in cfg.evaluate.methods or []:
         METHODS.check(method, "evaluate.methods")
+    if cfg.paradigm not in ("cnn", "vit"):
+        raise ConfigError(f"config key paradigm = {cfg.paradigm!r} is not one of cnn, vit; fix the value")
+    validate_vit(cfg.vit)
     for key, choices in _CHOICES.items():
         value = _get(cfg, key)
         if value not in choices:
