@@ -18,6 +18,7 @@ loading never unpickles) under a key of everything that determines them, so reru
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -60,6 +61,7 @@ __all__ = [
 
 
 FeatureFn = Callable[[Tensor], Tensor]
+log = logging.getLogger(__name__)
 
 
 # ------------------------------------------------------------------------------------------------ NCM
@@ -431,9 +433,10 @@ def cached_baseline(
     if directory is not None and (Path(directory) / BASELINE.manifest).is_file():
         try:
             model, info = load_baseline(directory, key)
+            log.debug("baseline loaded from %s", directory)
             return model, {**info, "cached": True}
-        except LearngeneError:
-            pass
+        except LearngeneError as err:
+            log.info("baseline cache in %s not used (%s); retraining", directory, err)
     model, info = train()
     if directory is not None:
         save_baseline(directory, model, key, info)

@@ -12,43 +12,12 @@ import sys
 
 # Before torch is imported: on small CPU machines spinning OpenMP workers slow small tensor ops 10-50x.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
-from learngene import __version__
+from learngene import __version__, cli_individual
+from learngene.cli_common import _COMMANDS, command, config_args, output_args, setup_logging, verbosity_args
 from learngene.errors import ConfigError, DiskFullError, LearngeneError
-
-Command = Callable[[argparse.Namespace], int]
-_COMMANDS: dict[str, Command] = {}
-
-
-def command(name: str) -> Callable[[Command], Command]:
-    def deco(fn: Command) -> Command:
-        _COMMANDS[name] = fn
-        return fn
-
-    return deco
-
-
-def _config_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--preset", help="a preset shipped with learngene (see `learngene presets`)")
-    p.add_argument("--config", help="a TOML config file (applied after --preset)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override one config key, e.g. --set train.epochs=3 (repeatable)")
-    p.add_argument("--data-root", help="dataset root (default: $LEARNGENE_DATA/<source> or ../shared/data/<source>)")
-
-
-# One meaning in every command that writes a directory.
-OVERWRITE_HELP = ("replace an earlier output of the same kind in a non-empty --out directory "
-                  "(never a directory holding another kind: a gene, a model, a run)")
-
-
-def _run_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
-    p.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -60,11 +29,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("collective", help="train the collective model on an open-world task stream")
-    _config_args(p)
-    _run_args(p)
+    config_args(p)
+    output_args(p)
 
     p = sub.add_parser("tune", help="choose settings on source-class pseudo-tasks (never the novel classes)")
-    _config_args(p)
+    config_args(p)
     p.add_argument("--param", dest="params", action="append", default=[], metavar="KEY=V1,V2,...",
                    help="a config key and the values to try, e.g. train.ewc_lambda=10,20,40 (repeatable: the grid)")
     p.add_argument("--out", required=True, help="directory for tune.json, tune.md and the finished trials")
@@ -76,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "individual models (criterion / individual settings); default ncm")
     p.add_argument("--joint", action="store_true",
                    help="also train the joint reference per seed and report each trial's gap to it")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    verbosity_args(p)
 
     sub.add_parser("presets", help="list the shipped presets")
 
@@ -84,9 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("gene", help="a learngene directory (or its learngene.json)")
     p.add_argument("--json", action="store_true", help="print the raw manifest as JSON")
 
-    from learngene import cli_individual
+    p = sub.add_parser("list", help="list what a config may name: models, sources, criteria, methods, ...")
+    p.add_argument("what", nargs="?", choices=LISTABLE, help="one registry (default: all of them)")
 
-    cli_individual.add_parsers(sub, _config_args, _run_args)
+    cli_individual.add_parsers(sub)
     return parser
 
 
@@ -173,9 +143,35 @@ def _after_interrupt(args: argparse.Namespace) -> str:
             "(--resume has no checkpoint to continue from)")
 
 
+LISTABLE = ("models", "architectures", "sources", "criteria", "methods", "presets")
+
+
+@command("list")
+def _list(args: argparse.Namespace) -> int:
+    """Registered names, so a user can see what ``--set model.name=...`` etc. accept (their own ones too)."""
+    from learngene import registry
+    from learngene.config import list_presets
+
+    tables = {"models": registry.MODELS, "architectures": registry.ARCHITECTURES, "sources": registry.SOURCES,
+              "criteria": registry.CRITERIA, "methods": registry.METHODS}
+    for what in [args.what] if args.what else LISTABLE:
+        if what == "presets":
+            names = [(n, "") for n in list_presets()]
+        elif what == "methods":
+            names = [(n, registry.METHODS.get(n).description) for n in registry.METHODS.in_order()]
+        else:
+            names = [(n, "") for n in tables[what].names()]
+        print(f"{what}:")
+        width = max((len(n) for n, _ in names), default=0)
+        for name, text in names:
+            print(f"  {name.ljust(width)}  {text}".rstrip())
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    setup_logging(args)
     try:
         return _COMMANDS[args.command](args)
     except LearngeneError as err:

@@ -6,15 +6,15 @@ import argparse
 import json
 from pathlib import Path
 
+from learngene.cli_common import OVERWRITE_HELP, command, config_args, output_args, verbosity_args
 from learngene.errors import DataError, LearngeneError
 
 
-def add_parsers(sub, config_args, run_args) -> None:
-    from learngene.cli import OVERWRITE_HELP, command
+def add_parsers(sub) -> None:
 
     p = sub.add_parser("run", help="the whole paradigm: collective -> criterion -> gene -> individuals + baselines")
     config_args(p)
-    run_args(p)
+    output_args(p)
 
     p = sub.add_parser("select", help="choose the learngene of a finished collective run and save it")
     p.add_argument("--run-dir", "--run", dest="run", required=True, help="collective run directory (under torchrun spell it --run-dir)")
@@ -29,7 +29,7 @@ def add_parsers(sub, config_args, run_args) -> None:
     p.add_argument("--out", required=True, help="where to write evaluation.json")
     p.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument("--quiet", action="store_true")
+    verbosity_args(p)
 
     p = sub.add_parser("inherit", help="train an individual model on your own few examples")
     p.add_argument("--gene", required=True, help="learngene directory")

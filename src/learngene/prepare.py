@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
-
 from learngene.config import Config
 from learngene.data import ClassSplit, ImageSet, TaskStream, load_source, paper_split
 from learngene.errors import ConfigError
@@ -59,8 +57,4 @@ def make_stream(cfg: Config, data: ImageSet, split: ClassSplit) -> TaskStream:
 
 def input_spec(data: ImageSet, classes: list[str] | tuple[str, ...]) -> dict[str, Any]:
     """Normalization statistics from the source classes only (the novel classes stay unseen)."""
-    idx = torch.cat([data.indices_of(c) for c in classes])
-    x = data.images[idx].float().div_(255)
-    mean = x.mean(dim=(0, 2, 3)).tolist()
-    std = x.std(dim=(0, 2, 3)).clamp_min(1e-3).tolist()
-    return {"image_size": data.image_size, "channels": data.channels, "mean": mean, "std": std}
+    return data.input_spec(classes)

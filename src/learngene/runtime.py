@@ -56,6 +56,16 @@ def seeded(seed: int | None, device: torch.device | str | None = None) -> Iterat
         yield
 
 
+@contextlib.contextmanager
+def rng_preserved(device: torch.device | str | None = None) -> Iterator[None]:
+    """Whatever the block draws from torch's global RNG (a module's default init that is overwritten anyway),
+    the caller's RNG state is as before afterwards."""
+    dev = torch.device(device) if device is not None else torch.device("cpu")
+    cuda = [dev.index if dev.index is not None else torch.cuda.current_device()] if dev.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda):
+        yield
+
+
 def generator(seed: int, device: torch.device | str = "cpu") -> torch.Generator:
     g = torch.Generator(device=device)
     g.manual_seed(seed)

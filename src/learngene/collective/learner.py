@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -38,6 +39,8 @@ from learngene.faults import maybe_kill
 from learngene.models import create_model
 from learngene.models.growth import GrowthSchedule
 from learngene.runtime import derive_seed, generator, seeded
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "CheckpointPlugin",
@@ -127,6 +130,7 @@ class GrowthPlugin(Plugin):
         gen = generator(derive_seed(self.seed, "growth", t))
         plans = self.schedule.plans_for(trainer.network, t, generator=gen)
         for plan in plans:
+            log.debug("task %d: growth %s", t, plan.describe())
             trainer.apply_growth(plan)
         trainer.network_changed()
         trainer.current["growth"] = [plan.to_dict() for plan in plans]
@@ -321,7 +325,8 @@ class CheckpointPlugin(Plugin):
         from learngene.checkpoint import save_checkpoint
 
         if trainer.ckpt_dir is not None and trainer.dist.is_main:
-            save_checkpoint(trainer.ckpt_dir, trainer.state_dict(), task=task, epoch=epoch)
+            path = save_checkpoint(trainer.ckpt_dir, trainer.state_dict(), task=task, epoch=epoch)
+            log.debug("checkpoint %s", path)
 
 
 def from_config(cfg: Config, stream: TaskStream, input_spec: dict[str, Any], *, device: torch.device | str = "cpu",

@@ -118,7 +118,8 @@ class CollectiveTrainer:
 
     ``optimizer`` is a factory ``params -> Optimizer`` called at the start of every task; ``plugins`` extend
     every step (see :mod:`learngene.collective.plugins`). ``loss_scope="task"`` scores the current task's
-    classes only, ``"all"`` every class seen so far.
+    classes only, ``"all"`` every class seen so far. ``input_spec`` (normalization) defaults to the statistics
+    of the stream's source classes.
     """
 
     def __init__(
@@ -126,7 +127,7 @@ class CollectiveTrainer:
         network: nn.Module,
         stream: TaskStream,
         *,
-        input_spec: dict[str, Any],
+        input_spec: dict[str, Any] | None = None,
         plugins: Sequence[Plugin] = (),
         optimizer: OptimizerFactory | None = None,
         epochs: int = 10,
@@ -157,7 +158,8 @@ class CollectiveTrainer:
         self.network = network.to(self.device)
         self.stream = stream
         self.data = stream.data
-        self.spec = input_spec
+        # normalization from the source classes only, unless given
+        self.spec = input_spec if input_spec is not None else stream.data.input_spec(stream.split.source)
         self.dist = dist
         self.plugins = sorted(plugins, key=lambda p: p.order)  # stable: ties keep the given order
         names = [p.name for p in self.plugins]
@@ -168,7 +170,7 @@ class CollectiveTrainer:
         self.augment, self.seed, self.amp = augment, seed, amp
         self.channels_last, self.on_nonfinite = channels_last, on_nonfinite
         self.config = config  # what the run was started with: a resume must match it
-        self.batches = Batches(self.data, input_spec, self.device, channels_last)
+        self.batches = Batches(self.data, self.spec, self.device, channels_last)
         n = len(stream)
         self.acc_task = AccuracyMatrix(n)  # task-aware: argmax over the task's own classes
         self.acc_class = AccuracyMatrix(n)  # class-incremental: argmax over every class seen so far
@@ -480,10 +482,7 @@ class CollectiveTrainer:
                        f"(class-IL {result['average_accuracy_class_incremental']:.3f}), forgetting "
                        f"{result['forgetting']:.3f}, open-world AUROC {ow.get('auroc', math.nan):.3f}, "
                        f"params {self.num_params():,}")
-                if progress:
-                    tqdm.write(msg)
-                else:
-                    log.info(msg)
+                log.info(msg)
         return self.report()
 
     def report(self) -> dict[str, Any]:

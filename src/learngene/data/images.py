@@ -19,7 +19,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -109,6 +109,90 @@ class ImageSet:
                 raise DataError(f"{where}: official_test must be a bool tensor [N]")
         self._index = {c: i for i, c in enumerate(self.classes)}
         self._members = None
+
+    @classmethod
+    def from_dataset(
+        cls,
+        dataset: Any,
+        *,
+        image_size: int | None = None,
+        channels: int | None = None,
+        classes: Sequence[str] | None = None,
+        groups: Sequence[str] | None = None,
+        name: str | None = None,
+        max_per_class: int | None = None,
+    ) -> ImageSet:
+        """Any map-style torch ``Dataset`` of ``(image, label)`` pairs in memory: a torchvision dataset
+        (``MNIST``, ``CIFAR100``, ``ImageFolder``, ``FakeData``...) or your own.
+
+        Images may be PIL images, uint8 tensors or float tensors in [0, 1] ([C, H, W] or [H, W]); they are
+        converted to uint8, to ``channels`` (default: the first image's), and resized (shorter side) and
+        centre-cropped to ``image_size`` (default: the first image's size, which must then be square).
+        ``classes`` name the labels 0..K-1 (default: ``dataset.classes`` if present, else the label numbers);
+        ``groups`` give each class a family for group-wise splits (default: one group per class).
+        ``max_per_class`` keeps the first N images of each class (a quick subset of a big dataset).
+        """
+        n = len(dataset) if hasattr(dataset, "__len__") else None
+        if n is None:
+            raise DataError(f"{type(dataset).__name__} has no len(): pass a map-style Dataset (indexable, sized)")
+        if n == 0:
+            raise DataError(f"{type(dataset).__name__} is empty: no images to learn from")
+        images, labels, counts = [], [], {}
+        for i in range(n):
+            item = dataset[i]
+            if not isinstance(item, (tuple, list)) or len(item) < 2:
+                raise DataError(
+                    f"{type(dataset).__name__}[{i}] is {type(item).__name__}, not an (image, label) pair; wrap your "
+                    "dataset so that it returns (image, label)"
+                )
+            img, label = item[0], int(item[1])
+            if max_per_class is not None and counts.get(label, 0) >= max_per_class:
+                continue
+            counts[label] = counts.get(label, 0) + 1
+            t = _as_uint8(img, f"{type(dataset).__name__}[{i}]")
+            if channels is None:
+                channels = int(t.shape[0]) if t.shape[0] in (1, 3) else 3
+            t = convert_channels(t.unsqueeze(0), channels)
+            if image_size is None:
+                if t.shape[-1] != t.shape[-2]:
+                    raise DataError(
+                        f"{type(dataset).__name__} images are {t.shape[-1]}x{t.shape[-2]}, not square; pass "
+                        "image_size= to resize and centre-crop them"
+                    )
+                image_size = int(t.shape[-1])
+            if t.shape[-1] != image_size or t.shape[-2] != image_size:
+                t = _resize_crop(t, image_size)
+            images.append(t[0])
+            labels.append(label)
+        k = max(labels) + 1
+        if classes is None:
+            named = getattr(dataset, "classes", None)
+            classes = [str(c) for c in named] if isinstance(named, (list, tuple)) and len(named) >= k else [
+                str(c) for c in range(k)]
+        if len(classes) < k:
+            raise DataError(f"{len(classes)} class names for labels up to {k - 1}; name every label")
+        used = sorted(set(labels))  # classes without an image are dropped, labels renumbered densely
+        remap = {old: new for new, old in enumerate(used)}
+        return cls(
+            images=torch.stack(images),
+            labels=torch.tensor([remap[y] for y in labels], dtype=torch.int64),
+            classes=[classes[c] for c in used],
+            groups=[groups[c] for c in used] if groups is not None else [classes[c] for c in used],
+            name=name or type(dataset).__name__,
+        )
+
+    def input_spec(self, classes: Sequence[str] | None = None) -> dict[str, Any]:
+        """Size, channels and normalization statistics (mean, std per channel) of ``classes`` (default: all).
+
+        Models trained on part of the classes (the stream's source classes) normalize with that part's statistics
+        only, so the novel classes stay unseen.
+        """
+        classes = list(classes) if classes is not None else list(self.classes)
+        idx = torch.cat([self.indices_of(c) for c in classes])
+        x = self.images[idx].float().div_(255)
+        mean = x.mean(dim=(0, 2, 3)).tolist()
+        std = x.std(dim=(0, 2, 3)).clamp_min(1e-3).tolist()
+        return {"image_size": self.image_size, "channels": self.channels, "mean": mean, "std": std}
 
     # ------------------------------------------------------------------ basic properties
     def __repr__(self) -> str:  # never dump the image tensor
@@ -234,6 +318,40 @@ class ImageSet:
             f"{self.name}: {len(self)} images, {len(self.classes)} classes, {len(set(self.groups))} groups, "
             f"{self.channels}x{self.image_size}x{self.image_size}"
         )
+
+
+def _as_uint8(img: Any, where: str) -> torch.Tensor:
+    """A PIL image or an image tensor as uint8 [C, H, W] (float tensors are taken as intensities in [0, 1])."""
+    if isinstance(img, torch.Tensor):
+        t = img.detach().cpu()
+        if t.dim() == 2:
+            t = t.unsqueeze(0)
+        if t.dim() != 3:
+            raise DataError(f"{where}: an image tensor must be [C, H, W] or [H, W], got shape {tuple(t.shape)}")
+        if t.dtype == torch.uint8:
+            return t.contiguous()
+        if t.is_floating_point():
+            if not bool(torch.isfinite(t).all()) or float(t.min()) < 0 or float(t.max()) > 1:
+                raise DataError(f"{where}: float image values must lie in [0, 1] (ToTensor's range), got "
+                                f"[{float(t.min()):.3g}, {float(t.max()):.3g}]; drop Normalize from the transform")
+            return (t * 255).round().to(torch.uint8)
+        raise DataError(f"{where}: image tensors must be uint8 or float, got {t.dtype}")
+    if hasattr(img, "convert") and hasattr(img, "size"):  # a PIL image
+        im = img.convert("RGB" if img.mode not in ("1", "L", "I;16", "I", "F") else "L")
+        arr = np.asarray(im, dtype=np.uint8)
+        t = torch.from_numpy(arr.copy())
+        return t.unsqueeze(0) if t.dim() == 2 else t.permute(2, 0, 1).contiguous()
+    raise DataError(f"{where}: the image is a {type(img).__name__}; return a PIL image or a tensor")
+
+
+def _resize_crop(t: torch.Tensor, size: int) -> torch.Tensor:
+    """uint8 [1, C, H, W]: shorter side to ``size`` (antialiased), centre crop (torchvision Resize + CenterCrop)."""
+    h, w = t.shape[-2:]
+    s = size / min(h, w)
+    nh, nw = max(size, round(h * s)), max(size, round(w * s))
+    x = F.interpolate(t.float(), size=(nh, nw), mode="bilinear", align_corners=False, antialias=True)
+    top, left = (nh - size) // 2, (nw - size) // 2
+    return x[..., top : top + size, left : left + size].round().clamp(0, 255).to(torch.uint8)
 
 
 def convert_channels(images: torch.Tensor, channels: int) -> torch.Tensor:

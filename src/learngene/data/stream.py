@@ -323,6 +323,40 @@ class TaskStream:
         return path
 
     @classmethod
+    def from_dataset(
+        cls,
+        dataset,
+        *,
+        n_tasks: int,
+        ways: int = 5,
+        novel_fraction: float = 0.25,
+        open_world_fraction: float = 0.0,
+        seed: int = 0,
+        image_size: int | None = None,
+        channels: int | None = None,
+        **stream_options,
+    ) -> TaskStream:
+        """A task stream over any torch ``Dataset`` of (image, label) pairs (or an :class:`ImageSet`).
+
+        The classes are split at random (``seed``) into source classes (the stream's tasks draw from them),
+        open-world classes (never trained: they measure unknown-class recognition) and novel classes (kept for
+        the individual models); ``stream_options`` are :class:`TaskStream`'s (``train_per_class``,
+        ``test_fraction``, ``class_sampling``).
+        """
+        data = dataset if isinstance(dataset, ImageSet) else ImageSet.from_dataset(
+            dataset, image_size=image_size, channels=channels)
+        n = data.num_classes
+        n_novel = int(round(n * novel_fraction))
+        n_open = int(round(n * open_world_fraction))
+        if n - n_novel - n_open < ways:
+            raise DataError(
+                f"stream: {n} classes leave {n - n_novel - n_open} source classes after the novel "
+                f"({n_novel}) and open-world ({n_open}) ones, fewer than ways = {ways}; lower the fractions or ways"
+            )
+        split = ClassSplit.random_classes(data, n - n_novel - n_open, n_open, n_novel, seed=seed)
+        return cls(data, split, n_tasks=n_tasks, ways=ways, seed=seed, **stream_options)
+
+    @classmethod
     def from_manifest(cls, data: ImageSet, manifest: dict) -> TaskStream:
         """Rebuild a stream exactly from its manifest; DataError if `data` is not the data it was made on."""
         if not isinstance(manifest, dict) or manifest.get("format") != _MANIFEST_FORMAT:

@@ -60,6 +60,7 @@ from torch import Tensor, nn
 
 from learngene.errors import ConfigError, ModelError
 from learngene.models.vgg import ConvBlock, ExpandableVGG, new_class_rows
+from learngene.runtime import rng_preserved
 
 __all__ = [
     "GROWTH_KINDS",
@@ -240,6 +241,10 @@ class GrowthPlan:
         Optimizers and hooks bound to replaced modules are stale afterwards: build a new optimizer.
         """
         vgg = self._check(model)
+        with rng_preserved(next(vgg.parameters()).device):  # new modules' default init is overwritten anyway
+            self._apply(vgg)
+
+    def _apply(self, vgg: ExpandableVGG) -> None:
         if self.kind == "widen":
             self._apply_widen(vgg)
         elif self.kind == "deepen":

@@ -259,9 +259,26 @@ class ExpandableVGG(nn.Module):
         """Output of the hidden MLP, i.e. the classifier's input (the embedding used by few-shot heads)."""
         return self.head(self.forward_features(x))
 
-    def forward_head(self, feats: Tensor) -> Tensor:
-        """Hidden MLP + classifier on already-extracted flattened features."""
-        return self.classifier(self.head(feats))
+    def forward_head(self, feats: Tensor, pre_logits: bool = False) -> Tensor:
+        """Hidden MLP + classifier on already-extracted flattened features (timm: ``pre_logits`` stops before
+        the classifier)."""
+        h = self.head(feats)
+        return h if pre_logits else self.classifier(h)
+
+    def reset_classifier(self, num_classes: int, seed: int | None = None) -> None:
+        """A fresh ``num_classes``-way classifier (a new label set; timm's convention), drawn from ``seed``."""
+        num_classes = _as_int(num_classes, "num_classes")
+        old = self.classifier
+        if seed is None:
+            new = nn.Linear(old.in_features, num_classes, device=old.weight.device, dtype=old.weight.dtype)
+        else:
+            weight, bias = new_class_rows(num_classes, old.in_features, seed)
+            new = nn.Linear(old.in_features, num_classes, device=old.weight.device, dtype=old.weight.dtype)
+            with torch.no_grad():
+                new.weight.copy_(weight.to(old.weight))
+                new.bias.copy_(bias.to(old.bias))
+        new.train(old.training)
+        self.classifier = new
 
     def forward(self, x: Tensor) -> Tensor:
         return self.forward_head(self.forward_features(x))

@@ -71,7 +71,8 @@ def effective_params(model: nn.Module, rtol: float = RTOL, atol: float = ATOL) -
 
     cfg: dict[str, Any] = dict(model.config())
     cfg["widths"] = effective_widths(model, rtol, atol)
-    return sum(p.numel() for p in model_from_config(cfg).parameters())
+    with torch.device("meta"):  # only shapes are needed: no memory, no draws from the global RNG
+        return sum(p.numel() for p in model_from_config(cfg).parameters())
 
 
 def width_report(model: nn.Module) -> dict[str, Any]:
