@@ -31,8 +31,11 @@ from learngene.paradigm import select_gene  # noqa: E402
 from learngene.pipeline import load_collective_run, run_collective  # noqa: E402
 from learngene.plots import plot_bars, plot_curves  # noqa: E402
 from learngene.prepare import load_data  # noqa: E402
-from learngene.report import jsonable, methods_table  # noqa: E402
-from learngene.safeio import atomic_write_json  # noqa: E402
+from learngene.report import methods_table  # noqa: E402
+from learngene.safeio import (
+    atomic_write_json,  # noqa: E402
+    jsonable,  # noqa: E402
+)
 
 SIZES = {"small": ([16], []), "medium": ([32], [32]), "large": ([64], [64, 64])}
 

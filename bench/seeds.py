@@ -25,8 +25,12 @@ from learngene.gene import Learngene  # noqa: E402
 from learngene.paradigm import evaluate_run, select_gene  # noqa: E402
 from learngene.pipeline import run_collective  # noqa: E402
 from learngene.prepare import load_data  # noqa: E402
-from learngene.report import jsonable  # noqa: E402
-from learngene.safeio import atomic_write_bytes, atomic_write_json, read_json  # noqa: E402
+from learngene.safeio import (  # noqa: E402
+    atomic_write_bytes,
+    atomic_write_json,
+    jsonable,  # noqa: E402
+    read_json,
+)
 from learngene.stats import mean_ci95  # noqa: E402
 
 

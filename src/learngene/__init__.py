@@ -1,12 +1,20 @@
 """learngene: the Learngene paradigm (Wang et al., AAAI 2022) as a PyTorch library.
 
-Data flows one way: stream -> collective -> criterion -> gene -> individual -> benchmark.
+Data flows one way: stream -> collective -> criterion -> gene -> individual -> evaluation. The names below are
+the public API (see the README's Python quickstart); they are imported on first use, so ``import learngene``
+and the CLI's ``--help`` stay instant (no torch until a name that needs it is touched).
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 from learngene.errors import (
     CheckpointError,
     ConfigError,
     DataError,
+    DiskFullError,
     GeneError,
     LearngeneError,
     ModelError,
@@ -15,13 +23,77 @@ from learngene.errors import (
 
 __version__ = "0.1.0"
 
+# public name -> module that defines it (in the order of the data flow)
+_API = {
+    # configuration and registries
+    "Config": "learngene.config",
+    "IndividualConfig": "learngene.config",
+    "load_config": "learngene.config",
+    "Registry": "learngene.registry",
+    # data: any torch Dataset -> ImageSet -> TaskStream
+    "ImageSet": "learngene.data",
+    "TaskStream": "learngene.data",
+    "ClassSplit": "learngene.data",
+    "load_source": "learngene.data",
+    "register_source": "learngene.data",
+    # models
+    "create_model": "learngene.models",
+    "list_models": "learngene.models",
+    "model_from_config": "learngene.models",
+    "register_model": "learngene.models",
+    # the collective model: a trainer with plugins
+    "CollectiveTrainer": "learngene.collective.trainer",
+    "Plugin": "learngene.collective.plugins",
+    "collective_from_config": "learngene.collective.learner",
+    "OpenWorldPlugin": "learngene.collective.learner",
+    "GrowthPlugin": "learngene.collective.learner",
+    "EWCPlugin": "learngene.collective.learner",
+    "ReplayPlugin": "learngene.collective.learner",
+    "DistillationPlugin": "learngene.collective.learner",
+    "RecorderPlugin": "learngene.collective.learner",
+    "CheckpointPlugin": "learngene.collective.learner",
+    "EWC": "learngene.collective.ewc",
+    "GradientRecorder": "learngene.collective.recorder",
+    "GrowthSchedule": "learngene.models.growth",
+    # criterion and gene
+    "register_criterion": "learngene.criterion",
+    "Learngene": "learngene.gene",
+    "select_learngene": "learngene.paradigm",
+    # individual models
+    "build_individual": "learngene.individual",
+    "train_few_shot": "learngene.individual",
+    "save_individual": "learngene.individual",
+    "load_individual": "learngene.individual",
+    # evaluation and whole runs
+    "register_method": "learngene.evaluate",
+    "run_collective": "learngene.pipeline",
+    "run_paradigm": "learngene.paradigm",
+}
+_RENAMED = {"collective_from_config": "from_config"}
+
 __all__ = [
     "CheckpointError",
     "ConfigError",
     "DataError",
+    "DiskFullError",
     "GeneError",
     "LearngeneError",
     "ModelError",
     "NonFiniteError",
     "__version__",
+    *_API,
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _API.get(name)
+    if module is None:
+        raise AttributeError(f"module 'learngene' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), _RENAMED.get(name, name))
+    globals()[name] = value  # later look-ups are plain attribute reads
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_API))
+

@@ -16,7 +16,15 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from learngene import __version__, cli_individual
-from learngene.cli_common import _COMMANDS, command, config_args, output_args, setup_logging, verbosity_args
+from learngene.cli_common import (
+    _COMMANDS,
+    command,
+    config_args,
+    load_cfg,
+    output_args,
+    setup_logging,
+    verbosity_args,
+)
 from learngene.errors import ConfigError, DiskFullError, LearngeneError
 
 
@@ -60,27 +68,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _load_cfg(args: argparse.Namespace):
-    from learngene.config import load_config
-
-    overrides = list(args.overrides)
-    if getattr(args, "data_root", None):
-        overrides.append(f"data.root={_toml_str(args.data_root)}")
-    if args.preset is None and args.config is None:
-        raise ConfigError("give --preset NAME or --config FILE (see `learngene presets`)")
-    return load_config(args.preset, args.config, overrides)
-
-
-def _toml_str(s: str) -> str:
-    return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
 @command("collective")
 def _collective(args: argparse.Namespace) -> int:
     from learngene.distributed import init_distributed
     from learngene.pipeline import dump, run_collective
 
-    cfg = _load_cfg(args)
+    cfg = load_cfg(args)
     dist, device = init_distributed(args.device)
     report = run_collective(cfg, args.out, resume=args.resume, overwrite=args.overwrite, device=device,
                             progress=not args.quiet, dist=dist)
@@ -99,7 +92,7 @@ def _tune(args: argparse.Namespace) -> int:
 
     if args.episodes < 1:
         raise ConfigError(f"--episodes must be >= 1, got {args.episodes}")
-    cfg = _load_cfg(args)
+    cfg = load_cfg(args)
     params = [parse_param(p) for p in args.params]
     summary = tune(cfg, params, args.out, seeds=args.seeds, setting=args.setting, episodes=args.episodes,
                    joint=args.joint, progress=not args.quiet, score=args.score)

@@ -11,6 +11,8 @@ import logging
 import sys
 from collections.abc import Callable
 
+from learngene.errors import ConfigError
+
 Command = Callable[[argparse.Namespace], int]
 _COMMANDS: dict[str, Command] = {}
 
@@ -76,3 +78,18 @@ def setup_logging(args: argparse.Namespace) -> None:
     root.propagate = False
 
 
+
+
+def load_cfg(args: argparse.Namespace):
+    from learngene.config import load_config
+
+    overrides = list(args.overrides)
+    if getattr(args, "data_root", None):
+        overrides.append(f"data.root={_toml_str(args.data_root)}")
+    if args.preset is None and args.config is None:
+        raise ConfigError("give --preset NAME or --config FILE (see `learngene presets`)")
+    return load_config(args.preset, args.config, overrides)
+
+
+def _toml_str(s: str) -> str:
+    return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'

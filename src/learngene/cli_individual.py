@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from learngene.cli_common import OVERWRITE_HELP, command, config_args, output_args, verbosity_args
+from learngene.cli_common import OVERWRITE_HELP, command, config_args, load_cfg, output_args, verbosity_args
 from learngene.errors import DataError, LearngeneError
 
 
@@ -55,12 +55,11 @@ def add_parsers(sub) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from learngene.cli import _load_cfg
     from learngene.distributed import init_distributed
     from learngene.paradigm import run_paradigm
     from learngene.report import methods_table
 
-    cfg = _load_cfg(args)
+    cfg = load_cfg(args)
     dist, device = init_distributed(args.device)
     report = run_paradigm(cfg, args.out, resume=args.resume, overwrite=args.overwrite,
                           device=device, progress=not args.quiet, dist=dist)
@@ -107,8 +106,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     from learngene.distributed import init_distributed
     from learngene.gene import Learngene
     from learngene.paradigm import evaluate_run
-    from learngene.report import jsonable, methods_table
-    from learngene.safeio import atomic_write_json, check_writable_dir
+    from learngene.report import methods_table
+    from learngene.safeio import atomic_write_json, check_writable_dir, jsonable
 
     cfg = _run_cfg(args.run, args.overrides)
     dist, _ = init_distributed("cpu")  # individual trainings are small: sharded over ranks on the CPU

@@ -54,7 +54,7 @@ class CriterionResult:
     reason: str
 
     def to_dict(self) -> dict[str, Any]:
-        from learngene.report import jsonable
+        from learngene.safeio import jsonable
 
         scores = {"+".join(c["layers"]): c["score"] for c in self.candidates
                   if isinstance(c["score"], float) and math.isfinite(c["score"])}

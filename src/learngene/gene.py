@@ -147,6 +147,19 @@ class Learngene:
         prov.setdefault("created", datetime.now(timezone.utc).isoformat(timespec="seconds"))
         return cls(layers, tensors, input_spec=input_spec, criterion=criterion, provenance=prov)
 
+    def preprocess(self, images: Tensor) -> Tensor:
+        """uint8 images [N, C, H, W] (as an :class:`~learngene.data.ImageSet` holds them) -> the normalized float
+        input the gene was trained on (its ``input_spec`` mean and std)."""
+        from learngene.data.transforms import normalize
+
+        size, channels = self.input_spec["image_size"], self.input_spec["channels"]
+        if images.dim() != 4 or images.shape[1] != channels or images.shape[-1] != size or images.shape[-2] != size:
+            raise ModelError(
+                f"this gene expects images shaped [N, {channels}, {size}, {size}], got {list(images.shape)}; "
+                "resize them (ImageSet.from_dataset(..., image_size=...)) first"
+            )
+        return normalize(images, self.input_spec["mean"], self.input_spec["std"])
+
     def build_layers(self) -> nn.Sequential:
         """Fresh ConvBlocks holding the gene's weights (strict load): the inherited part of an individual model."""
         from learngene.models.vgg import ConvBlock

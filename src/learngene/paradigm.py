@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import datetime as _dt
 from pathlib import Path
 from typing import Any
@@ -21,8 +22,8 @@ from learngene.individual import PseudoTaskScorer
 from learngene.pipeline import check_same_config, load_collective_run, locked_output, run_collective
 from learngene.plots import plot_bars, plot_criterion, plot_curves
 from learngene.prepare import load_data, make_split, make_stream
-from learngene.report import jsonable, write_report
-from learngene.safeio import atomic_write_json, check_writable_dir, read_json
+from learngene.report import write_report
+from learngene.safeio import atomic_write_json, check_writable_dir, jsonable, read_json
 
 
 def _pseudo_pool(stream: TaskStream) -> tuple[list[str], str]:
@@ -56,6 +57,53 @@ def preflight(cfg: Config, data) -> None:
         sample_episodes(data, pool, ways, cfg.criterion.pseudo_shots, cfg.evaluate.queries, 1)
 
 
+def select_learngene(network, stream: TaskStream, *, cfg: Config | None = None,
+                     recorder: GradientRecorder | None = None, input_spec: dict[str, Any] | None = None,
+                     criterion: str | None = None, provenance: dict[str, Any] | None = None,
+                     ) -> tuple[Learngene, dict[str, Any]]:
+    """Choose the learngene of a trained collective ``network`` with a criterion; returns (gene, criterion record).
+
+    ``recorder`` holds the gradient statistics recorded while it learned ``stream`` (the gradient_stability
+    criterion needs them; ``trainer.plugin("recorder").recorder``); the validation criterion scores windows on
+    pseudo-tasks from source classes the stream never used. ``criterion`` overrides ``cfg.criterion.name``.
+    """
+    from learngene.config import Config as _Config
+
+    cfg = copy.deepcopy(cfg) if cfg is not None else _Config()
+    if criterion is not None:
+        cfg.criterion.name = criterion
+        cfg.validate()
+    network = network.cpu().eval()
+    data = stream.data
+    layer_names = network.conv_layer_names()
+    fractions = norms = None
+    if recorder is not None and recorder.records:
+        fractions, norms = recorder.per_task("fraction"), recorder.per_task("grad_norm")
+        order = [recorder.layer_names.index(n) for n in layer_names if n in recorder.layer_names]
+        if len(order) == len(layer_names):
+            fractions, norms = fractions[:, order], norms[:, order]
+        else:
+            fractions = norms = None
+    spec = input_spec if input_spec is not None else data.input_spec(stream.split.source)
+    pseudo, pool = _pseudo_pool(stream)
+    scorer = PseudoTaskScorer(network, data, pseudo, spec, cfg) if min(cfg.stream.ways, len(pseudo)) >= 2 else None
+    ctx = CriterionContext(network=network, layer_names=layer_names, grad_stats=fractions, grad_norms=norms,
+                           cfg=cfg, data=data, pseudo_classes=pseudo, pseudo_pool=pool, input_spec=spec,
+                           score_window=scorer)
+    result = select_layers(ctx)
+    prov = {
+        "task_index": len(stream) - 1,
+        "seed": cfg.seed,
+        "package_version": __version__,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "data": data.name,
+        **(provenance or {}),
+    }
+    gene = Learngene.from_model(network, result.selected, input_spec=spec, criterion=result.to_dict(),
+                                provenance=prov)
+    return gene, result.to_dict()
+
+
 def select_gene(run_dir: str | Path, gene_dir: str | Path, *, cfg: Config | None = None, data=None,
                 overwrite: bool = False, dist: DistInfo = SINGLE,
                 part_of_run: bool = False) -> tuple[Learngene, dict[str, Any]]:
@@ -67,39 +115,15 @@ def select_gene(run_dir: str | Path, gene_dir: str | Path, *, cfg: Config | None
         check_writable_dir(gene_dir, overwrite=overwrite, resumable=False, kind="learngene", part_of_run=part_of_run)
     run = load_collective_run(run_dir)
     cfg = cfg or run["config"]
-    network = run["network"].cpu().eval()
     data = data if data is not None else load_data(cfg)
     stream = TaskStream.from_manifest(data, run["stream_manifest"])
-    recorder = GradientRecorder.load(run_dir)
-    layer_names = network.conv_layer_names()
-    fractions = recorder.per_task("fraction")
-    norms = recorder.per_task("grad_norm")
-    order = [recorder.layer_names.index(n) for n in layer_names if n in recorder.layer_names]
-    if len(order) == len(layer_names):
-        fractions, norms = fractions[:, order], norms[:, order]
-    else:
-        fractions = norms = None
-    spec = run["meta"]["input_spec"]
-    pseudo, pool = _pseudo_pool(stream)
-    scorer = PseudoTaskScorer(network, data, pseudo, spec, cfg) if min(cfg.stream.ways, len(pseudo)) >= 2 else None
-    ctx = CriterionContext(network=network, layer_names=layer_names, grad_stats=fractions, grad_norms=norms,
-                           cfg=cfg, data=data, pseudo_classes=pseudo, pseudo_pool=pool, input_spec=spec,
-                           score_window=scorer)
-    result = select_layers(ctx)
-    provenance = {
-        "collective_run": str(Path(run_dir).resolve()),
-        "task_index": len(stream) - 1,
-        "seed": cfg.seed,
-        "package_version": __version__,
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "data": data.name,
-    }
-    gene = Learngene.from_model(network, result.selected, input_spec=spec, criterion=result.to_dict(),
-                                provenance=provenance)
+    gene, result = select_learngene(run["network"], stream, cfg=cfg, recorder=GradientRecorder.load(run_dir),
+                                    input_spec=run["meta"]["input_spec"],
+                                    provenance={"collective_run": str(Path(run_dir).resolve())})
     if dist.is_main:  # every rank computed the same selection; one writes it
         gene.save(gene_dir)
     barrier(dist)
-    return gene, result.to_dict()
+    return gene, result
 
 
 BASELINES_DIR = "baselines"

@@ -22,8 +22,7 @@ from learngene.errors import CheckpointError, LearngeneError
 from learngene.models.io import load_network, save_network
 from learngene.plots import plot_accuracy_matrix, plot_forgetting_curve, plot_params
 from learngene.prepare import input_spec, load_data, make_split, make_stream
-from learngene.report import jsonable
-from learngene.safeio import atomic_write_json, check_writable_dir, output_lock, read_json
+from learngene.safeio import atomic_write_json, check_writable_dir, jsonable, output_lock, read_json
 
 MODEL_DIR = "model"
 

@@ -150,12 +150,3 @@ def write_report(report: dict[str, Any], path: str | Path) -> None:
     atomic_write_bytes(path, render(report).encode())
 
 
-def jsonable(obj: Any) -> Any:
-    """Reports may hold NaN (undefined entries, CI of one sample): strict JSON has no NaN, so write null."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {str(k): jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [jsonable(v) for v in obj]
-    return obj

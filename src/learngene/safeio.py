@@ -13,6 +13,7 @@ import errno
 import hashlib
 import io
 import json
+import math
 import os
 import pickle
 import re
@@ -30,6 +31,7 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_write_json",
     "check_writable_dir",
+    "jsonable",
     "read_json",
     "safe_torch_load",
     "sha256_bytes",
@@ -126,6 +128,17 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
             ) from err
         raise
     _fsync_dir(parent)
+
+
+def jsonable(obj: Any) -> Any:
+    """Reports may hold NaN (undefined entries, CI of one sample): strict JSON has no NaN, so write null."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    return obj
 
 
 def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> None:

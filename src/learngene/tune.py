@@ -32,9 +32,8 @@ from learngene.gene import Learngene
 from learngene.paradigm import _pseudo_pool, select_gene
 from learngene.pipeline import load_collective_run, run_collective
 from learngene.prepare import load_data
-from learngene.report import jsonable
 from learngene.runtime import derive_seed
-from learngene.safeio import atomic_write_bytes, atomic_write_json, check_writable_dir, read_json
+from learngene.safeio import atomic_write_bytes, atomic_write_json, check_writable_dir, jsonable, read_json
 from learngene.stats import mean_ci95
 
 log = logging.getLogger(__name__)

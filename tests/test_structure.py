@@ -1,0 +1,131 @@
+"""The package's shape: data flows one way, nothing imports a later stage, and there is one atomic writer.
+
+The stages, in order (the README's architecture section states the same):
+foundation -> data -> models -> collective -> criterion -> gene -> individual -> evaluate -> report/runs -> CLI.
+Every import counts, including those inside functions: a lazy import of a later stage is still a backward edge.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "src" / "learngene"
+
+# stage of each module (prefix match: a package covers its modules); lower stages never import higher ones
+STAGES: list[tuple[int, tuple[str, ...]]] = [
+    (0, ("learngene", "learngene.errors", "learngene.faults", "learngene.runtime", "learngene.safeio",
+         "learngene.artifacts", "learngene.registry", "learngene.vit_config", "learngene.config", "learngene.stats",
+         "learngene.plots", "learngene.distributed", "learngene.checkpoint")),
+    (1, ("learngene.data", "learngene.prepare")),
+    (2, ("learngene.models",)),
+    (3, ("learngene.collective", "learngene.distill")),
+    (4, ("learngene.criterion", "learngene.linearity")),
+    (5, ("learngene.gene", "learngene.gene_format", "learngene.vit_gene")),
+    (6, ("learngene.individual", "learngene.descendants")),
+    (7, ("learngene.evaluate", "learngene.baselines")),
+    (8, ("learngene.report", "learngene.pipeline", "learngene.paradigm", "learngene.tune", "learngene.vit_paradigm")),
+    (9, ("learngene.cli", "learngene.cli_common", "learngene.cli_individual", "learngene.__main__")),
+]
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts = parts[:-1]
+    return ".".join(parts)
+
+
+def _stage(module: str) -> int:
+    best = None
+    for stage, prefixes in STAGES:
+        for prefix in prefixes:
+            if module == prefix or module.startswith(prefix + "."):
+                if best is None or len(prefix) > best[1]:
+                    best = (stage, len(prefix))
+    assert best is not None, f"{module} has no stage: add it to STAGES (and to the README's architecture)"
+    return best[0]
+
+
+def _type_only(tree: ast.Module) -> set[int]:
+    """ids of import nodes under ``if TYPE_CHECKING:`` (for type checkers only, never run)."""
+    out: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and getattr(node.test, "id", getattr(node.test, "attr", None)) == "TYPE_CHECKING":
+            out |= {id(n) for child in node.body for n in ast.walk(child)}
+    return out
+
+
+def _imports(path: Path, module: str) -> set[str]:
+    tree = ast.parse(path.read_text())
+    skip = _type_only(tree)
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if id(node) in skip:
+            continue
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.startswith("learngene")}
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[: len(base) - node.level + 1]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            if target.startswith("learngene"):
+                if target == "learngene":  # from learngene import x: x may be a submodule
+                    found |= {f"learngene.{a.name}" if (PACKAGE / f"{a.name}.py").exists()
+                              or (PACKAGE / a.name).is_dir() else "learngene" for a in node.names}
+                else:
+                    found.add(target)
+    return found
+
+
+def _graph() -> dict[str, set[str]]:
+    modules = {_module_name(p): p for p in PACKAGE.rglob("*.py")}
+    return {m: {t for t in _imports(p, m) if t != m} for m, p in modules.items()}
+
+
+def test_no_module_imports_a_later_stage():
+    backwards = [f"{m} (stage {_stage(m)}) imports {t} (stage {_stage(t)})"
+                 for m, targets in _graph().items() for t in targets if _stage(t) > _stage(m)]
+    assert not backwards, "\n".join(sorted(backwards))
+
+
+def test_no_import_cycles():
+    graph = _graph()
+    state: dict[str, int] = {}
+    cycles: list[list[str]] = []
+
+    def visit(node: str, path: list[str]) -> None:
+        state[node] = 1
+        for nxt in sorted(graph.get(node, ())):
+            if nxt not in graph:
+                continue
+            if state.get(nxt) == 1:
+                cycles.append(path[path.index(nxt):] + [nxt] if nxt in path else [node, nxt])
+            elif nxt not in state:
+                visit(nxt, path + [nxt])
+        state[node] = 2
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module, [module])
+    # the package's own __init__ re-exports lazily (no static edge); any other cycle is a design error
+    assert not cycles, "\n".join(" -> ".join(c) for c in cycles)
+
+
+def test_one_atomic_writer():
+    """Only safeio writes files: every other module goes through atomic_write_bytes/json (fsync, rename)."""
+    writers = re.compile(r"\b(write_text|write_bytes|save_file|os\.replace|torch\.save)\(|\.savefig\((?!buf)")
+    offenders = []
+    for path in PACKAGE.rglob("*.py"):
+        if path.name == "safeio.py":
+            continue
+        for i, line in enumerate(path.read_text().splitlines(), 1):
+            code = line.split("#", 1)[0]
+            if writers.search(code):
+                offenders.append(f"{path.relative_to(PACKAGE)}:{i}: {line.strip()}")
+    assert not offenders, "\n".join(offenders)
