@@ -66,8 +66,8 @@ def _timing_dict(t: Any) -> dict[str, Any]:
 
 # ------------------------------------------------------------------------------------------------ 1. Fisher
 def bench_fisher(quick: bool) -> dict[str, Any]:
-    from learngene.collective import ewc as ewc_mod
-    from learngene.collective.ewc import diagonal_fisher, diagonal_fisher_loop
+    from learngene.collective import fisher as ewc_mod
+    from learngene.collective.fisher import diagonal_fisher, diagonal_fisher_loop
     from learngene.models import create_model
 
     if quick:

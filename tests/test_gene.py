@@ -20,7 +20,8 @@ from torch import nn
 
 from learngene.errors import GeneError, ModelError
 from learngene.gene import GENE_FORMAT, MANIFEST_FILE, TENSOR_FILE, Learngene
-from learngene.models.vgg import ConvBlock, ExpandableVGG
+from learngene.models.layers import ConvBlock
+from learngene.models.vgg import ExpandableVGG
 
 SPEC = {"image_size": 8, "channels": 1, "mean": [0.5], "std": [0.25], "spatial_in": 4}
 CRITERION = {

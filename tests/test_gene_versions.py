@@ -12,7 +12,7 @@ from torch import nn
 import learngene
 from learngene.errors import GeneError
 from learngene.gene import MANIFEST_FILE, Learngene
-from learngene.models.vgg import ConvBlock
+from learngene.models.layers import ConvBlock
 
 SPEC = {"image_size": 8, "channels": 1, "mean": [0.5], "std": [0.25], "spatial_in": 8}
 

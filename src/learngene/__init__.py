@@ -54,7 +54,7 @@ _API = {
     "CheckpointPlugin": "learngene.collective.learner",
     "EWC": "learngene.collective.ewc",
     "GradientRecorder": "learngene.collective.recorder",
-    "GrowthSchedule": "learngene.models.growth",
+    "GrowthSchedule": "learngene.models.schedule",
     # criterion and gene
     "register_criterion": "learngene.criterion",
     "Learngene": "learngene.gene",

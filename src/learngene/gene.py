@@ -86,7 +86,7 @@ class Learngene:
         ``input_spec`` gives ``image_size``, ``channels``, ``mean`` and ``std`` of the model's inputs; the
         spatial size the first gene layer sees (``spatial_in``) is worked out from the pools before it.
         """
-        from learngene.models.vgg import ConvBlock
+        from learngene.models.layers import ConvBlock
 
         if isinstance(layer_names, str) or not layer_names:
             raise ModelError(
@@ -162,7 +162,7 @@ class Learngene:
 
     def build_layers(self) -> nn.Sequential:
         """Fresh ConvBlocks holding the gene's weights (strict load): the inherited part of an individual model."""
-        from learngene.models.vgg import ConvBlock
+        from learngene.models.layers import ConvBlock
 
         seq = nn.Sequential(
             *(

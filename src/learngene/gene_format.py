@@ -76,7 +76,7 @@ def _block_spec(
     Built on the meta device: it describes exactly what ``ConvBlock`` holds without allocating any memory, so
     validation follows the real module definition and cannot be made to allocate by a hostile manifest.
     """
-    from learngene.models.vgg import ConvBlock
+    from learngene.models.layers import ConvBlock
 
     with torch.device("meta"):
         block = ConvBlock(in_channels, out_channels, pool=pool, bias=bias)

@@ -22,12 +22,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from learngene.artifacts import INDIVIDUAL
-from learngene.collective.ewc import EWC, diagonal_fisher
+from learngene.collective.ewc import EWC
+from learngene.collective.fisher import diagonal_fisher
 from learngene.config import IndividualConfig
 from learngene.errors import LearngeneError, ModelError, NonFiniteError
 from learngene.models.io import load_network, save_network
+from learngene.models.layers import ConvBlock
 from learngene.models.registry import register_architecture
-from learngene.models.vgg import ConvBlock
 from learngene.runtime import seeded
 
 GENE_PREFIX = "gene."

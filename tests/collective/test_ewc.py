@@ -5,7 +5,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from learngene.collective.ewc import EWC, diagonal_fisher, diagonal_fisher_loop
+from learngene.collective.ewc import EWC
+from learngene.collective.fisher import diagonal_fisher, diagonal_fisher_loop
 from learngene.errors import CheckpointError, ConfigError, DataError, ModelError
 
 

@@ -1,7 +1,8 @@
 import torch
 from torch import nn
 
-from learngene.collective.ewc import EWC, diagonal_fisher
+from learngene.collective.ewc import EWC
+from learngene.collective.fisher import diagonal_fisher
 
 
 def test_normalized_fisher_stays_bounded_over_many_tasks():

@@ -7,8 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from learngene.collective import ewc as ewc_mod
-from learngene.collective.ewc import diagonal_fisher, diagonal_fisher_loop
+from learngene.collective import fisher as ewc_mod
+from learngene.collective.fisher import diagonal_fisher, diagonal_fisher_loop
 from learngene.models import create_model
 
 

@@ -12,7 +12,7 @@ from learngene.collective.trainer import CollectiveTrainer
 from learngene.config import load_config
 from learngene.data import TaskStream
 from learngene.models import create_model
-from learngene.models.growth import GrowthSchedule
+from learngene.models.schedule import GrowthSchedule
 
 
 def _fake_stream(n_tasks: int = 2) -> TaskStream:

@@ -3,7 +3,8 @@ the per-layer gradient statistics that the learngene criterion reads."""
 
 from __future__ import annotations
 
-from learngene.collective.ewc import EWC, diagonal_fisher, diagonal_fisher_loop, exclude_classifier
+from learngene.collective.ewc import EWC
+from learngene.collective.fisher import diagonal_fisher, diagonal_fisher_loop, exclude_classifier
 from learngene.collective.metrics import AccuracyMatrix, accuracy
 from learngene.collective.openset import (
     UnknownReport,

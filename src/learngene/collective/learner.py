@@ -37,7 +37,7 @@ from learngene.data.transforms import BatchAugment
 from learngene.distributed import SINGLE, DistInfo, weighted_mean_
 from learngene.faults import maybe_kill
 from learngene.models import create_model
-from learngene.models.growth import GrowthSchedule
+from learngene.models.schedule import GrowthSchedule
 from learngene.runtime import derive_seed, generator, seeded
 
 log = logging.getLogger(__name__)

@@ -8,16 +8,15 @@ from __future__ import annotations
 
 from learngene.models.growth import (
     GrowthPlan,
-    GrowthSchedule,
     deepen,
     expand_classes,
     identity_block,
-    paper_schedule,
     plan_deepen,
     plan_expand_classes,
     plan_widen,
     widen,
 )
+from learngene.models.layers import ConvBlock
 from learngene.models.registry import (
     create_model,
     list_architectures,
@@ -26,7 +25,8 @@ from learngene.models.registry import (
     register_architecture,
     register_model,
 )
-from learngene.models.vgg import ConvBlock, ExpandableVGG
+from learngene.models.schedule import GrowthSchedule, paper_schedule
+from learngene.models.vgg import ExpandableVGG
 
 __all__ = [
     "ConvBlock",
