@@ -507,6 +507,8 @@ BAD_INPUTS: list[tuple[str, Callable[[Ctx], Any], str]] = [
     ("output_not_empty", _output_not_empty, "is not empty (1 entries); pass --overwrite"),
     ("inherit_output_not_empty", _inherit_output_not_empty,
      "is not empty (1 entries); pass --overwrite to write into it anyway, or choose an empty directory"),
+    ("depth_for_cnn_gene", lambda c: [*_inherit_from(c, c.built.support), "--depth", "4"],
+     "--depth builds transformer descendants, but"),
     ("inherit_over_gene", _inherit_over_gene,
      "holds a learngene, not an individual model; learngene never writes one kind of artifact over another"),
     ("select_into_collective_run", _select_into_collective,

@@ -96,6 +96,28 @@ def test_inherit_and_predict(run_dir, tmp_path, capsys):
     assert "--overwrite" in capsys.readouterr().err
 
 
+def test_inherit_compare_scratch_trains_the_same_architecture_with_the_same_budget(run_dir, tmp_path, capsys):
+    from learngene.config import load_config
+    from learngene.prepare import load_data
+
+    data = load_data(load_config("smoke"))
+    classes = json.loads((run_dir / "report.json").read_text())["split"]["novel"][:3]
+    _write_folder(tmp_path / "support", data, classes, 3)
+    _write_folder(tmp_path / "query", data, classes, 3, offset=3)
+    args = ["inherit", "--gene", str(run_dir / "gene"), "--support", str(tmp_path / "support"), "--query",
+            str(tmp_path / "query"), "--out", str(tmp_path / "model"), "--preset", "smoke", "--compare", "scratch"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "query accuracy" in out and "scratch (same architecture, random init, same budget): query accuracy" in out
+    manifest = json.loads((tmp_path / "model" / "model.json").read_text())
+    assert manifest["scratch"]["params"] == manifest["params"]  # the same architecture
+    assert 0.0 <= manifest["scratch"]["accuracy"] <= 1.0
+    bad = ["inherit", "--gene", str(run_dir / "gene"), "--support", str(tmp_path / "support"), "--out",
+           str(tmp_path / "m2"), "--depth", "4"]
+    assert main(bad) == 2
+    assert "--depth builds transformer descendants" in capsys.readouterr().err
+
+
 def _expected_starts(run_dir) -> dict[str, str]:
     """Fingerprints of the weights each gene-based method must start every target task from: the gene file's
     tensors for ``learngene``, the collective network's blocks for the ablations."""

@@ -41,6 +41,9 @@ def add_parsers(sub) -> None:
     p.add_argument("--config", help="take the [individual] settings of a TOML file")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--depth", type=int, help="transformer genes: the descendant's number of blocks")
+    p.add_argument("--compare", choices=("scratch",),
+                   help="also train the same architecture from scratch with the same budget and print both accuracies")
 
     p = sub.add_parser("predict", help="classify images with a model written by `learngene inherit`")
     p.add_argument("--model", required=True, help="model directory written by `learngene inherit`")
@@ -125,53 +128,53 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _inherit(args: argparse.Namespace) -> int:
-    import torch
-
     from learngene.config import Config, load_config
-    from learngene.data.images import read_image_folder
-    from learngene.data.transforms import normalize
-    from learngene.gene import Learngene
-    from learngene.individual import build_individual, save_individual, train_few_shot
     from learngene.safeio import check_writable_dir
 
     cfg = load_config(args.preset, args.config, args.overrides) if (args.preset or args.config or args.overrides) \
         else Config()
-    gene = Learngene.load(args.gene)
-    spec = gene.input_spec
+    fmt = _gene_format(args.gene)
+    if args.compare not in (None, "scratch"):
+        raise LearngeneError(f"--compare {args.compare!r}: the only comparison is 'scratch'")
     out = check_writable_dir(args.out, overwrite=args.overwrite, resumable=False, kind="individual model")
-    support = read_image_folder(args.support, image_size=spec["image_size"], channels=spec["channels"])
-    classes = list(support.classes)
-    if len(classes) < 2:
-        raise DataError(
-            f"support folder {args.support} has {len(classes)} class folder ({', '.join(classes)}); a classifier "
-            "needs at least 2 classes, one subfolder of images per class"
-        )
-    x = normalize(support.images, spec["mean"], spec["std"])
-    y = support.labels.long()
-    qx = qy = None
-    if args.query:
-        query = read_image_folder(args.query, image_size=spec["image_size"], channels=spec["channels"])
-        extra = [c for c in query.classes if c not in classes]
-        if extra:
-            raise DataError(f"query folder {args.query} has classes {extra} that the support folder {args.support} lacks")
-        qx = normalize(query.images, spec["mean"], spec["std"])
-        qy = torch.tensor([classes.index(query.classes[int(i)]) for i in query.labels])
-    model = build_individual(gene, cfg.individual, len(classes), seed=args.seed)
-    result = train_few_shot(model, x, y, cfg.individual, query_x=qx, query_y=qy, seed=args.seed,
-                            curve_every=cfg.evaluate.curve_every)
-    save_individual(
-        model, out, classes=classes, preprocessing=spec,
-        gene={"layers": gene.layer_names, "provenance": gene.manifest().get("provenance")},
-        support={"dir": str(Path(args.support).resolve()), "images": len(y)},
-        params=sum(p.numel() for p in model.parameters()),
-        inherited_params=model.inherited_params(),
-        query_accuracy=result.get("accuracy"),
-    )
-    msg = f"trained an individual model on {len(y)} images of {len(classes)} classes -> {out}"
+    if fmt == "learngene-vit/v1":
+        from learngene.vit_paradigm import inherit_vit
+
+        result = inherit_vit(args.gene, args.support, args.query, args.depth, out,
+                             compare_scratch=args.compare == "scratch", seed=args.seed, cfg=cfg)
+    else:
+        from learngene.gene import Learngene
+        from learngene.individual import inherit
+
+        if args.depth is not None:
+            raise LearngeneError(
+                f"--depth builds transformer descendants, but {args.gene} is a CNN learngene (its individual model's "
+                "size is set by individual.before / individual.after); drop --depth"
+            )
+        result = inherit(Learngene.load(args.gene), args.support, out, query_dir=args.query,
+                         settings=cfg.individual, seed=args.seed, compare_scratch=args.compare == "scratch",
+                         curve_every=cfg.evaluate.curve_every)
+    msg = f"trained an individual model on {result['images']} images of {len(result['classes'])} classes -> {out}"
     if "accuracy" in result:
-        msg += f"; query accuracy {result['accuracy']:.3f} on {len(qy)} images"
+        msg += f"; query accuracy {result['accuracy']:.3f} on {result['query_images']} images"
     print(msg)
+    if "scratch" in result:
+        acc = result["scratch"].get("accuracy")
+        print("scratch (same architecture, random init, same budget): "
+              + (f"query accuracy {acc:.3f}" if acc is not None else "no --query folder to measure it on"))
     return 0
+
+
+def _gene_format(path: str) -> str | None:
+    """The ``format`` a learngene directory's manifest declares (None if unreadable: the loader then explains)."""
+    import json
+
+    p = Path(path)
+    manifest = p / "learngene.json" if p.is_dir() else p
+    try:
+        return json.loads(manifest.read_text()).get("format")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def _image_paths(items: list[str]) -> list[Path]:

@@ -379,3 +379,69 @@ class PseudoTaskScorer:
             out = train_few_shot(model, sx, sy, self.settings, query_x=qx, query_y=qy, seed=i, use_gene_ewc=inherit)
             accs.append(out["accuracy"])
         return sum(accs) / len(accs)
+
+
+def read_support_query(support_dir: str | os.PathLike[str], query_dir: str | os.PathLike[str] | None,
+                       input_spec: Mapping[str, Any]):
+    """A user's ImageFolder support set (and optional query set), read as the gene's inputs.
+
+    Returns ``(classes, support_x, support_y, query_x, query_y)`` (query tensors None without a query folder),
+    normalized with the gene's statistics; labels follow the support folder's sorted class names.
+    """
+    from learngene.data.images import read_image_folder
+    from learngene.data.transforms import normalize
+    from learngene.errors import DataError
+
+    size, channels = input_spec["image_size"], input_spec["channels"]
+    support = read_image_folder(support_dir, image_size=size, channels=channels)
+    classes = list(support.classes)
+    if len(classes) < 2:
+        raise DataError(
+            f"support folder {support_dir} has {len(classes)} class folder ({', '.join(classes)}); a classifier "
+            "needs at least 2 classes, one subfolder of images per class"
+        )
+    x = normalize(support.images, input_spec["mean"], input_spec["std"])
+    y = support.labels.long()
+    qx = qy = None
+    if query_dir is not None:
+        query = read_image_folder(query_dir, image_size=size, channels=channels)
+        extra = [c for c in query.classes if c not in classes]
+        if extra:
+            raise DataError(f"query folder {query_dir} has classes {extra} that the support folder {support_dir} lacks")
+        qx = normalize(query.images, input_spec["mean"], input_spec["std"])
+        qy = torch.tensor([classes.index(query.classes[int(i)]) for i in query.labels])
+    return classes, x, y, qx, qy
+
+
+def inherit(gene, support_dir: str | os.PathLike[str], out: str | os.PathLike[str] | None = None, *,
+            query_dir: str | os.PathLike[str] | None = None, settings: IndividualConfig | None = None,
+            seed: int = 0, compare_scratch: bool = False, curve_every: int = 1) -> dict[str, Any]:
+    """`learngene inherit` as a function: an individual model around ``gene`` trained on a user's support folder.
+
+    Saves it to ``out`` (readable by ``learngene predict``) when given. ``compare_scratch`` also trains the same
+    architecture from random initialization with the same settings and seed on the same support set (the
+    reference a user wants before trusting a gene). Returns ``{"classes", "images", "accuracy"?, "scratch"?,
+    "params", "inherited_params"}``.
+    """
+    settings = settings or IndividualConfig()
+    classes, x, y, qx, qy = read_support_query(support_dir, query_dir, gene.input_spec)
+    model = build_individual(gene, settings, len(classes), seed=seed)
+    result = train_few_shot(model, x, y, settings, query_x=qx, query_y=qy, seed=seed, curve_every=curve_every)
+    out_info: dict[str, Any] = {"classes": classes, "images": len(y), "params": sum(p.numel() for p in model.parameters()),
+                                "inherited_params": model.inherited_params()}
+    if "accuracy" in result:
+        out_info["accuracy"], out_info["query_images"] = result["accuracy"], len(qy)
+    if compare_scratch:
+        scratch = build_individual(gene, settings, len(classes), seed=seed, inherit=False)
+        ref = train_few_shot(scratch, x, y, replace(settings, inherit_mode="free"), query_x=qx, query_y=qy,
+                             seed=seed, use_gene_ewc=False, curve_every=curve_every)
+        out_info["scratch"] = {"accuracy": ref.get("accuracy"), "params": sum(p.numel() for p in scratch.parameters())}
+    if out is not None:
+        save_individual(
+            model, out, classes=classes, preprocessing=gene.input_spec,
+            gene={"layers": gene.layer_names, "provenance": gene.manifest().get("provenance")},
+            support={"dir": str(Path(support_dir).resolve()), "images": len(y)},
+            params=out_info["params"], inherited_params=out_info["inherited_params"],
+            query_accuracy=result.get("accuracy"), scratch=out_info.get("scratch"),
+        )
+    return out_info

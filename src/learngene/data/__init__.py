@@ -27,7 +27,7 @@ from learngene.data.sources import (
     register_source,
 )
 from learngene.data.splits import CIFAR100_PAPER_SPLIT, IMAGENET100_PAPER_SPLIT, ClassSplit, paper_split
-from learngene.data.stream import CLASS_SAMPLING, Experience, TaskStream, derive_seed, load_manifest
+from learngene.data.stream import CLASS_SAMPLING, Experience, TaskStream, load_manifest
 from learngene.data.transforms import AUGMENT_KINDS, BatchAugment, load_rgb_or_gray, normalize, to_float
 
 __all__ = [
@@ -45,7 +45,6 @@ __all__ = [
     "cache_dir",
     "convert_channels",
     "default_data_root",
-    "derive_seed",
     "glyph_candidates",
     "glyph_char",
     "list_sources",

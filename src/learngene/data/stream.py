@@ -21,16 +21,19 @@ from learngene.data.images import ImageSet
 from learngene.data.splits import ClassSplit
 from learngene.errors import ConfigError, DataError
 
-__all__ = ["CLASS_SAMPLING", "Experience", "TaskStream", "derive_seed", "load_manifest"]
+__all__ = ["CLASS_SAMPLING", "Experience", "TaskStream", "load_manifest"]
 
 CLASS_SAMPLING = ("new_first", "random")
 _MANIFEST_FORMAT = "learngene.task_stream"
 _MANIFEST_VERSION = 1
 
 
-def derive_seed(seed: int, tag: str) -> int:
+def _stream_seed(seed: int, tag: str) -> int:
     """Independent, stable sub-seeds (pools vs. task classes vs. images) from one user seed, so e.g. asking
-    for more tasks does not reshuffle the train/test pools."""
+    for more tasks does not reshuffle the train/test pools.
+
+    Private on purpose: the package's one public seed function is :func:`learngene.runtime.derive_seed`; this
+    older scheme stays only because saved stream manifests and published numbers were drawn with it."""
     h = hashlib.sha256(f"{int(seed)}:{tag}".encode()).digest()
     return int.from_bytes(h[:8], "little") & 0x7FFF_FFFF_FFFF_FFFF
 
@@ -123,7 +126,7 @@ class TaskStream:
 
         self._pools = self._make_pools()
         class_lists = self._sample_task_classes()
-        img_gen = torch.Generator().manual_seed(derive_seed(seed, "images"))
+        img_gen = torch.Generator().manual_seed(_stream_seed(seed, "images"))
         raw = []
         for classes in class_lists:
             train = []
@@ -146,7 +149,7 @@ class TaskStream:
 
     # ------------------------------------------------------------------ construction helpers
     def _make_pools(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-        gen = torch.Generator().manual_seed(derive_seed(self.seed, "pools"))
+        gen = torch.Generator().manual_seed(_stream_seed(self.seed, "pools"))
         pools: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         for c in self.split.source + self.split.open_world:
             idx = self.data.indices_of(c)
@@ -162,7 +165,7 @@ class TaskStream:
         return pools
 
     def _sample_task_classes(self) -> list[list[str]]:
-        gen = torch.Generator().manual_seed(derive_seed(self.seed, "tasks"))
+        gen = torch.Generator().manual_seed(_stream_seed(self.seed, "tasks"))
         source = list(self.split.source)
         k = self.ways
         tasks: list[list[str]] = []
