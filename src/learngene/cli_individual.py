@@ -57,12 +57,28 @@ def add_parsers(sub) -> None:
     command("predict")(_predict)
 
 
+def _run_vit(args: argparse.Namespace, cfg) -> int:
+    """The transformer path: ancestry -> TLEG and Heur-LG learngenes -> descendants of every depth."""
+    from learngene.runtime import resolve_device
+    from learngene.safeio import check_writable_dir
+    from learngene.vit_paradigm import render_vit_report, run_vit
+
+    if not args.resume:  # --resume reuses the cached ancestry, auxiliary net and finished descendants
+        check_writable_dir(args.out, overwrite=args.overwrite, kind="run")
+    report = run_vit(cfg, args.out, progress=not args.quiet, device=resolve_device(args.device))
+    print(render_vit_report(report))
+    print(f"\nreport: {Path(args.out) / 'report.md'}")
+    return 0
+
+
 def _run(args: argparse.Namespace) -> int:
     from learngene.distributed import init_distributed
     from learngene.paradigm import run_paradigm
     from learngene.report import methods_table
 
     cfg = load_cfg(args)
+    if cfg.paradigm == "vit":
+        return _run_vit(args, cfg)
     dist, device = init_distributed(args.device)
     report = run_paradigm(cfg, args.out, resume=args.resume, overwrite=args.overwrite,
                           device=device, progress=not args.quiet, dist=dist)
@@ -136,24 +152,33 @@ def _inherit(args: argparse.Namespace) -> int:
     fmt = _gene_format(args.gene)
     if args.compare not in (None, "scratch"):
         raise LearngeneError(f"--compare {args.compare!r}: the only comparison is 'scratch'")
-    out = check_writable_dir(args.out, overwrite=args.overwrite, resumable=False, kind="individual model")
     if fmt == "learngene-vit/v1":
         from learngene.vit_paradigm import inherit_vit
 
-        result = inherit_vit(args.gene, args.support, args.query, args.depth, out,
-                             compare_scratch=args.compare == "scratch", seed=args.seed, cfg=cfg)
-    else:
-        from learngene.gene import Learngene
-        from learngene.individual import inherit
+        if args.depth is None:
+            raise LearngeneError(f"{args.gene} is a transformer learngene: give the descendant's depth, e.g. --depth 6")
+        result = inherit_vit(args.gene, args.support, args.query, args.depth, args.out,
+                             compare_scratch=args.compare == "scratch", seed=args.seed, overwrite=args.overwrite)
+        print(f"trained a depth-{result['depth']} {result['kind']} descendant on {result['support_images']} images of "
+              f"{len(result['classes'])} classes -> {result['out']}"
+              + (f"; query accuracy {result['query_accuracy']:.3f}" if result.get("query_accuracy") is not None else ""))
+        if result.get("scratch"):
+            acc = result["scratch"].get("query_accuracy")
+            print("scratch (same architecture, random init, same budget): "
+                  + (f"query accuracy {acc:.3f}" if acc is not None else "no --query folder to measure it on"))
+        return 0
+    from learngene.gene import Learngene
+    from learngene.individual import inherit
 
-        if args.depth is not None:
-            raise LearngeneError(
-                f"--depth builds transformer descendants, but {args.gene} is a CNN learngene (its individual model's "
-                "size is set by individual.before / individual.after); drop --depth"
-            )
-        result = inherit(Learngene.load(args.gene), args.support, out, query_dir=args.query,
-                         settings=cfg.individual, seed=args.seed, compare_scratch=args.compare == "scratch",
-                         curve_every=cfg.evaluate.curve_every)
+    if args.depth is not None:
+        raise LearngeneError(
+            f"--depth builds transformer descendants, but {args.gene} is a CNN learngene (its individual model's "
+            "size is set by individual.before / individual.after); drop --depth"
+        )
+    gene = Learngene.load(args.gene)
+    out = check_writable_dir(args.out, overwrite=args.overwrite, resumable=False, kind="individual model")
+    result = inherit(gene, args.support, out, query_dir=args.query, settings=cfg.individual, seed=args.seed,
+                     compare_scratch=args.compare == "scratch", curve_every=cfg.evaluate.curve_every)
     msg = f"trained an individual model on {result['images']} images of {len(result['classes'])} classes -> {out}"
     if "accuracy" in result:
         msg += f"; query accuracy {result['accuracy']:.3f} on {result['query_images']} images"

@@ -13,16 +13,19 @@ ancestry's.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from torch import Tensor, nn
 
-from learngene.errors import ModelError
+from learngene.errors import GeneError, ModelError
 from learngene.models.expansion import ExpandedViT
 from learngene.models.vit import (
     BLOCK_PREFIX,
+    EMBEDDING_PREFIXES,
     _full_config,
     block_state_dict,
     build_vit,
@@ -32,18 +35,18 @@ from learngene.models.vit import (
     vit_config,
 )
 from learngene.runtime import seeded
+from learngene.vit_gene import _BLOCK_KEY, TransformerGene
 
 __all__ = [
     "EMBEDDING_PREFIXES",
     "Descendant",
     "build_descendant",
+    "descendant_from_gene",
     "scratch_descendant",
     "stack_descendant",
     "truncated_ancestry",
 ]
 
-# shared tensors that feed the first block: what "the embeddings" means when copying from an ancestry
-EMBEDDING_PREFIXES = ("patch_embed.", "pos_embed", "cls_token", "reg_token", "norm_pre.")
 _FINAL_NORM_PREFIXES = ("norm.", "fc_norm.")
 
 
@@ -86,18 +89,27 @@ def _fresh(cfg: Mapping[str, Any], depth: int, num_classes: int, seed: int | Non
 
 
 def build_descendant(
-    gene: ExpandedViT | tuple[Mapping[str, Tensor], Mapping[str, Any]],
+    gene: Any,
     depth: int,
     num_classes: int,
     *,
     copy_head: bool = False,
     seed: int | None = None,
 ) -> Descendant:
-    """TLEG / SWS descendant: blocks from the rule, embeddings and final norm copied, head fresh.
+    """A descendant of ``depth`` blocks with a fresh ``num_classes`` head, from any transformer learngene.
 
-    ``gene`` is an :class:`ExpandedViT` or a ``(tensors, config)`` pair from its ``templates_state_dict()``
-    and ``config()`` (the stored learngene).
+    ``gene`` is a :class:`~learngene.vit_gene.TransformerGene` (or the directory of a saved one): TLEG genes
+    expand by their rule, Heur-LG genes stack their blocks on fresh ones (:func:`descendant_from_gene`); or an
+    :class:`ExpandedViT` / a ``(tensors, config)`` pair from its ``templates_state_dict()`` and ``config()``.
     """
+    if isinstance(gene, (TransformerGene, str, Path)):
+        return descendant_from_gene(gene, depth, num_classes, seed=seed)
+    return _from_templates(gene, depth, num_classes, copy_head=copy_head, seed=seed)
+
+
+def _from_templates(gene: Any, depth: int, num_classes: int, *, copy_head: bool = False,
+                    seed: int | None = None) -> Descendant:
+    """TLEG / SWS descendant: blocks from the rule, embeddings and final norm copied, head fresh."""
     if not isinstance(gene, ExpandedViT):
         if not (isinstance(gene, tuple) and len(gene) == 2):
             raise ModelError(
@@ -223,3 +235,48 @@ def scratch_descendant(
         cfg = _full_config(config)
     depth, num_classes = _depth(depth), _classes(num_classes)
     return Descendant(_fresh(cfg, depth, num_classes, seed), "scratch", depth, num_classes, 0, ())
+
+
+# ---------------------------------------------------------------------- from a saved transformer learngene
+def _stacked(gene: TransformerGene, depth: int, num_classes: int, seed: int | None) -> Descendant:
+    """Heur-LG descendant: fresh ViT, embeddings (+ final norm) copied, the gene's blocks on top."""
+    with seeded(seed):
+        model = build_vit({**gene.vit_cfg, "depth": depth, "num_classes": num_classes})
+    shared = {k: v for k, v in gene.tensors.items() if not k.startswith(BLOCK_PREFIX)}
+    state = model.state_dict()
+    state.update({k: v.clone() for k, v in shared.items()})
+    model.load_state_dict(state, strict=True)
+    inherited = list(shared)
+    # a descendant shallower than the gene keeps its top (last) blocks: the criterion's blocks end the network
+    chosen = gene.block_indices[-depth:] if depth < len(gene.block_indices) else list(gene.block_indices)
+    start = depth - len(chosen)
+    for offset, src in enumerate(chosen):
+        block = {m.group(2): v for k, v in gene.tensors.items()
+                 if (m := _BLOCK_KEY.match(k)) and int(m.group(1)) == src}
+        load_block_state_dict(model, start + offset, block)
+        inherited += [f"{BLOCK_PREFIX}{start + offset}.{name}" for name in block]
+    return Descendant(model, "heur-lg", depth, num_classes, gene.stored_params, tuple(inherited))
+
+
+def descendant_from_gene(
+    gene: TransformerGene | str | Path, depth: int, num_classes: int, *, seed: int | None = None
+) -> Descendant:
+    """A descendant ViT of ``depth`` blocks and a fresh ``num_classes`` head from a transformer learngene.
+
+    ``gene`` is a :class:`TransformerGene` or the path of a saved one.  TLEG: every block expanded by the
+    gene's rule (any depth it allows), embeddings and final norm copied.  Heur-LG: the gene's blocks stacked
+    last on fresh ones (a shallower descendant keeps the gene's last ``depth`` blocks).  ``stored_params``
+    is the gene's size: what must be kept to build every depth.
+    """
+    if isinstance(gene, (str, Path)):
+        gene = TransformerGene.load(gene)
+    if not isinstance(gene, TransformerGene):
+        raise GeneError(f"descendant_from_gene needs a TransformerGene or its directory, got {type(gene).__name__}")
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise ModelError(f"num_classes must be an integer >= 1, got {num_classes!r}")
+    depth = gene.check_depth(depth)
+    if gene.kind == "heur-lg":
+        return _stacked(gene, depth, num_classes, seed)
+    d = _from_templates((gene.tensors, gene.aux_config()), depth, num_classes, seed=seed)
+    method = "tleg" if gene.rule_name == "linear" else f"expanded:{gene.rule_name}"
+    return dataclasses.replace(d, method=method, stored_params=gene.stored_params)

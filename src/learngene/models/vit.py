@@ -112,6 +112,8 @@ _RATE_KEYS = (
     "attn_drop_rate",
     "drop_path_rate",
 )
+# shared tensors that feed the first block: what "the embeddings" means when copying from an ancestry
+EMBEDDING_PREFIXES = ("patch_embed.", "pos_embed", "cls_token", "reg_token", "norm_pre.")
 BLOCK_PREFIX = "blocks."
 
 

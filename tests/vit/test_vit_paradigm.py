@@ -1,0 +1,211 @@
+"""The whole transformer path on the vit-smoke preset, its caches, its refusals, and inherit for transformer genes."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from learngene.artifacts import INDIVIDUAL
+from learngene.config import load_config
+from learngene.errors import ConfigError, DataError
+from learngene.models.io import load_network
+from learngene.vit_gene import TransformerGene
+from learngene.vit_paradigm import inherit_vit, run_vit
+
+METHODS = ["scratch", "heur-lg", "truncated", "tleg"]
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    """One vit-smoke run shared by the tests of this module: (config, out dir, report)."""
+    from learngene.cli import main
+
+    cfg = load_config("vit-smoke")
+    out = tmp_path_factory.mktemp("vit-smoke") / "run"
+    torch_state = torch.get_rng_state()
+    assert main(["run", "--preset", "vit-smoke", "--out", str(out), "--quiet", "--device", "cpu"]) == 0
+    assert torch.equal(torch.get_rng_state(), torch_state)  # the run leaves the caller's RNG alone
+    return cfg, out, json.loads((out / "report.json").read_text())
+
+
+def _finite(x) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x)
+
+
+def test_smoke_report_rows_are_well_formed(smoke):
+    cfg, out, report = smoke
+    on_disk = json.loads((out / "report.json").read_text())
+    assert on_disk == report
+    rows = on_disk["descendants"]["rows"]
+    anc_depth = on_disk["ancestry"]["depth"]
+    assert anc_depth == 3 and cfg.vit.depths == [2, 3, 4]
+    expected = {(m, d) for d in cfg.vit.depths for m in METHODS if not (m == "truncated" and d > anc_depth)}
+    assert {(r["method"], r["depth"]) for r in rows} == expected
+    assert on_disk["descendants"]["skipped"] == [
+        {"method": "truncated", "depth": 4, "reason": "deeper than the 3-block ancestry: truncation only shortens"}]
+    genes = {k: TransformerGene.load(out / "genes" / k) for k in ("tleg", "heur-lg")}
+    for r in rows:
+        assert set(r) >= {"method", "depth", "params", "stored_params", "acc", "acc_ci95", "curve"}
+        assert 0.0 <= r["acc"] <= 1.0 and _finite(r["acc_ci95"]) and r["acc_ci95"] >= 0  # 2 seeds: a CI exists
+        epochs = cfg.vit.scratch_epochs if r["method"] == "scratch" else cfg.vit.descendant_epochs
+        want = sorted({e for e in cfg.vit.eval_epochs if e <= epochs} | {epochs})
+        assert r["curve"]["epochs"] == want and len(r["curve"]["acc"]) == len(want)
+        assert r["curve"]["acc"][-1] == pytest.approx(r["acc"])
+        assert [s["seed"] for s in r["per_seed"]] == cfg.vit.seeds
+        stored = {"scratch": 0, "truncated": on_disk["ancestry"]["params"],
+                  "tleg": genes["tleg"].stored_params, "heur-lg": genes["heur-lg"].stored_params}[r["method"]]
+        assert r["stored_params"] == stored
+    # same depth, same architecture: every method's descendant has the same parameter count
+    for d in cfg.vit.depths:
+        assert len({r["params"] for r in rows if r["depth"] == d}) == 1
+    assert on_disk["tleg"]["stored_fraction_of_ancestry"] == pytest.approx(
+        genes["tleg"].stored_params / on_disk["ancestry"]["params"])
+    assert on_disk["heur_lg"]["selected"] == genes["heur-lg"].block_indices
+    assert on_disk["heur_lg"]["name"] == "gradient_stability" and len(on_disk["heur_lg"]["candidates"]) == 2
+
+
+def test_smoke_fewshot_linearity_report_and_plot(smoke):
+    cfg, out, report = smoke
+    few = report["fewshot"]["5way1shot"]["rows"]
+    assert {(r["method"], r["depth"]) for r in few.values()} == {(m, 3) for m in METHODS}
+    assert all(r["episodes"] == cfg.evaluate.episodes and 0 <= r["acc"] <= 1 for r in few.values())
+    s = report["linearity"]["summary"]
+    assert s["depth"] == 3 and _finite(s["pooled_r2"]) and _finite(s["pooled_r2_shuffled"])
+    assert len(report["linearity"]["rows"]) == s["n_tensors"] > 0
+    md = (out / "report.md").read_text()
+    assert "| depth | scratch | heur-lg | truncated | tleg |" in md and "| 4 |" in md and "n/a" in md
+    assert "shuffled" in md and "pooled R²" in md
+    png = (out / "plots" / "vit_accuracy_vs_depth.png").read_bytes()
+    assert png.startswith(b"\x89PNG")
+    for part in ("cache/ancestry/network.json", "cache/aux/network.json", "genes/tleg/learngene.json",
+                 "genes/heur-lg/learngene.json", "config.json"):
+        assert (out / part).is_file(), part
+
+
+def test_rerun_reuses_the_cached_ancestry_aux_and_descendants(smoke, tmp_path):
+    cfg, out, report = smoke
+    again = run_vit(cfg, out, progress=False)
+    assert again["ancestry"]["cached"] and again["tleg"]["cached"]
+    assert [(r["method"], r["depth"], r["acc"]) for r in again["descendants"]["rows"]] == \
+        [(r["method"], r["depth"], r["acc"]) for r in report["descendants"]["rows"]]
+    # a changed setting that the descendants depend on retrains them, not the ancestry
+    changed = load_config("vit-smoke", None, ["vit.descendant_epochs=1", "vit.methods=['tleg']", "vit.depths=[2]"])
+    third = run_vit(changed, out, progress=False)
+    assert third["ancestry"]["cached"] and third["tleg"]["cached"]
+    assert [r["curve"]["epochs"] for r in third["descendants"]["rows"]] == [[0, 1]]
+
+
+def test_validation_criterion_chooses_blocks_on_open_world_pseudo_tasks(tmp_path):
+    cfg = load_config("vit-smoke", None, [
+        "vit.heur_criterion='validation'", "vit.methods=['heur-lg']", "vit.depths=[2]", "vit.seeds=[0]",
+        "vit.heur_val_epochs=1", "vit.ancestry_epochs=1", "vit.descendant_epochs=1", "evaluate.episodes=1"])
+    report = run_vit(cfg, tmp_path / "run", progress=False)
+    crit = report["heur_lg"]
+    assert crit["name"] == "validation" and "open-world" in crit["reason"]
+    assert all(0.0 <= c["score"] <= 1.0 for c in crit["candidates"])
+    best = max(c["score"] for c in crit["candidates"])
+    assert [c["score"] for c in crit["candidates"] if c["blocks"] == crit["selected"]] == [best]
+    assert "tleg" not in report and [r["method"] for r in report["descendants"]["rows"]] == ["heur-lg"]
+    # a damaged cache entry is retrained, not trusted and not fatal
+    weights = tmp_path / "run" / "cache" / "ancestry" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-10])
+    again = run_vit(cfg, tmp_path / "run", progress=False)
+    assert not again["ancestry"]["cached"]
+
+
+def test_bad_settings_are_refused_before_training(tmp_path):
+    with pytest.raises(ConfigError, match="paradigm"):
+        run_vit(load_config("smoke"), tmp_path / "a", progress=False)
+    with pytest.raises(ConfigError, match="vit.ancestry = 'vgg4' is not a registered ViT preset"):
+        run_vit(load_config("vit-smoke", None, ["vit.ancestry='vgg4'"]), tmp_path / "b", progress=False)
+    with pytest.raises(ConfigError, match="not a multiple of the ViT patch size"):
+        run_vit(load_config("vit-smoke", None, ["vit.patch_size=3"]), tmp_path / "c", progress=False)
+    with pytest.raises(ConfigError, match="vit.rule = 'stack' cannot build every depth"):
+        run_vit(load_config("vit-smoke", None, ["vit.rule='stack'"]), tmp_path / "d", progress=False)
+    with pytest.raises(ConfigError, match="vit.methods names unknown methods"):
+        load_config("vit-smoke", None, ["vit.methods=['wave']"])
+    with pytest.raises(ConfigError, match="vit.heur_criterion"):
+        load_config("vit-smoke", None, ["vit.heur_criterion='random'"])
+    with pytest.raises(ConfigError, match="vit.test_fraction"):
+        load_config("vit-smoke", None, ["vit.test_fraction=1.0"])
+    (tmp_path / "gene").mkdir()
+    (tmp_path / "gene" / "learngene.json").write_text("{}")
+    with pytest.raises(ConfigError, match="holds a learngene"):
+        run_vit(load_config("vit-smoke"), tmp_path / "gene", progress=False)
+
+
+def _image_folder(root, images, labels, names):
+    for img, lab in zip(images, labels):
+        d = root / names[int(lab)]
+        d.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(img[0].numpy().astype(np.uint8)).save(d / f"{len(list(d.iterdir()))}.png")
+
+
+def test_inherit_vit_trains_saves_for_predict_and_compares_scratch(smoke, tmp_path):
+    from learngene.individual import load_individual
+    from learngene.prepare import load_data, make_split
+
+    cfg, out, _ = smoke
+    data = load_data(cfg)
+    novel = list(make_split(cfg, data).novel)[:3]
+    sup, qry = tmp_path / "support", tmp_path / "query"
+    for i, c in enumerate(novel):
+        idx = data.indices_of(c)
+        _image_folder(sup, data.images[idx[:3]], [i] * 3, novel)
+        _image_folder(qry, data.images[idx[3:6]], [i] * 3, novel)
+    result = inherit_vit(out / "genes" / "tleg", sup, qry, 5, tmp_path / "model", compare_scratch=True, epochs=3)
+    assert result["classes"] == sorted(novel) and result["depth"] == 5 and result["kind"] == "tleg"
+    assert 0.0 <= result["query_accuracy"] <= 1.0 and 0.0 <= result["scratch"]["query_accuracy"] <= 1.0
+    assert result["curve"]["epochs"][0] == 0 and result["curve"]["epochs"][-1] == 3
+    model, meta = load_individual(tmp_path / "model")  # what `learngene predict` reads
+    assert len(model.blocks) == 5 and meta["classes"] == result["classes"]
+    assert meta["preprocessing"]["image_size"] == 16 and meta["query_accuracy"] == result["query_accuracy"]
+    again, _ = load_network(tmp_path / "model", INDIVIDUAL)
+    x = torch.randn(2, 1, 16, 16)
+    assert torch.equal(model(x), again(x)) and model(x).shape == (2, 3)
+    # Heur-LG genes too, without a query folder; an occupied --out needs overwrite
+    with pytest.raises(ConfigError, match="not empty"):
+        inherit_vit(out / "genes" / "heur-lg", sup, None, 2, tmp_path / "model", epochs=1)
+    plain = inherit_vit(out / "genes" / "heur-lg", sup, None, 2, tmp_path / "model", epochs=1, overwrite=True)
+    assert plain["query_accuracy"] is None and plain["scratch"] is None
+    two = tmp_path / "two"
+    for i, c in enumerate(novel[:2]):
+        _image_folder(two, data.images[data.indices_of(c)[:2]], [i] * 2, novel)
+    with pytest.raises(DataError, match="lacks"):
+        inherit_vit(out / "genes" / "tleg", two, qry, 2, tmp_path / "m2", epochs=1)
+
+
+def test_cli_inherit_depth_compare_scratch_predict_and_inspect(smoke, tmp_path, capsys):
+    """The transformer path from the command line: inherit --depth (deeper than the ancestry) with --compare
+    scratch, predict on the result, inspect of both gene kinds."""
+    from learngene.cli import main
+    from learngene.prepare import load_data, make_split
+
+    cfg, out, _ = smoke
+    data = load_data(cfg)
+    novel = list(make_split(cfg, data).novel)[:3]
+    sup, qry = tmp_path / "support", tmp_path / "query"
+    for i, c in enumerate(novel):
+        idx = data.indices_of(c)
+        _image_folder(sup, data.images[idx[:3]], [i] * 3, novel)
+        _image_folder(qry, data.images[idx[3:6]], [i] * 3, novel)
+    args = ["inherit", "--gene", str(out / "genes" / "tleg"), "--depth", "5", "--support", str(sup), "--query",
+            str(qry), "--out", str(tmp_path / "m"), "--compare", "scratch"]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "depth-5 tleg descendant" in printed and "query accuracy" in printed
+    assert "scratch (same architecture, random init, same budget): query accuracy" in printed
+    assert main(["predict", "--model", str(tmp_path / "m"), str(qry), "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert len(rows) == 9 and all(r["class"] in novel for r in rows)
+    for kind in ("tleg", "heur-lg"):
+        assert main(["inspect", str(out / "genes" / kind)]) == 0
+        assert kind in capsys.readouterr().out
+    no_depth = ["inherit", "--gene", str(out / "genes" / "tleg"), "--support", str(sup), "--out", str(tmp_path / "m2")]
+    assert main(no_depth) == 2
+    assert "give the descendant's depth, e.g. --depth 6" in capsys.readouterr().err
