@@ -115,3 +115,13 @@ def test_training_learns_separable_task(network):
     out = train_few_shot(model, x, y, settings, query_x=qx, query_y=qy, seed=0)
     assert len(out["curve"]) == 15
     assert out["accuracy"] > 0.6
+
+
+def test_building_and_training_leave_the_callers_global_rng_alone(network):
+    gene = Learngene.from_model(network, ["features.1"], input_spec=SPEC)
+    torch.manual_seed(5)
+    before = torch.get_rng_state()
+    model = build_individual(gene, IndividualConfig(before=[4]), 3, seed=1)
+    x, y = _task()
+    train_few_shot(model, x, y, IndividualConfig(epochs=2, inherit_mode="free"), seed=1)
+    assert torch.equal(torch.get_rng_state(), before)

@@ -26,9 +26,12 @@ __all__ = ["ARCHITECTURES", "CRITERIA", "METHODS", "MODELS", "SOURCES", "Registr
 T = TypeVar("T")
 
 
-def _origin(obj: Any) -> tuple[Any, Any]:
+def _origin(obj: Any) -> tuple[Any, Any] | None:
+    """Where a function or class was defined (a reloaded module re-registers the same definition); None for
+    plain objects, which only match themselves."""
     target = getattr(obj, "__func__", obj)
-    return getattr(target, "__module__", None), getattr(target, "__qualname__", None)
+    qualname = getattr(target, "__qualname__", None)
+    return (getattr(target, "__module__", None), qualname) if isinstance(qualname, str) else None
 
 
 class Registry(Generic[T]):
@@ -59,11 +62,11 @@ class Registry(Generic[T]):
             if not isinstance(key, str) or not key:
                 raise self.error(f"a {self.kind} needs a non-empty string name, got {key!r}")
             old = self._entries.get(key)
-            if old is not None and old is not item and _origin(old) != _origin(item):
-                module, qualname = _origin(old)
+            same = old is item or old == item or (_origin(old) is not None and _origin(old) == _origin(item))
+            if old is not None and not same:
+                where = ".".join(str(x) for x in _origin(old)) if _origin(old) else repr(old)
                 raise self.error(
-                    f"{self.kind} name {key!r} is already registered by {module}.{qualname}; rename yours so "
-                    "both stay reachable"
+                    f"{self.kind} name {key!r} is already registered by {where}; rename yours so both stay reachable"
                 )
             self._entries[key] = item
             return item

@@ -1,0 +1,88 @@
+"""Registries drive the config: a user's own source, model, criterion or evaluation method is accepted by the
+config, listed by `learngene list`, and used like a built-in one."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from learngene.cli import main
+from learngene.config import load_config
+from learngene.criterion import CriterionResult, register_criterion
+from learngene.data import ImageSet, register_source
+from learngene.errors import ConfigError
+from learngene.evaluate import register_method
+from learngene.models import create_model, register_model
+from learngene.registry import CRITERIA, METHODS, MODELS, SOURCES, Registry
+
+
+@pytest.fixture
+def user_entries():
+    @register_source("lg_test_noise")
+    def noise(root, image_size, channels, seed, **kw):
+        g = torch.Generator().manual_seed(seed)
+        images = torch.randint(0, 256, (120, 1, image_size, image_size), dtype=torch.uint8, generator=g)
+        labels = torch.arange(12).repeat_interleave(10)
+        return ImageSet(images, labels, [f"c{i}" for i in range(12)], [f"g{i // 3}" for i in range(12)], "noise")
+
+    def lg_test_net(**kw):
+        return create_model("test_vgg", **kw)
+
+    register_model(lg_test_net)
+
+    @register_criterion("lg_test_first")
+    def first(ctx):
+        return CriterionResult("lg_test_first", ctx.layer_names[:1], [], "always the first block")
+
+    register_method("lg-test-ncm", "NCM on the collective network, registered by a user",
+                    features=lambda ctx: (lambda x: ctx.network.forward_penultimate(x), 1))
+    yield
+    SOURCES.unregister("lg_test_noise")
+    MODELS.unregister("lg_test_net")
+    CRITERIA.unregister("lg_test_first")
+    METHODS.unregister("lg-test-ncm")
+
+
+def test_registered_names_are_accepted_by_the_config_and_listed(user_entries, capsys):
+    cfg = load_config("smoke", overrides=["data.source='lg_test_noise'", "model.name='lg_test_net'",
+                                          "criterion.name='lg_test_first'", "evaluate.methods=['lg-test-ncm']"])
+    assert (cfg.data.source, cfg.model.name, cfg.criterion.name) == ("lg_test_noise", "lg_test_net", "lg_test_first")
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    for name in ("lg_test_noise", "lg_test_net", "lg_test_first", "lg-test-ncm", "registered by a user"):
+        assert name in out
+
+
+def test_unregistered_names_are_refused_with_suggestions():
+    with pytest.raises(ConfigError, match=r"config key data.source = 'glyph' is not a registered data source. "
+                                          r"Did you mean 'glyphs'"):
+        load_config("smoke", overrides=["data.source='glyph'"])
+    with pytest.raises(ConfigError, match="config key evaluate.methods = 'learngen' is not a registered evaluation"):
+        load_config("smoke", overrides=["evaluate.methods=['learngen']"])
+
+
+def test_a_user_registered_run_end_to_end(user_entries, tmp_path):
+    """Source, model, criterion and method of the user drive a whole `learngene run`."""
+    out = tmp_path / "run"
+    args = ["run", "--preset", "smoke", "--out", str(out), "--quiet", "--set", "data.source='lg_test_noise'",
+            "--set", "model.name='lg_test_net'", "--set", "criterion.name='lg_test_first'",
+            "--set", "evaluate.methods=['learngene', 'lg-test-ncm']", "--set", "data.split='classes'",
+            "--set", "stream.tasks=2", "--set", "stream.ways=3", "--set", "evaluate.settings=['3way1shot']",
+            "--set", "evaluate.headline='3way1shot'", "--set", "evaluate.queries=2"]
+    assert main(args) == 0
+    import json
+
+    report = json.loads((out / "report.json").read_text())
+    assert report["criterion"]["name"] == "lg_test_first" and report["data"] == "noise"
+    assert set(report["individual"]["methods"]) == {"learngene", "lg-test-ncm"}
+
+
+def test_registry_refuses_shadowing_and_a_nameless_entry():
+    reg: Registry = Registry("thing")
+    reg.register("a", 1)
+    reg.register("a", 1)  # the same object again: harmless
+    with pytest.raises(ConfigError, match="already registered"):
+        reg.register("a", 2)
+    with pytest.raises(ConfigError, match="non-empty string name"):
+        reg.register("", 3)
+    assert reg.names() == ["a"] and reg.in_order() == ["a"] and "a" in reg
