@@ -64,6 +64,13 @@ _API = {
     "train_few_shot": "learngene.individual",
     "save_individual": "learngene.individual",
     "load_individual": "learngene.individual",
+    # transformer learngenes
+    "TransformerGene": "learngene.vit_gene",
+    "extract_tleg": "learngene.vit_gene",
+    "extract_heur_lg": "learngene.vit_gene",
+    "ExpandedViT": "learngene.models.expansion",
+    "build_descendant": "learngene.descendants",
+    "run_vit": "learngene.vit_paradigm",
     # evaluation and whole runs
     "register_method": "learngene.evaluate",
     "run_collective": "learngene.pipeline",
