@@ -28,7 +28,22 @@ class ViTConfig:
     patch_size: int | None = None
     embed_dim: int | None = None
     num_heads: int | None = None
-    ancestry_epochs: int = 30
+    ancestry_epochs: int = 30  # source-class training of the ancestry (with ancestry_weights: fine-tuning; 0 = as is)
+    # A user's own ancestry (e.g. a locally stored pretrained DeiT) instead of training vit.ancestry from scratch.
+    # ancestry_weights: a LOCAL path (nothing is ever downloaded): a .safetensors or .pth/.pt/.bin state dict (.pth
+    # read with torch.load(weights_only=True) only), or a directory written by save_network / save_ancestry
+    # (network.json + model.safetensors; a previous run's cache/ancestry works too). When set, vit.ancestry and the
+    # shape overrides (ancestry_depth, patch_size, embed_dim, num_heads) are ignored: the ancestry's shape, and so
+    # the auxiliary net's and the descendants', is the loaded model's (vit_config(model)).
+    ancestry_weights: str = ""
+    # ancestry_timm: the timm model name that builds ancestry_weights' architecture (timm.create_model(name,
+    # pretrained=False, img_size=data.image_size, in_chans=data.channels, num_classes=<source classes>)), e.g.
+    # "deit_tiny_patch16_224"; "" with a save_network directory: rebuilt from the directory's architecture record.
+    ancestry_timm: str = ""
+    # epochs of a linear probe (only the fresh source-class head trains; the rest frozen, in eval mode) before
+    # the ancestry_epochs of fine-tuning; used only with ancestry_weights, >= 1 when ancestry_epochs = 0 (the
+    # TLEG teacher and Heur-LG need source-class logits, and the user's own head is for other classes)
+    ancestry_probe_epochs: int = 5
     rule: str = "linear"  # expansion rule of the auxiliary net: linear (TLEG) | stagewise[:N] (SWS) | stack
     aux_depth: int = 8
     aux_epochs: int = 30
@@ -65,7 +80,29 @@ def _int_at_least(value: object, key: str, low: int) -> None:
 
 def validate_vit(v: ViTConfig) -> None:
     """Refuse impossible transformer settings before anything trains (key named, fix given)."""
-    for key in ("ancestry_epochs", "aux_depth", "aux_epochs", "batch_size", "descendant_epochs", "scratch_epochs",
+    for key in ("ancestry_weights", "ancestry_timm"):
+        if not isinstance(getattr(v, key), str):
+            raise ConfigError(f"config key vit.{key} = {getattr(v, key)!r} must be a string; fix the value")
+    if "://" in v.ancestry_weights:
+        raise ConfigError(f"config key vit.ancestry_weights = {v.ancestry_weights!r} is a URL; it must be a local path "
+                          "(nothing is downloaded): download the weights yourself and give the file's path")
+    if v.ancestry_timm and not v.ancestry_weights:
+        raise ConfigError(f"config key vit.ancestry_timm = {v.ancestry_timm!r} needs vit.ancestry_weights, the local "
+                          "file of its weights (nothing is downloaded); set vit.ancestry_weights, or leave "
+                          "vit.ancestry_timm empty to train the preset vit.ancestry")
+    _int_at_least(v.ancestry_probe_epochs, "ancestry_probe_epochs", 0)
+    if v.ancestry_weights:
+        _int_at_least(v.ancestry_epochs, "ancestry_epochs", 0)
+        if v.ancestry_epochs == 0 and v.ancestry_probe_epochs == 0:
+            raise ConfigError("config keys vit.ancestry_epochs = 0 and vit.ancestry_probe_epochs = 0 leave the user's "
+                              "ancestry without a head for the source classes (the TLEG teacher and Heur-LG need one); "
+                              "set vit.ancestry_probe_epochs >= 1 (a linear probe) or vit.ancestry_epochs >= 1")
+    else:
+        if isinstance(v.ancestry_epochs, int) and not isinstance(v.ancestry_epochs, bool) and v.ancestry_epochs == 0:
+            raise ConfigError("config key vit.ancestry_epochs = 0 would leave the preset ancestry untrained; 0 (use as "
+                              "is) is only for a user's ancestry (vit.ancestry_weights); set it >= 1")
+        _int_at_least(v.ancestry_epochs, "ancestry_epochs", 1)
+    for key in ("aux_depth", "aux_epochs", "batch_size", "descendant_epochs", "scratch_epochs",
                 "heur_blocks", "heur_val_epochs", "fewshot_epochs"):
         _int_at_least(getattr(v, key), key, 1)
     for key in ("ancestry_depth", "patch_size", "embed_dim", "num_heads"):

@@ -22,6 +22,18 @@ Layout of ``out/``::
     genes/tleg/, genes/heur-lg/      the two transformer learngenes (learngene.json + model.safetensors)
     report.json, report.md           results; plots/vit_accuracy_vs_depth.png
 
+**A user's own ancestry** (``vit.ancestry_weights``, e.g. a locally stored pretrained DeiT, with
+``vit.ancestry_timm`` naming its timm architecture, or a :func:`save_ancestry` / ``save_network`` directory)
+replaces the trained preset: it is read before the data loads (local files only; ``.pth`` through
+``torch.load(weights_only=True)``), built for ``data.image_size`` / ``data.channels`` (the positional embedding
+resampled to the new patch grid, the patch kernel's input channels summed or repeated, both recorded in the
+report), and refused with a :class:`ConfigError` / :class:`ModelError` naming the key when it cannot be.  Its
+own head is always replaced by a fresh one for the source classes (the TLEG teacher must output source-class
+logits): ``vit.ancestry_probe_epochs`` of a linear probe (only the head trains; the rest frozen and in eval
+mode), then ``vit.ancestry_epochs`` of fine-tuning everything (0: the blocks stay exactly the file's).  With
+``ancestry_epochs = 0`` the Heur-LG ``gradient_stability`` record comes from the probe's steps (each block's
+gradient is measured, never applied).  The aux net and the descendants copy its shape (``vit_config``).
+
 A rerun with the same configuration reuses every cache entry whose fingerprint (the settings it depends on)
 still matches, so an interrupted run continues where it stopped.
 
@@ -31,6 +43,7 @@ ImageFolder support set (optionally against the same architecture from scratch),
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import math
@@ -48,7 +61,7 @@ from learngene.config import Config, parse_setting
 from learngene.errors import ConfigError, DataError, LearngeneError, ModelError
 from learngene.runtime import derive_seed, resolve_device, seeded
 
-__all__ = ["fewshot_depths", "inherit_vit", "run_vit", "vit_shape"]
+__all__ = ["fewshot_depths", "inherit_vit", "run_vit", "save_ancestry", "vit_shape"]
 
 ACCURACY_PLOT = "vit_accuracy_vs_depth.png"
 
@@ -184,9 +197,12 @@ class _GradientShare:
     record ignores the overall scale, e.g. AMP loss scaling or the learning-rate phase).
     """
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, *, clear: bool = False) -> None:
         self.blocks = [list(b.parameters()) for b in model.blocks]
         self.steps: list[Tensor] = []
+        # clear: drop the blocks' gradients once measured -- for a linear probe whose optimizer holds only the
+        # head (its zero_grad leaves the frozen blocks' gradients to accumulate otherwise)
+        self.clear = clear
 
     def __call__(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         with torch.no_grad():
@@ -200,6 +216,10 @@ class _GradientShare:
                 g.append(gn / pn)
             v = torch.stack(g)
             self.steps.append(v / v.mean().clamp_min(1e-12))  # stays on the device: no sync per step
+            if self.clear:
+                for params in self.blocks:
+                    for p in params:
+                        p.grad = None
 
     def segments(self, n: int = 10) -> list[list[float]]:
         """The record as ``[segment][block]`` means over up to ``n`` contiguous stretches of training."""
@@ -211,8 +231,14 @@ class _GradientShare:
         return [chunk.mean(0).tolist() for chunk in torch.tensor_split(steps, k)]
 
 
-def _optimizer_factory(lr: float, weight_decay: float, hook: Callable | None = None):
+def _optimizer_factory(lr: float, weight_decay: float, hook: Callable | None = None,
+                       only: Sequence[nn.Parameter] | None = None):
+    """AdamW over the trainable parameters (``only``: just these, e.g. a probe's head), with ``hook`` before each step."""
+    keep = None if only is None else {id(p) for p in only}
+
     def factory(params: list[nn.Parameter]) -> torch.optim.Optimizer:
+        if keep is not None:
+            params = [p for p in params if id(p) in keep]
         opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
         if hook is not None:
             opt.register_step_pre_hook(hook)
@@ -251,9 +277,259 @@ def fewshot_depths(cfg: Config, ancestry_depth: int) -> list[int]:
     return list(cfg.vit.fewshot_depths) if cfg.vit.fewshot_depths is not None else [ancestry_depth]
 
 
+# ---------------------------------------------------------------------- a user's own ancestry
+STATE_DICT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
+_WEIGHTS_KEY = "vit.ancestry_weights"
+_TIMM_KEY = "vit.ancestry_timm"
+
+
+def save_ancestry(model: nn.Module, directory: str | Path) -> dict[str, Any]:
+    """Save a plain timm ``VisionTransformer`` as a network directory (``network.json`` + ``model.safetensors``)
+    that ``vit.ancestry_weights`` accepts with ``vit.ancestry_timm = ""`` (rebuilt from its shape record).
+
+    ``save_network`` itself needs a model with ``config()``; this adds :func:`~learngene.models.vit.vit_config`
+    (a :class:`ModelError` for a model it cannot describe).  Returns the manifest.
+    """
+    from learngene.models.io import save_network
+
+    return save_network(_Record(model), directory, NETWORK)
+
+
+class _UserAncestry:
+    """``vit.ancestry_weights`` (+ ``vit.ancestry_timm``): read and checked before the data loads, built after."""
+
+    def __init__(self, cfg: Config, out: Path) -> None:
+        from learngene.safeio import sha256_file
+
+        v = cfg.vit
+        self.given = v.ancestry_weights
+        self.timm = v.ancestry_timm.strip()
+        path = Path(v.ancestry_weights).expanduser()
+        fix = (f"give the local path of a {'/'.join(STATE_DICT_SUFFIXES)} state dict (with {_TIMM_KEY} naming its "
+               "timm model) or of a directory written by save_ancestry / save_network")
+        if not path.exists():
+            raise ConfigError(f"config key {_WEIGHTS_KEY} = {self.given!r}: {path} does not exist; {fix}")
+        self.path = path.resolve()
+        cache = (out / "cache").resolve()
+        if self.path == cache or cache in self.path.parents:
+            raise ConfigError(f"config key {_WEIGHTS_KEY} = {self.given!r} lies inside this run's cache ({cache}), "
+                              "which the run rewrites; copy it elsewhere (or use another --out) and point the key there")
+        self.arch: dict[str, Any] | None = None
+        if self.path.is_dir():
+            self.kind = "network"
+            if not (self.path / NETWORK.manifest).is_file():
+                raise ConfigError(f"config key {_WEIGHTS_KEY} = {self.given!r} is a directory without {NETWORK.manifest}: "
+                                  f"not one written by save_ancestry / save_network; {fix}")
+            self.tensors, self.arch = self._read_network()
+            digest = hashlib.sha256()
+            for name in (NETWORK.manifest, NETWORK.weights):
+                digest.update(sha256_file(self.path / name).encode())
+            self.sha256 = digest.hexdigest()
+        else:
+            self.kind = "file"
+            if self.path.suffix.lower() not in STATE_DICT_SUFFIXES:
+                raise ConfigError(f"config key {_WEIGHTS_KEY} = {self.given!r} has suffix {self.path.suffix!r}, not one "
+                                  f"of {', '.join(STATE_DICT_SUFFIXES)}; {fix}")
+            if not self.timm:
+                raise ConfigError(f"config key {_WEIGHTS_KEY} = {self.given!r} is a bare state dict: set {_TIMM_KEY} to "
+                                  "the timm model it was trained as (e.g. 'deit_tiny_patch16_224'), or save the model "
+                                  "with learngene.vit_paradigm.save_ancestry and give that directory")
+            self.sha256 = sha256_file(self.path)
+            self.tensors = self._read_file()
+        if self.timm:
+            _check_timm_name(self.timm)
+        self.adapted: list[str] = []
+
+    # -------------------------------------------------------------- reading
+    def _read_network(self) -> tuple[dict[str, Tensor], dict[str, Any]]:
+        from learngene.artifacts import load_artifact
+
+        try:
+            manifest, tensors, _ = load_artifact(self.path, NETWORK)
+        except LearngeneError as err:
+            raise ConfigError(f"config key {_WEIGHTS_KEY} = {self.given!r}: {err}") from None
+        arch = manifest.get("architecture")
+        if not self.timm and (not isinstance(arch, dict) or arch.get("name") != "vit"):
+            name = arch.get("name") if isinstance(arch, dict) else None
+            raise ConfigError(f"config key {_WEIGHTS_KEY} = {self.given!r} holds a {name!r} network, not a plain ViT "
+                              "(an auxiliary net or a CNN?); give a ViT saved with save_ancestry, or set "
+                              f"{_TIMM_KEY} to the timm model its tensors belong to")
+        return tensors, arch if isinstance(arch, dict) else {}
+
+    def _read_file(self) -> dict[str, Tensor]:
+        safetensors = self.path.suffix.lower() == ".safetensors"
+        try:
+            if safetensors:
+                from safetensors.torch import load_file
+
+                obj: Any = load_file(str(self.path), device="cpu")
+            else:  # never plain pickle: only tensors and containers
+                obj = torch.load(self.path, map_location="cpu", weights_only=True)
+        except Exception as err:  # noqa: BLE001 - corrupt, truncated, or objects weights_only refuses
+            how = ("a safetensors file" if safetensors else
+                   "a torch state dict with torch.load(weights_only=True) (no other objects are unpickled)")
+            raise ConfigError(f"config key {_WEIGHTS_KEY} = {self.given!r} cannot be read as {how}: "
+                              f"{type(err).__name__}: {str(err)[:300]}; save only the weights (model.state_dict()) as "
+                              ".safetensors, or the model with learngene.vit_paradigm.save_ancestry") from None
+        for _ in range(3):  # checkpoints wrap the weights: DeiT's {"model": ...}, timm's {"state_dict": ...}
+            if isinstance(obj, dict) and obj and not all(isinstance(t, Tensor) for t in obj.values()):
+                inner = next((obj[k] for k in ("model", "state_dict", "model_state_dict", "module")
+                              if isinstance(obj.get(k), dict)), None)
+                if inner is None:
+                    break
+                obj = inner
+        if (not isinstance(obj, dict) or not obj
+                or not all(isinstance(k, str) and isinstance(t, Tensor) for k, t in obj.items())):
+            what = sorted(map(str, obj))[:8] if isinstance(obj, dict) else type(obj).__name__
+            raise ConfigError(f"config key {_WEIGHTS_KEY} = {self.given!r} does not hold a state dict (tensor names -> "
+                              f"tensors), found {what}; save model.state_dict()")
+        if all(k.startswith("module.") for k in obj):  # saved from DistributedDataParallel
+            obj = {k[len("module."):]: t for k, t in obj.items()}
+        return dict(obj)
+
+    # -------------------------------------------------------------- building
+    def stem_channels(self) -> int:
+        """The input channels of the stored patch embedding (3 when unknown)."""
+        w = self.tensors.get("patch_embed.proj.weight")
+        return int(w.shape[1]) if isinstance(w, Tensor) and w.ndim == 4 else 3
+
+    def describe(self) -> str:
+        return f"{self.timm or 'ViT'} from {self.path}"
+
+    def build(self, image_size: int, channels: int, num_classes: int, *, seed: int | None = None,
+              meta: bool = False) -> nn.Module:
+        """The ancestry for the data, its weights loaded (``meta``: a shape-only dry run, nothing loaded)."""
+        from learngene.models.vit import build_vit, vit_config
+
+        with seeded(seed), torch.device("meta" if meta else "cpu"):
+            if self.timm:
+                import timm
+
+                try:
+                    model = timm.create_model(self.timm, pretrained=False, num_classes=num_classes,
+                                              img_size=image_size, in_chans=channels)
+                except Exception as err:  # noqa: BLE001 - a non-ViT (no img_size), or timm refusing the size
+                    raise ConfigError(f"config key {_TIMM_KEY} = {self.timm!r} cannot be built for data.image_size = "
+                                      f"{image_size} and {channels} channel(s) ({type(err).__name__}: "
+                                      f"{str(err)[:200]}); name a plain timm ViT such as deit_tiny_patch16_224, or "
+                                      "change data.image_size") from None
+            else:
+                try:
+                    model = build_vit({**self.arch, "img_size": image_size, "in_chans": channels,
+                                       "num_classes": num_classes})
+                except ModelError as err:
+                    raise ConfigError(f"config key {_WEIGHTS_KEY} = {self.given!r}: its architecture record does not "
+                                      f"build a ViT for data.image_size = {image_size}: {err}") from None
+        try:
+            vit_config(model)
+        except ModelError as err:
+            raise ConfigError(f"config key {_TIMM_KEY} = {self.timm!r} builds a {type(model).__name__} that the "
+                              f"transformer path cannot use: {err}. Name a plain timm ViT (e.g. deit_tiny_patch16_224, "
+                              "vit_small_patch16_224; not a distilled DeiT)") from None
+        ph, pw = model.patch_embed.patch_size
+        if image_size % ph or image_size % pw or image_size < max(ph, pw):
+            raise ConfigError(f"data.image_size = {image_size} cannot be cut into the {ph}x{pw} patches of the "
+                              f"ancestry ({_WEIGHTS_KEY}/{_TIMM_KEY}: {self.describe()}); set data.image_size to a "
+                              f"multiple of {ph} (e.g. {max(ph, (image_size // ph) * ph)}) or use a ViT with smaller "
+                              "patches")
+        state, notes = self._fit(model)
+        if not meta:
+            missing, unexpected = model.load_state_dict(state, strict=False)
+            assert not unexpected and all(k.startswith("head.") for k in missing), (missing, unexpected)
+            self.adapted = notes
+            model.eval()
+        return model
+
+    def _fit(self, model: nn.Module) -> tuple[dict[str, Tensor], list[str]]:
+        """The file's tensors matched to ``model`` by name (its head dropped: a fresh one is trained)."""
+        own = model.state_dict()
+        given = {k: t for k, t in self.tensors.items() if not k.startswith("head.")}
+        missing = [k for k in own if k not in given and not k.startswith("head.")]
+        unexpected = [k for k in given if k not in own]
+        what = f"config key {_WEIGHTS_KEY} = {self.given!r} does not fit the ancestry architecture ({self.describe()})"
+        if missing or unexpected:
+            parts = []
+            if missing:
+                parts.append(f"{len(missing)} tensor(s) the model needs are missing from it: {missing[:6]}")
+            if unexpected:
+                parts.append(f"{len(unexpected)} tensor(s) in it have no place in the model: {unexpected[:6]}")
+            raise ModelError(f"{what}: {'; '.join(parts)}. Set {_TIMM_KEY} to the timm model the weights were "
+                             "trained as (a distilled DeiT's dist_token/head_dist are not supported: use a plain "
+                             "deit_* checkpoint)")
+        out, notes = {}, []
+        for k, t in given.items():
+            want = tuple(own[k].shape)
+            if tuple(t.shape) != want:
+                if k == "pos_embed":
+                    t, note = _resample_pos_embed(model, t, what)
+                    notes.append(note)
+                elif k == "patch_embed.proj.weight" and t.ndim == 4 and (t.shape[0], *t.shape[2:]) == (want[0], *want[2:]):
+                    t = _adapt_channels(t, want[1])
+                    notes.append(f"patch_embed.proj.weight: {want[1]} input channel(s) made from the file's "
+                                 f"{self.tensors[k].shape[1]} (data.channels)")
+                else:
+                    raise ModelError(f"{what}: {k} has shape {tuple(t.shape)} in the file but {want} in the model; "
+                                     f"set {_TIMM_KEY} to the timm model the weights were trained as")
+            out[k] = t
+        return out, notes
+
+
+def _check_timm_name(name: str) -> None:
+    import timm
+
+    if not timm.is_model(name):  # timm's local registry: nothing is downloaded
+        close = difflib.get_close_matches(name, timm.list_models(), n=3, cutoff=0.6)
+        hint = f"did you mean {', '.join(close)}? " if close else ""
+        raise ConfigError(f"config key {_TIMM_KEY} = {name!r} is not a timm model name (timm {timm.__version__}); "
+                          f"{hint}timm.list_models('deit*') lists the DeiTs, e.g. deit_tiny_patch16_224")
+
+
+def _resample_pos_embed(model: nn.Module, t: Tensor, what: str) -> tuple[Tensor, str]:
+    from timm.layers import resample_abs_pos_embed
+
+    prefix = 0 if getattr(model, "no_embed_class", False) else int(getattr(model, "num_prefix_tokens", 0))
+    want = tuple(model.pos_embed.shape)
+    old = t.shape[1] - prefix if t.ndim == 3 else -1
+    side = math.isqrt(old) if old > 0 else 0
+    if t.ndim != 3 or t.shape[2] != want[2] or side * side != old:
+        raise ModelError(f"{what}: pos_embed has shape {tuple(t.shape)} in the file but {want} in the model, and is "
+                         f"not a square grid of {want[2]}-wide positions after {prefix} prefix token(s) to resample; "
+                         f"set {_TIMM_KEY} to the timm model the weights were trained as")
+    grid = list(model.patch_embed.grid_size)
+    out = resample_abs_pos_embed(t.float(), new_size=grid, old_size=[side, side],
+                                 num_prefix_tokens=prefix).to(t.dtype)
+    return out, f"pos_embed resampled from a {side}x{side} to a {grid[0]}x{grid[1]} patch grid (data.image_size)"
+
+
+def _adapt_channels(w: Tensor, channels: int) -> Tensor:
+    """timm's rule for pretrained stems on other inputs: one channel sums the file's, more repeat them rescaled."""
+    base = w.shape[1]
+    if channels == 1:
+        return w.float().sum(1, keepdim=True).to(w.dtype)
+    reps = math.ceil(channels / base)
+    return (w.float().repeat(1, reps, 1, 1)[:, :channels] * (base / channels)).to(w.dtype)
+
+
+class _Probe(nn.Module):
+    """A linear probe's view of a model: training mode reaches only its head (no dropout/drop path in the body)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def train(self, mode: bool = True) -> _Probe:
+        super().train(mode)
+        self.model.eval()
+        self.model.head.train(mode)
+        return self
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.model(x)
+
+
 # ---------------------------------------------------------------------- the stages
 def _train_ancestry(cfg: Config, shape: dict[str, Any], task: _Task, cache: Path, device: torch.device,
-                    fp: str, progress: bool) -> tuple[nn.Module, dict[str, Any]]:
+                    fp: str, progress: bool, user: nn.Module | None = None) -> tuple[nn.Module, dict[str, Any]]:
     from learngene.distill import train_classifier
     from learngene.models.io import load_network, save_network
     from learngene.models.vit import build_vit
@@ -268,6 +544,10 @@ def _train_ancestry(cfg: Config, shape: dict[str, Any], task: _Task, cache: Path
                 return model.to(device), {**rec, "cached": True}
         except LearngeneError:
             pass  # a damaged or foreign cache entry is retrained
+    if user is not None:
+        model, info = _tune_user_ancestry(cfg, user, task, device, progress)
+        save_network(_Record(model), cache, NETWORK, {"fingerprint": fp, "record": _jsonable(info)})
+        return model.eval(), {**info, "cached": False}
     _say(progress, f"ancestry: training {shape['depth']} blocks, width {shape['embed_dim']} on "
                    f"{task.num_classes} source classes for {v.ancestry_epochs} epochs")
     with seeded(derive_seed(cfg.seed, "ancestry-init")):
@@ -289,6 +569,69 @@ def _train_ancestry(cfg: Config, shape: dict[str, Any], task: _Task, cache: Path
     }
     save_network(_Record(model), cache, NETWORK, {"fingerprint": fp, "record": _jsonable(info)})
     return model.eval(), {**info, "cached": False}
+
+
+def _records_probe(cfg: Config) -> bool:
+    """Whether a user's ancestry used as is (no fine-tuning) must record its blocks' gradients during the probe."""
+    v = cfg.vit
+    return v.ancestry_epochs == 0 and "heur-lg" in v.methods and v.heur_criterion == "gradient_stability"
+
+
+def _tune_user_ancestry(cfg: Config, model: nn.Module, task: _Task, device: torch.device,
+                        progress: bool) -> tuple[nn.Module, dict[str, Any]]:
+    """A user's ancestry on the source classes: a linear probe of its fresh head, then fine-tuning (see the module
+    docstring).  The gradient record comes from the fine-tuning, or from the probe when there is none."""
+    from learngene.distill import train_classifier
+    from learngene.models.vit import num_blocks
+
+    v = cfg.vit
+    _say(progress, f"ancestry: the user's {num_blocks(model)}-block ViT; a fresh head for {task.num_classes} source "
+                   f"classes, {v.ancestry_probe_epochs} probe epoch(s), then {v.ancestry_epochs} fine-tuning epoch(s)")
+    record: _GradientShare | None = None
+    seconds, losses, val_acc, probe = 0.0, [], None, None
+    if v.ancestry_probe_epochs:
+        head = list(model.head.parameters())
+        measure = _records_probe(cfg)
+        ids = {id(p) for p in head}
+        if measure:
+            record = _GradientShare(model, clear=True)
+        try:
+            for p in model.parameters():  # measured blocks need gradients; the optimizer still holds only the head
+                p.requires_grad_(measure or id(p) in ids)
+            res = train_classifier(
+                _Probe(model), task.loader(v.batch_size, cfg.data.augment, derive_seed(cfg.seed, "ancestry-probe-data")),
+                v.ancestry_probe_epochs, optimizer_factory=_optimizer_factory(v.lr, v.weight_decay, record, only=head),
+                scheduler_factory=_scheduler(v.schedule), device=device, amp=v.amp,
+                seed=derive_seed(cfg.seed, "ancestry-probe"), eval_fn=task.accuracy,
+                eval_epochs=[v.ancestry_probe_epochs],
+            )
+        finally:
+            for p in model.parameters():
+                p.requires_grad_(True)
+        val_acc, seconds, losses = res["curve"][-1], res["train_seconds"], list(res["loss"])
+        probe = {"epochs": v.ancestry_probe_epochs, "val_acc": val_acc, "train_seconds": res["train_seconds"],
+                 "gradient_record": measure}
+        _say(progress, f"ancestry: probe val accuracy {val_acc:.3f}")
+    if v.ancestry_epochs:
+        record = _GradientShare(model)
+        res = train_classifier(
+            model, task.loader(v.batch_size, cfg.data.augment, derive_seed(cfg.seed, "ancestry-data")),
+            v.ancestry_epochs, optimizer_factory=_optimizer_factory(v.lr, v.weight_decay, record),
+            scheduler_factory=_scheduler(v.schedule), device=device, amp=v.amp,
+            seed=derive_seed(cfg.seed, "ancestry-train"), eval_fn=task.accuracy, eval_epochs=[v.ancestry_epochs],
+        )
+        val_acc, seconds, losses = res["curve"][-1], seconds + res["train_seconds"], losses + list(res["loss"])
+    info = {
+        "params": sum(int(p.numel()) for p in model.parameters()),
+        "depth": num_blocks(model),
+        "val_acc": val_acc,
+        "loss": losses,
+        "train_seconds": seconds,
+        "gradient_share": record.segments() if record is not None else [],
+        "probe": probe,
+        "fine_tune_epochs": v.ancestry_epochs,
+    }
+    return model, info
 
 
 def _jsonable(obj: Any) -> Any:
@@ -323,7 +666,9 @@ def _choose_blocks(cfg: Config, ancestry: nn.Module, info: dict[str, Any], data:
     cands = []
     if v.heur_criterion == "gradient_stability":
         if not share:
-            raise LearngeneError("the gradient_stability criterion found no gradient record in the ancestry")
+            raise LearngeneError("the gradient_stability criterion found no gradient record in the ancestry (a user's "
+                                 "ancestry records it while it trains: set vit.ancestry_epochs or "
+                                 "vit.ancestry_probe_epochs >= 1, or use vit.heur_criterion = 'validation')")
         for a, b in windows(n, size):
             st = _window_stats(share, a, b)
             cands.append({"blocks": list(range(a, b)), "score": -(st["grad_share_mean"] + st["grad_share_std"]), **st})
@@ -482,6 +827,12 @@ def render_vit_report(report: dict[str, Any]) -> str:
         f"{prot['descendant_epochs']} epochs ({prot['scratch_epochs']} for scratch), seeds {prot['seeds']}.",
         f"Ancestry: {anc['depth']} blocks, {anc['params']:,} parameters, source val accuracy {_cell(anc.get('val_acc'))}.",
     ]
+    user = anc.get("user")
+    if user:
+        adapted = f"; adapted: {'; '.join(user['adapted'])}" if user.get("adapted") else ""
+        lines.append(f"The ancestry is the user's {user.get('timm') or 'ViT'} from `{user['weights']}` (sha256 "
+                     f"{user['sha256'][:12]}...): a fresh source-class head probed for {user['probe_epochs']} epoch(s), "
+                     f"then fine-tuned for {user['fine_tune_epochs']} epoch(s){adapted}.")
     if tleg:
         lines.append(f"TLEG: {tleg['rule']['name']} rule, auxiliary depth {tleg['aux_depth']}, val accuracy "
                      f"{_cell(tleg.get('val_acc'))}; learngene stores {tleg['stored_params']:,} parameters "
@@ -576,7 +927,7 @@ def run_vit(cfg: Config, out: str | Path, *, progress: bool = True,
     """The whole transformer path (see the module docstring); returns the report written to ``out/report.json``."""
     from learngene import __version__
     from learngene.distill import train_classifier
-    from learngene.models.vit import num_blocks
+    from learngene.models.vit import num_blocks, vit_config
     from learngene.prepare import input_spec, load_data, make_split
     from learngene.safeio import artifact_kind, atomic_write_bytes, atomic_write_json, output_lock
     from learngene.stats import mean_ci95
@@ -597,6 +948,10 @@ def run_vit(cfg: Config, out: str | Path, *, progress: bool = True,
     start = time.perf_counter()
     with output_lock(out):
         atomic_write_json(out / "config.json", cfg.to_dict())
+        # a user's ancestry: file, timm name, tensors and patch size checked before the (maybe long) data loading
+        user = _UserAncestry(cfg, out) if v.ancestry_weights else None
+        if user is not None:
+            user.build(cfg.data.image_size, cfg.data.channels or user.stem_channels(), 2, meta=True)
         data = load_data(cfg)
         split = make_split(cfg, data)
         source, novel = list(split.source), list(split.novel)
@@ -604,16 +959,37 @@ def run_vit(cfg: Config, out: str | Path, *, progress: bool = True,
             raise DataError(f"the split has {len(source)} source and {len(novel)} novel classes; the transformer path "
                             "needs at least 2 of each (raise data.max_classes or change data.split_fractions)")
         spec = input_spec(data, source)
-        shape = vit_shape(cfg, data.image_size, data.channels, len(source))
+        user_model = None
+        if user is None:
+            shape = vit_shape(cfg, data.image_size, data.channels, len(source))
+        else:
+            user_model = user.build(data.image_size, data.channels, len(source),
+                                    seed=derive_seed(cfg.seed, "ancestry-init"))
+            user.tensors = {}  # loaded: no second copy kept through the run
+            ignored = [k for k in ("ancestry_depth", "patch_size", "embed_dim", "num_heads") if getattr(v, k) is not None]
+            _say(progress, f"ancestry: {user.describe()}" + (f"; its shape replaces vit.ancestry and vit.{', vit.'.join(ignored)}"
+                                                             if ignored else ""))
+            shape = vit_config(user_model)
         _preflight(cfg, shape["depth"])
         data_fp = {"data": cfg.to_dict()["data"], "seed": cfg.seed, "source": source}
-        anc_fp = _fingerprint({**data_fp, "shape": shape, "epochs": v.ancestry_epochs, "lr": v.lr,
-                               "wd": v.weight_decay, "bs": v.batch_size, "schedule": v.schedule, "amp": v.amp,
-                               "test_fraction": v.test_fraction})
+        anc_fields = {**data_fp, "shape": shape, "epochs": v.ancestry_epochs, "lr": v.lr,
+                      "wd": v.weight_decay, "bs": v.batch_size, "schedule": v.schedule, "amp": v.amp,
+                      "test_fraction": v.test_fraction}
+        if user is not None:  # a changed weights file (its sha256) retrains; preset runs keep their old fingerprints
+            anc_fields["user"] = {"sha256": user.sha256, "timm": user.timm, "kind": user.kind,
+                                  "probe_epochs": v.ancestry_probe_epochs, "probe_record": _records_probe(cfg)}
+        anc_fp = _fingerprint(anc_fields)
         src_task = _Task(data, source, spec, v.test_fraction, derive_seed(cfg.seed, "source-split"), dev)
-        ancestry, anc_info = _train_ancestry(cfg, shape, src_task, out / "cache" / "ancestry", dev, anc_fp, progress)
+        ancestry, anc_info = _train_ancestry(cfg, shape, src_task, out / "cache" / "ancestry", dev, anc_fp, progress,
+                                             user=user_model)
+        del user_model
         n_anc = num_blocks(ancestry)
-        anc_info.update(preset=v.ancestry, shape=shape, fingerprint=anc_fp, depth=n_anc)
+        anc_label = v.ancestry if user is None else user.describe()
+        anc_info.update(preset=v.ancestry if user is None else None, shape=shape, fingerprint=anc_fp, depth=n_anc)
+        if user is not None:
+            anc_info["user"] = {"weights": str(user.path), "kind": user.kind, "sha256": user.sha256,
+                                "timm": user.timm or None, "adapted": user.adapted,
+                                "probe_epochs": v.ancestry_probe_epochs, "fine_tune_epochs": v.ancestry_epochs}
         _say(progress, f"ancestry: val accuracy {anc_info['val_acc']:.3f}")
 
         genes: dict[str, Any] = {}
@@ -622,7 +998,7 @@ def run_vit(cfg: Config, out: str | Path, *, progress: bool = True,
         if "heur-lg" in v.methods:
             crit = _choose_blocks(cfg, ancestry, anc_info, data, split, spec, dev, progress)
             gene = extract_heur_lg(ancestry, crit["selected"], spec, criterion=crit,
-                                   provenance={"run": str(out.resolve()), "ancestry": v.ancestry, "seed": cfg.seed})
+                                   provenance={"run": str(out.resolve()), "ancestry": anc_label, "seed": cfg.seed})
             gene_shas["heur-lg"] = gene.save(out / "genes" / "heur-lg")["sha256"]
             genes["heur-lg"] = TransformerGene.load(out / "genes" / "heur-lg")
             report["heur_lg"] = {**crit, "dir": str(out / "genes" / "heur-lg"), "stored_params": gene.stored_params}
@@ -632,7 +1008,7 @@ def run_vit(cfg: Config, out: str | Path, *, progress: bool = True,
             aux, aux_info = _train_aux(cfg, shape, ancestry, src_task, out / "cache" / "aux", dev, aux_fp, progress)
             _say(progress, f"tleg: auxiliary val accuracy {aux_info['val_acc']:.3f}")
             gene = extract_tleg(aux, spec, ancestry=ancestry,
-                                provenance={"run": str(out.resolve()), "ancestry": v.ancestry, "seed": cfg.seed,
+                                provenance={"run": str(out.resolve()), "ancestry": anc_label, "seed": cfg.seed,
                                             "distill": v.distill})
             gene_shas["tleg"] = gene.save(out / "genes" / "tleg")["sha256"]
             genes["tleg"] = TransformerGene.load(out / "genes" / "tleg")
