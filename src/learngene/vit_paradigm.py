@@ -840,7 +840,10 @@ def render_vit_report(report: dict[str, Any]) -> str:
     if heur:
         lines.append(f"Heur-LG: ancestry blocks {heur['selected']} by {heur['name']}; learngene stores "
                      f"{heur['stored_params']:,} parameters.")
+    n_seeds = len(prot["seeds"])
     lines += ["", "## Test accuracy on the novel classes (mean ± 95% CI over seeds)", "",
+              f"Student-t intervals over {n_seeds} seed(s)" + (": with fewer than 5 they are wide, read them as "
+                                                              "indicative" if n_seeds < 5 else "") + ".", "",
               "| depth | " + " | ".join(methods) + " |", "|---|" + "---|" * len(methods)]
     for d in depths:
         cells = []
