@@ -101,3 +101,15 @@ def test_save_individual_is_what_predict_reads(tmp_path):
     assert torch.equal(back(x), model(x))
     with pytest.raises(Exception, match="3 class names for a 2-way model"):
         save_individual(model, tmp_path / "m2", classes=["a", "b", "c"], preprocessing=pre)
+
+
+@pytest.mark.parametrize(("first", "second"), [(GENE, INDIVIDUAL), (INDIVIDUAL, GENE), (NETWORK, INDIVIDUAL),
+                                                (BASELINE, NETWORK)], ids=lambda k: k.noun)
+def test_saving_never_destroys_another_kind_of_artifact(tmp_path, first, second):
+    """Their weights files share a name: a save into another artifact's directory is refused, not an overwrite."""
+    save_artifact(tmp_path / "x", first, _tensors(), {})
+    before = (tmp_path / "x" / first.weights).read_bytes()
+    with pytest.raises(LearngeneError, match=f"it holds an? {first.noun}"):
+        save_artifact(tmp_path / "x", second, _tensors(), {})
+    assert (tmp_path / "x" / first.weights).read_bytes() == before
+    load_artifact(tmp_path / "x", first)  # still whole

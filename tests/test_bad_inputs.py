@@ -459,6 +459,8 @@ BAD_INPUTS: list[tuple[str, Callable[[Ctx], Any], str]] = [
     ("wrong_config_type", lambda c: _collective(c, "--set", "train.epochs=three"),
      "config key 'train.epochs' must be of type int, got 'three'"),
     ("negative_epochs", lambda c: _collective(c, "--set", "train.epochs=-2"), "train.epochs = -2 must be > 0"),
+    ("collective_with_vit_preset", lambda c: ["collective", "--preset", "vit-smoke", "--out", str(c.tmp / "o")],
+     "is a stage of the CNN paradigm but this config has paradigm = 'vit'"),
     ("one_way_stream", lambda c: _collective(c, "--set", "stream.ways=1"),
      "stream.ways = 1: a task needs at least 2 classes"),
     ("non_finite_config_number", lambda c: _collective(c, "--set", "train.lr=nan"),

@@ -245,3 +245,36 @@ def test_duplicate_gene_methods_are_trained_once_and_match_a_real_run(run_dir):
     assert both["gene-bottom"]["same_as"] == "learngene" and "same_as" not in both["learngene"]
     assert "same_as" not in alone["gene-bottom"]
     assert both["gene-bottom"]["accuracies"] == alone["gene-bottom"]["accuracies"] == both["learngene"]["accuracies"]
+
+
+def test_overwrite_then_resume_never_reuses_the_earlier_runs_model(tmp_path, monkeypatch, capsys):
+    """An --overwrite start clears the earlier run's outputs: interrupted, its --resume trains this config's
+    model instead of taking the earlier (finished) one for it."""
+    from learngene.collective.trainer import CollectiveTrainer
+
+    out = tmp_path / "run"
+    base = ["run", "--preset", "smoke", "--out", str(out), "--quiet", "--set", "stream.tasks=2"]
+    assert main([*base, "--set", "train.epochs=1"]) == 0
+    real = CollectiveTrainer.train_epoch
+    calls = {"n": 0}
+
+    def interrupted(self, t, epoch):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real(self, t, epoch)
+
+    monkeypatch.setattr(CollectiveTrainer, "train_epoch", interrupted)
+    assert main([*base, "--set", "train.epochs=3", "--overwrite"]) == 130
+    assert not (out / "collective" / "collective.json").exists()  # the earlier run's report is gone
+    monkeypatch.setattr(CollectiveTrainer, "train_epoch", real)
+    assert main([*base, "--set", "train.epochs=3", "--resume"]) == 0
+    report = json.loads((out / "collective" / "collective.json").read_text())
+    assert [len(t["epochs"]) for t in report["tasks"]] == [3, 3]
+
+
+def test_a_criterion_that_scores_no_pseudo_tasks_needs_no_pseudo_task_data(run_dir, tmp_path):
+    """gradient_stability never draws pseudo-tasks, so settings only the validation criterion uses cannot fail it."""
+    args = ["select", "--run", str(run_dir / "collective"), "--out", str(tmp_path / "g"), "--set",
+            "criterion.name='gradient_stability'", "--set", "criterion.pseudo_shots=8"]
+    assert main(args) == 0

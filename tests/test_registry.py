@@ -36,7 +36,17 @@ def user_entries():
 
     register_method("lg-test-ncm", "NCM on the collective network, registered by a user",
                     features=lambda ctx: (lambda x: ctx.network.forward_penultimate(x), 1))
+
+    def same_gene_again(ctx, ways, seed):
+        from learngene.evaluate import Trained
+        from learngene.individual import build_individual
+
+        return Trained(build_individual(ctx.gene, ctx.cfg.individual, ways, seed=seed), ctx.cfg.individual)
+
+    register_method("lg-test-gene", "the learngene again, registered by a user", build=same_gene_again,
+                    gene=lambda ctx: ctx.gene)
     yield
+    METHODS.unregister("lg-test-gene")
     SOURCES.unregister("lg_test_noise")
     MODELS.unregister("lg_test_net")
     CRITERIA.unregister("lg_test_first")
@@ -66,7 +76,7 @@ def test_a_user_registered_run_end_to_end(user_entries, tmp_path):
     out = tmp_path / "run"
     args = ["run", "--preset", "smoke", "--out", str(out), "--quiet", "--set", "data.source='lg_test_noise'",
             "--set", "model.name='lg_test_net'", "--set", "criterion.name='lg_test_first'",
-            "--set", "evaluate.methods=['learngene', 'lg-test-ncm']", "--set", "data.split='classes'",
+            "--set", "evaluate.methods=['learngene', 'lg-test-ncm', 'lg-test-gene']", "--set", "data.split='classes'",
             "--set", "stream.tasks=2", "--set", "stream.ways=3", "--set", "evaluate.settings=['3way1shot']",
             "--set", "evaluate.headline='3way1shot'", "--set", "evaluate.queries=2"]
     assert main(args) == 0
@@ -74,7 +84,11 @@ def test_a_user_registered_run_end_to_end(user_entries, tmp_path):
 
     report = json.loads((out / "report.json").read_text())
     assert report["criterion"]["name"] == "lg_test_first" and report["data"] == "noise"
-    assert set(report["individual"]["methods"]) == {"learngene", "lg-test-ncm"}
+    methods = report["individual"]["methods"]
+    assert set(methods) == {"learngene", "lg-test-ncm", "lg-test-gene"}
+    assert methods["lg-test-gene"]["same_as"] == "learngene"  # the same gene: recognised, not trained twice
+    assert {r["start_sha256"] for r in methods["lg-test-gene"]["runs"]} == {
+        r["start_sha256"] for r in methods["learngene"]["runs"]}
 
 
 def test_registry_refuses_shadowing_and_a_nameless_entry():
@@ -86,3 +100,14 @@ def test_registry_refuses_shadowing_and_a_nameless_entry():
     with pytest.raises(ConfigError, match="non-empty string name"):
         reg.register("", 3)
     assert reg.names() == ["a"] and reg.in_order() == ["a"] and "a" in reg
+
+
+def test_a_user_name_clashing_with_a_lazily_loaded_builtin_is_refused_at_registration():
+    from learngene.errors import ModelError
+
+    def vit_test(**kw):  # the name of a built-in transformer preset
+        return create_model("test_vgg", **kw)
+
+    with pytest.raises(ModelError, match="'vit_test' is already registered"):
+        register_model(vit_test)
+    assert create_model("vgg4", num_classes=3) is not None  # and the registry still works

@@ -85,6 +85,8 @@ GRADIENT_STATS = ArtifactKind("gradient statistics", "learngene-gradient-stats/v
                               weights="gradient_stats.safetensors", remake="run the collective training again",
                               plural="gradient statistics", error=DataError)
 
+KINDS = (GENE, TRANSFORMER_GENE, NETWORK, INDIVIDUAL, BASELINE, GRADIENT_STATS)
+
 # The oldest release whose artifacts this one reads (MAJOR, MINOR): 0.1 is the first release of these formats.
 # Raise it in the release that changes what a manifest or its tensors mean; change a kind's format for the layout.
 OLDEST_READABLE = (0, 1)
@@ -206,6 +208,13 @@ def save_artifact(directory: str | Path, kind: ArtifactKind, tensors: dict[str, 
     d = Path(directory)
     if d.exists() and not d.is_dir():
         raise kind.error(f"cannot save the {kind.noun} to {d}: it is an existing file; choose a directory path")
+    for other in KINDS:
+        if other.manifest != kind.manifest and (d / other.manifest).exists():
+            # the weights file names coincide (model.safetensors): writing would destroy the other artifact
+            raise kind.error(
+                f"cannot save the {kind.noun} to {d}: it holds {_a(other.noun)} ({other.manifest}); choose another "
+                "directory"
+            )
     data, manifest = serialize(kind, tensors, fields)
     atomic_write_bytes(d / kind.weights, data)
     atomic_write_json(d / kind.manifest, manifest)

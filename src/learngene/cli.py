@@ -22,6 +22,7 @@ from learngene.cli_common import (
     config_args,
     load_cfg,
     output_args,
+    refuse_vit,
     setup_logging,
     verbosity_args,
 )
@@ -74,6 +75,7 @@ def _collective(args: argparse.Namespace) -> int:
     from learngene.pipeline import dump, run_collective
 
     cfg = load_cfg(args)
+    refuse_vit(cfg, "collective")
     dist, device = init_distributed(args.device)
     report = run_collective(cfg, args.out, resume=args.resume, overwrite=args.overwrite, device=device,
                             progress=not args.quiet, dist=dist)
@@ -93,6 +95,7 @@ def _tune(args: argparse.Namespace) -> int:
     if args.episodes < 1:
         raise ConfigError(f"--episodes must be >= 1, got {args.episodes}")
     cfg = load_cfg(args)
+    refuse_vit(cfg, "tune")
     params = [parse_param(p) for p in args.params]
     summary = tune(cfg, params, args.out, seeds=args.seeds, setting=args.setting, episodes=args.episodes,
                    joint=args.joint, progress=not args.quiet, score=args.score)

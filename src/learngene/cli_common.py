@@ -93,3 +93,12 @@ def load_cfg(args: argparse.Namespace):
 
 def _toml_str(s: str) -> str:
     return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def refuse_vit(cfg, command_name: str) -> None:
+    """The CNN-only stages refuse a transformer config instead of silently training a CNN."""
+    if cfg.paradigm == "vit":
+        raise ConfigError(
+            f"`learngene {command_name}` is a stage of the CNN paradigm but this config has paradigm = 'vit'; run the "
+            "transformer path with `learngene run --preset vit-...` (and `learngene inherit --depth` for its genes)"
+        )

@@ -6,7 +6,15 @@ import argparse
 import json
 from pathlib import Path
 
-from learngene.cli_common import OVERWRITE_HELP, command, config_args, load_cfg, output_args, verbosity_args
+from learngene.cli_common import (
+    OVERWRITE_HELP,
+    command,
+    config_args,
+    load_cfg,
+    output_args,
+    refuse_vit,
+    verbosity_args,
+)
 from learngene.errors import DataError, LearngeneError
 
 
@@ -42,6 +50,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--depth", type=int, help="transformer genes: the descendant's number of blocks")
+    p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N | auto (transformer genes; default cpu)")
     p.add_argument("--compare", choices=("scratch",),
                    help="also train the same architecture from scratch with the same budget and print both accuracies")
 
@@ -115,6 +124,7 @@ def _select(args: argparse.Namespace) -> int:
     from learngene.paradigm import select_gene
 
     cfg = _run_cfg(args.run, args.overrides)
+    refuse_vit(cfg, "select")
     gene, result = select_gene(args.run, args.out, cfg=cfg, overwrite=args.overwrite)
     print(gene.describe())
     print(f"\nselected {result['selected']} by {result['name']}: {result['reason']}")
@@ -129,6 +139,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     from learngene.safeio import atomic_write_json, check_writable_dir, jsonable
 
     cfg = _run_cfg(args.run, args.overrides)
+    refuse_vit(cfg, "evaluate")
     dist, _ = init_distributed("cpu")  # individual trainings are small: sharded over ranks on the CPU
     gene = Learngene.load(args.gene)
     if dist.is_main:  # an unwritable --out fails now, not after the whole evaluation
@@ -157,8 +168,15 @@ def _inherit(args: argparse.Namespace) -> int:
 
         if args.depth is None:
             raise LearngeneError(f"{args.gene} is a transformer learngene: give the descendant's depth, e.g. --depth 6")
+        given = bool(args.preset or args.config or args.overrides)  # else inherit_vit's few-shot defaults
+        v = cfg.vit
+        settings = {"epochs": v.descendant_epochs, "lr": v.descendant_lr or v.lr, "weight_decay": v.weight_decay,
+                    "batch_size": v.batch_size, "augment": cfg.data.augment} if given else {}
+        from learngene.runtime import resolve_device
+
         result = inherit_vit(args.gene, args.support, args.query, args.depth, args.out,
-                             compare_scratch=args.compare == "scratch", seed=args.seed, overwrite=args.overwrite)
+                             compare_scratch=args.compare == "scratch", seed=args.seed, overwrite=args.overwrite,
+                             device=resolve_device(args.device), **settings)
         print(f"trained a depth-{result['depth']} {result['kind']} descendant on {result['support_images']} images of "
               f"{len(result['classes'])} classes -> {result['out']}"
               + (f"; query accuracy {result['query_accuracy']:.3f}" if result.get("query_accuracy") is not None else ""))

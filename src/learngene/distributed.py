@@ -87,6 +87,20 @@ def broadcast_object(info: DistInfo, obj: Any, src: int = 0) -> Any:
     return box[0]
 
 
+def broadcast_buffers_(info: DistInfo, module: torch.nn.Module, src: int = 0) -> None:
+    """Every rank takes rank ``src``'s buffers (BatchNorm running statistics), in place.
+
+    Why: DDP syncs buffers at the start of each training forward only, so after an epoch's last batch the
+    ranks' running statistics differ slightly; evaluation, recognition, the Fisher and the checkpoint (rank 0's)
+    would otherwise see different models on different ranks, and a resumed run would differ from an
+    uninterrupted one.
+    """
+    if not info.enabled:
+        return
+    for buf in module.buffers():
+        dist.broadcast(buf.data, src)
+
+
 def weighted_mean_(info: DistInfo, tensors: dict[str, torch.Tensor], weight: float) -> dict[str, torch.Tensor]:
     """Average per-rank means whose sample counts differ: sum(w_r * x_r) / sum(w_r), in place."""
     if not info.enabled:

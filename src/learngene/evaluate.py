@@ -83,22 +83,32 @@ class Method:
     build: Callable[[MethodContext, int, int], Trained] | None = None  # (ctx, ways, seed)
     features: Callable[[MethodContext], tuple[Callable, int]] | None = None  # -> (feature fn, parameters)
     needs_stream: bool = False  # trained on the collective model's stream (joint, protonet)
-    from_gene: bool = False  # inherits a gene: the weights it starts from are fingerprinted per episode
+    # the gene it inherits (its model has a ``gene`` part): fingerprinted per episode, and a method whose gene
+    # equals an earlier one's is not trained twice
+    gene: Callable[[MethodContext], Learngene] | None = None
 
     @property
     def frozen(self) -> bool:
         return self.features is not None
 
+    @property
+    def from_gene(self) -> bool:
+        return self.gene is not None
+
 
 def register_method(name: str, description: str, *, build=None, features=None, needs_stream: bool = False,
-                    from_gene: bool = False) -> Method:
+                    gene=None) -> Method:
     """Add a row to every comparison: ``build(ctx, ways, seed) -> Trained`` or ``features(ctx) -> (fn, params)``.
 
-    A registered method is accepted by ``evaluate.methods`` and listed by ``learngene list methods``.
+    ``gene(ctx) -> Learngene``: the gene a trained method's model inherits (its model must then have a ``gene``
+    part); its starting weights are fingerprinted per episode. A registered method is accepted by
+    ``evaluate.methods`` and listed by ``learngene list methods``.
     """
     if (build is None) == (features is None):
         raise ConfigError(f"method {name!r} needs exactly one of build= (trained) or features= (nearest class mean)")
-    return METHODS.register(name, Method(name, description, build, features, needs_stream, from_gene))
+    if gene is not None and build is None:
+        raise ConfigError(f"method {name!r}: gene= goes with build= (a trained model that inherits it)")
+    return METHODS.register(name, Method(name, description, build, features, needs_stream, gene))
 
 
 def list_methods() -> list[str]:
@@ -231,7 +241,9 @@ def evaluate_methods(
                               "(evaluate_run does) or leave them out")
         skipped = {m: "needs the stream (not given)" for m, r in rows.items() if r.needs_stream}
         methods = [m for m in methods if m not in skipped]
-    ctx = MethodContext(cfg=cfg, network=network.cpu().eval(), gene=gene, layer_names=layer_names, spec=spec,
+    # a copy: the caller's model (maybe on a GPU, mid-training) stays where it is
+    ctx = MethodContext(cfg=cfg, network=copy.deepcopy(network).cpu().eval(), gene=gene, layer_names=layer_names,
+                        spec=spec,
                         stream=stream, cache_dir=cache_dir, device=device, dist=dist, progress=progress,
                         budget_images=budget_images)
     gene_rows = [m for m in methods if rows[m].from_gene]
@@ -269,7 +281,8 @@ def evaluate_methods(
                 job = rows[m].build(ctx, ways, init_seed)
                 model = job.model
                 # what this target task starts from, recorded before any training touches the model
-                start = weights_fingerprint(model.gene.state_dict()) if rows[m].from_gene else None
+                part = getattr(model, "gene", None) if rows[m].from_gene else None
+                start = weights_fingerprint(part.state_dict()) if isinstance(part, nn.Module) else None
                 out = train_few_shot(model, sx, sy, job.settings, query_x=qx, query_y=qy, seed=init_seed,
                                      use_gene_ewc=job.use_gene_ewc, train_prefixes=job.train_prefixes,
                                      curve_every=cfg.evaluate.curve_every)
@@ -293,7 +306,7 @@ def evaluate_methods(
 
 
 def _gene_of(ctx: MethodContext, names: list[str]) -> dict[str, Learngene]:
-    return {m: ctx.gene if m == "learngene" else ctx.ablations[m] for m in names}
+    return {m: METHODS.get(m).gene(ctx) for m in names}
 
 
 # ------------------------------------------------------------------------------------------ built-in methods
@@ -323,6 +336,10 @@ def _ablation(name: str) -> Callable[[MethodContext, int, int], Trained]:
         return Trained(build_individual(ctx.ablations[name], ctx.cfg.individual, ways, seed=seed), ctx.cfg.individual)
 
     return build
+
+
+def _ablation_gene(name: str) -> Callable[[MethodContext], Learngene]:
+    return lambda ctx: ctx.ablations[name]
 
 
 def _ncm_collective(ctx: MethodContext) -> tuple[Callable, int]:
@@ -367,16 +384,16 @@ def _stream_baseline(name: str, train: Callable) -> Callable[[MethodContext], tu
 
 
 register_method("learngene", "the criterion's gene + fresh layers + new head, inherited layers kept near the "
-                "gene (EWC)", build=_learngene, from_gene=True)
+                "gene (EWC)", build=_learngene, gene=lambda ctx: ctx.gene)
 register_method("scratch", "the same architecture, randomly initialized", build=_scratch)
 register_method("finetune", "the whole collective network with a new head, every weight trained", build=_finetune)
 register_method("linear-probe", "frozen collective features + a new linear head", build=_linear_probe)
 register_method("gene-bottom", "a gene of the same size from the first blocks", build=_ablation("gene-bottom"),
-                from_gene=True)
+                gene=_ablation_gene("gene-bottom"))
 register_method("gene-top", "a gene of the same size from the last blocks", build=_ablation("gene-top"),
-                from_gene=True)
+                gene=_ablation_gene("gene-top"))
 register_method("gene-random-layers", "a gene of the same size from another window",
-                build=_ablation("gene-random-layers"), from_gene=True)
+                build=_ablation("gene-random-layers"), gene=_ablation_gene("gene-random-layers"))
 register_method("ncm-collective", "cosine nearest class mean on the collective network's penultimate features",
                 features=_ncm_collective)
 register_method("ncm-gene", "cosine nearest class mean on the collective network's blocks up to the gene's last",

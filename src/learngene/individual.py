@@ -351,8 +351,6 @@ class PseudoTaskScorer:
     """
 
     def __init__(self, network: nn.Module, data, classes: Sequence[str], input_spec: dict[str, Any], cfg) -> None:
-        from learngene.data import sample_episodes
-
         c = cfg.criterion
         self.ways = min(cfg.stream.ways, len(classes))
         if self.ways < 2:
@@ -361,13 +359,23 @@ class PseudoTaskScorer:
                 "pseudo-tasks; use criterion.name = 'gradient_stability' or a split with open-world classes"
             )
         self.network, self.input_spec, self.seed, self.shots = network, input_spec, cfg.seed, c.pseudo_shots
-        self.episodes = sample_episodes(data, list(classes), self.ways, c.pseudo_shots, cfg.evaluate.queries,
-                                        c.pseudo_tasks, seed=cfg.seed + 7919)
+        self._data, self._classes, self._cfg = data, list(classes), cfg
         self.settings = replace(cfg.individual, epochs=c.pseudo_epochs)
-        self.tensors = [ep.tensors(data, input_spec) for ep in self.episodes]
+        self._tensors: list | None = None  # drawn on first use: a criterion that never scores needs no episodes
+
+    @property
+    def tensors(self) -> list:
+        if self._tensors is None:
+            from learngene.data import sample_episodes
+
+            c, cfg = self._cfg.criterion, self._cfg
+            self.episodes = sample_episodes(self._data, self._classes, self.ways, c.pseudo_shots,
+                                            cfg.evaluate.queries, c.pseudo_tasks, seed=cfg.seed + 7919)
+            self._tensors = [ep.tensors(self._data, self.input_spec) for ep in self.episodes]
+        return self._tensors
 
     def describe(self) -> str:
-        return f"{len(self.episodes)} pseudo-target {self.ways}-way {self.shots}-shot tasks"
+        return f"{len(self.tensors)} pseudo-target {self.ways}-way {self.shots}-shot tasks"
 
     def __call__(self, layers: Sequence[str], inherit: bool = True) -> float:
         from learngene.gene import Learngene

@@ -23,7 +23,7 @@ from learngene.pipeline import check_same_config, load_collective_run, locked_ou
 from learngene.plots import plot_bars, plot_criterion, plot_curves
 from learngene.prepare import load_data, make_split, make_stream
 from learngene.report import write_report
-from learngene.safeio import atomic_write_json, check_writable_dir, jsonable, read_json
+from learngene.safeio import atomic_write_json, check_writable_dir, jsonable, read_json, remove_outputs
 
 
 def _pseudo_pool(stream: TaskStream) -> tuple[list[str], str]:
@@ -73,7 +73,7 @@ def select_learngene(network, stream: TaskStream, *, cfg: Config | None = None,
     if criterion is not None:
         cfg.criterion.name = criterion
         cfg.validate()
-    network = network.cpu().eval()
+    network = copy.deepcopy(network).cpu().eval()  # the caller's model (maybe on a GPU, mid-training) is left as it is
     data = stream.data
     layer_names = network.conv_layer_names()
     fractions = norms = None
@@ -159,6 +159,7 @@ def run_paradigm(cfg: Config, out: str | Path, *, resume: bool = False, overwrit
     out = Path(out)
     if not resume and dist.is_main:
         check_writable_dir(out, overwrite=overwrite, kind="run")
+        remove_outputs(out, ("collective", "gene", "report.json", "report.md", "plots"))  # nothing stale survives
     barrier(dist)
     coll_dir = out / "collective"
     if resume and not ((coll_dir / "collective.json").is_file() or (coll_dir / "checkpoints" / "latest.json").is_file()):

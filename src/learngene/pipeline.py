@@ -22,7 +22,14 @@ from learngene.errors import CheckpointError, LearngeneError
 from learngene.models.io import load_network, save_network
 from learngene.plots import plot_accuracy_matrix, plot_forgetting_curve, plot_params
 from learngene.prepare import input_spec, load_data, make_split, make_stream
-from learngene.safeio import atomic_write_json, check_writable_dir, jsonable, output_lock, read_json
+from learngene.safeio import (
+    atomic_write_json,
+    check_writable_dir,
+    jsonable,
+    output_lock,
+    read_json,
+    remove_outputs,
+)
 
 MODEL_DIR = "model"
 
@@ -40,6 +47,10 @@ def locked_output(fn):
     return wrapper
 
 
+COLLECTIVE_OUTPUTS = ("collective.json", "config.json", "stream.json", MODEL_DIR, "checkpoints", "plots",
+                      "baselines", "gradient_stats.json", "gradient_stats.safetensors")
+
+
 def check_same_config(run_dir: str | Path, cfg: Config) -> None:
     """Refuse to resume ``run_dir`` with another configuration, naming the keys that differ.
 
@@ -47,6 +58,10 @@ def check_same_config(run_dir: str | Path, cfg: Config) -> None:
     """
     saved = config_from_dict(read_json(Path(run_dir) / "config.json", "run config"))
     diff = config_diff(saved, cfg)
+    finished = Path(run_dir) / "collective.json"
+    if not diff and finished.is_file():  # the finished report must describe the same training
+        recorded = read_json(finished, "collective report").get("config")
+        diff = config_diff(config_from_dict(recorded), cfg) if isinstance(recorded, dict) else ["config"]
     if diff:
         shown = ", ".join(diff[:8]) + (f" and {len(diff) - 8} more" if len(diff) > 8 else "")
         raise CheckpointError(
@@ -83,6 +98,9 @@ def run_collective(
         check_same_config(out, cfg)
     elif dist.is_main:
         check_writable_dir(out, overwrite=overwrite, kind="collective run", part_of_run=part_of_run)
+        # a fresh start replaces an earlier run here entirely: a stale report, model or checkpoint left behind
+        # would later pass for this run's (a --resume would find "finished" work it never did)
+        remove_outputs(out, COLLECTIVE_OUTPUTS)
     barrier(dist)
     data = data if data is not None else load_data(cfg)
     split = make_split(cfg, data)

@@ -58,6 +58,9 @@ class Registry(Generic[T]):
         """
 
         def add(item: T) -> T:
+            module = getattr(getattr(item, "__func__", item), "__module__", None) or ""
+            if not module.startswith("learngene."):  # a user's entry: one clashing with a built-in is refused now
+                self._load_builtins()
             key = name if name is not None else getattr(item, "__name__", None)
             if not isinstance(key, str) or not key:
                 raise self.error(f"a {self.kind} needs a non-empty string name, got {key!r}")

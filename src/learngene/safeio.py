@@ -17,8 +17,10 @@ import math
 import os
 import pickle
 import re
+import shutil
 import tempfile
 import warnings
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -303,6 +305,8 @@ def _make_output_dir(path: str | os.PathLike[str]) -> Path:
 _KIND_MARKERS: tuple[tuple[str, str], ...] = (
     ("learngene.json", "learngene"),
     ("model.json", "individual model"),
+    ("network.json", "collective network"),
+    ("baseline.json", "baseline"),
     ("report.json", "run"),
     ("evaluation.json", "evaluation"),
     ("tune.json", "tuning run"),
@@ -424,6 +428,24 @@ def check_writable_dir(
             f"output directory {p} is not writable: {err.strerror or err}; choose another location"
         ) from err
     return p
+
+
+def remove_outputs(directory: str | os.PathLike[str], names: Iterable[str]) -> None:
+    """Delete the named files and folders of an earlier output in ``directory`` (an ``--overwrite`` start).
+
+    Only learngene's own names are touched: other files a user keeps there stay.
+    """
+    d = Path(directory)
+    for name in names:
+        p = d / name
+        try:
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p)
+            elif p.exists() or p.is_symlink():
+                p.unlink()
+        except OSError as err:
+            raise ConfigError(f"cannot remove the earlier {p} to start afresh: {err.strerror or err}; "
+                              "remove it yourself or choose another --out") from err
 
 
 LOCK_NAME = ".learngene.lock"

@@ -122,7 +122,7 @@ def _score_individual(cfg: Config, data, run_dir: Path, pool: list[str], setting
     crit = hashlib.sha256(json.dumps(cfg.to_dict()["criterion"], sort_keys=True).encode()).hexdigest()[:12]
     gene_dir = run_dir / f"gene-{crit}"
     gene = Learngene.load(gene_dir) if (gene_dir / "learngene.json").is_file() else \
-        select_gene(run_dir, gene_dir, cfg=cfg, data=data, part_of_run=True)[0]
+        select_gene(run_dir, gene_dir, cfg=cfg, data=data, part_of_run=True, overwrite=True)[0]
     run = load_collective_run(run_dir)
     ecfg = config_from_dict(cfg.to_dict())
     ecfg.evaluate.settings, ecfg.evaluate.headline = [setting], setting

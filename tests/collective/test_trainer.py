@@ -142,3 +142,63 @@ def test_network_keeps_timm_conventions():
     assert torch.equal(net.forward_head(net.forward_features(x)), net(x))
     net.reset_classifier(7)
     assert net(x).shape == (2, 7) and isinstance(net, nn.Module)
+
+
+class _Plain(nn.Module):
+    """A user's own network: no widths, no config(), no growth; a head for every source class up front."""
+
+    def __init__(self, classes: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten())
+        self.head = nn.Linear(32, classes)
+        self.num_classes = classes
+
+    def forward(self, x):
+        return self.head(self.body(x))
+
+
+def test_a_plain_module_trains_checkpoints_and_resumes(tmp_path):
+    from learngene.collective.learner import CheckpointPlugin
+
+    stream = _fake_stream()
+    n = len(stream.split.source)
+
+    class Stop(Exception):
+        pass
+
+    resumed_at = []
+
+    class Watch(Plugin):
+        name = "watch"
+
+        def on_resume(self, trainer, t, epoch):
+            resumed_at.append((t, epoch))
+
+    def kill(t, e):
+        if (t, e) == (1, 0):
+            raise Stop
+
+    full = CollectiveTrainer(_Plain(n), stream, epochs=2, batch_size=16, loss_scope="all").fit(progress=False)
+    first = CollectiveTrainer(_Plain(n), stream, epochs=2, batch_size=16, loss_scope="all",
+                              plugins=[CheckpointPlugin()])
+    torch.manual_seed(0)
+    try:
+        first.fit(ckpt_dir=tmp_path / "ck", progress=False, on_epoch=kill)
+    except Stop:
+        pass
+    again = CollectiveTrainer(_Plain(n), stream, epochs=2, batch_size=16, loss_scope="all",
+                              plugins=[CheckpointPlugin(), Watch()])
+    report = again.fit(ckpt_dir=tmp_path / "ck", resume=True, progress=False)
+    assert resumed_at == [(1, 1)]  # inside task 1, epoch 1 next: plugins are told, before_task is not replayed
+    assert report["final"]["params"] == sum(p.numel() for p in again.network.parameters())
+    assert len(report["tasks"]) == 2 and "effective_widths" not in report["tasks"][0]
+    assert [t["acc_task_aware"] for t in report["tasks"]] != [] and len(full["tasks"]) == 2
+
+
+def test_a_plain_module_too_small_for_the_classes_is_refused_clearly():
+    import pytest
+
+    from learngene.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="has 3 outputs and no expand_classes"):
+        CollectiveTrainer(_Plain(3), _fake_stream(), epochs=1, batch_size=16).fit(progress=False)

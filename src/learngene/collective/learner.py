@@ -329,7 +329,7 @@ class CheckpointPlugin(Plugin):
             log.debug("checkpoint %s", path)
 
 
-def from_config(cfg: Config, stream: TaskStream, input_spec: dict[str, Any], *, device: torch.device | str = "cpu",
+def from_config(cfg: Config, stream: TaskStream, input_spec: dict[str, Any] | None = None, *, device: torch.device | str = "cpu",
                 dist: DistInfo = SINGLE, plugins: Sequence[Plugin] = (),
                 optimizer: OptimizerFactory | None = None) -> CollectiveTrainer:
     """The paper's collective learner as ``cfg`` describes it: network, optimizer factory, configured plugins.

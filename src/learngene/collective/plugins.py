@@ -9,16 +9,18 @@ calls the plugins in list order, hook by hook, at these points of every task ``t
    new head units), so state tied to parameter shapes (EWC anchors, gradient statistics) follows it.
 3. ``before_epochs(trainer, t)`` -- the network and the fresh optimizer are final for the task (take a
    distillation teacher, attach hooks).
-4. ``train_indices(trainer, t, indices)`` -- return the image indices of the task's epoch (add replay).
-5. per epoch: ``before_epoch(trainer, t, epoch)``; per batch: ``loss(trainer, batch)`` returns a term added to
-   the cross-entropy (or None), ``after_backward(trainer, batch)`` sees the gradients before the optimizer
-   step; then ``after_epoch(trainer, t, epoch, row)``.
+4. per epoch: ``before_epoch(trainer, t, epoch)``, then ``train_indices(trainer, t, indices)`` returns the
+   image indices of the epoch (add replay); per batch: ``loss(trainer, batch)`` returns a term added to the
+   cross-entropy (or None), ``after_backward(trainer, batch)`` sees the gradients before the optimizer step;
+   then ``after_epoch(trainer, t, epoch, row)``.
    ``on_epoch_end(trainer, t, epoch)`` follows once the epoch is counted as done (a checkpoint there resumes
    with the next epoch).
-6. ``after_task(trainer, t, result)`` -- consolidate, remember, evaluate; may add entries to ``result``.
-7. ``on_task_end(trainer, t)`` -- the task's record is complete (checkpoints are written here).
+5. ``after_task(trainer, t, result)`` -- consolidate, remember, evaluate; may add entries to ``result``.
+6. ``on_task_end(trainer, t)`` -- the task's record is complete (checkpoints are written here).
 
-``state_dict``/``load_state_dict`` put a plugin's state into the run's checkpoints under its ``name``;
+``state_dict``/``load_state_dict`` put a plugin's state into the run's checkpoints under its ``name``. A run
+resumed from a checkpoint taken inside task ``t`` does not replay steps 1-3 of that task: every plugin gets
+``on_resume(trainer, t, epoch)`` instead, after all states are loaded (re-attach hooks there);
 ``report(trainer, report)`` may add entries to the final report. ``order`` sorts plugins (lower first; ties
 keep list order): checkpointing runs last so it saves what the others did.
 """
@@ -60,6 +62,8 @@ class Plugin:
     def after_task(self, trainer: CollectiveTrainer, t: int, result: dict[str, Any]) -> None: ...
 
     def on_epoch_end(self, trainer: CollectiveTrainer, t: int, epoch: int) -> None: ...
+
+    def on_resume(self, trainer: CollectiveTrainer, t: int, epoch: int) -> None: ...
 
     def on_task_end(self, trainer: CollectiveTrainer, t: int) -> None: ...
 

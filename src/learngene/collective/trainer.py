@@ -32,7 +32,7 @@ from learngene.collective.metrics import AccuracyMatrix
 from learngene.collective.plugins import Plugin
 from learngene.data import ImageSet, TaskStream
 from learngene.data.transforms import BatchAugment, normalize
-from learngene.distributed import SINGLE, DistInfo, all_reduce_sum, all_true
+from learngene.distributed import SINGLE, DistInfo, all_reduce_sum, all_true, broadcast_buffers_
 from learngene.errors import CheckpointError, ConfigError, NonFiniteError
 from learngene.models.growth import plan_expand_classes
 from learngene.models.width import effective_widths, width_report
@@ -242,10 +242,15 @@ class CollectiveTrainer:
         self._call("before_task", t)
         n_seen = len(self.seen_labels(t))
         if n_seen > self.network.num_classes:
+            if not hasattr(self.network, "expand_classes"):
+                raise ConfigError(
+                    f"task {t} brings the classes seen to {n_seen} but {type(self.network).__name__} has "
+                    f"{self.network.num_classes} outputs and no expand_classes(); build it with num_classes >= "
+                    f"{len(self.stream.split.source)} (every source class) or use an expandable model"
+                )
             self.apply_growth(plan_expand_classes(self.network, n_seen, generator(derive_seed(self.seed, "classes", t))))
             self.network_changed()
         self.optimizer = self.optimizer_factory(self.network.parameters())
-        self._call("before_epochs", t)
         self.tasks.append(
             {
                 "task": t,
@@ -254,11 +259,12 @@ class CollectiveTrainer:
                 "new_classes": list(exp.new_classes),
                 "recognition": self.current["recognition"],
                 "growth": self.current["growth"],
-                "widths": list(self.network.widths),
+                "widths": list(getattr(self.network, "widths", [])),
                 "params": self.num_params(),
                 "epochs": [],
             }
         )
+        self._call("before_epochs", t)
 
     def train_indices(self, t: int) -> torch.Tensor:
         idx = self.stream[t].train_indices
@@ -319,7 +325,15 @@ class CollectiveTrainer:
             self.scaler.unscale_(self.optimizer)
             grads = [p.grad for p in self.network.parameters() if p.grad is not None]
             gnorm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))) if grads else loss.detach()
-            finite = all_true(self.dist, bool(torch.isfinite(loss.detach()) & torch.isfinite(gnorm)), self.device)
+            loss_ok = bool(torch.isfinite(loss.detach()))
+            if self.scaler.is_enabled() and all_true(self.dist, loss_ok, self.device) and not all_true(
+                    self.dist, bool(torch.isfinite(gnorm)), self.device):
+                # an fp16 gradient overflow: GradScaler skips this step and lowers its scale, as it is built to
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+                skipped += 1
+                continue
+            finite = all_true(self.dist, bool(loss_ok & bool(torch.isfinite(gnorm))), self.device)
             if not finite:
                 where = f"task {t}, epoch {epoch}, batch {b}"
                 what = "loss" if not torch.isfinite(loss.detach()) else "gradient"
@@ -332,6 +346,8 @@ class CollectiveTrainer:
                     )
                 skipped += 1
                 self.optimizer.zero_grad(set_to_none=True)
+                if self.scaler.is_enabled():
+                    self.scaler.update()  # unscale_ was called: the scaler must close this step before the next
                 continue
             self._call("after_backward", batch)
             self.scaler.step(self.optimizer)
@@ -339,6 +355,7 @@ class CollectiveTrainer:
             loss_sum += float(ce.detach()) * len(idx)
             correct += int((logits.detach().argmax(1) == y_used).sum())
             total += len(idx)
+        broadcast_buffers_(self.dist, self.network)  # one model on every rank from here on (see the function)
         loss_sum, correct, total, skipped = all_reduce_sum(
             self.dist, [loss_sum, float(correct), float(total), float(skipped)], self.device)
         total, correct, skipped = int(total), int(correct), int(skipped)
@@ -377,7 +394,8 @@ class CollectiveTrainer:
 
     def end_task(self, t: int) -> dict[str, Any]:
         result = self.evaluate(t)
-        result["effective_widths"] = effective_widths(self.network)  # distinct channels: copies counted once
+        if hasattr(self.network, "features"):  # distinct channels of the conv stack: copies counted once
+            result["effective_widths"] = effective_widths(self.network)
         self._call("after_task", t, result)
         return result
 
@@ -393,7 +411,8 @@ class CollectiveTrainer:
             "version": __version__,
             "config": json.dumps(self.config, sort_keys=True),
             "position": dict(self.position),
-            "network_config": json.dumps(self.network.config()),
+            # the shape record rebuilds a grown network; a model without config() keeps its own architecture
+            "network_config": json.dumps(self.network.config() if hasattr(self.network, "config") else None),
             "network": {k: v.detach().cpu() for k, v in self.network.state_dict().items()},
             "optimizer": self.optimizer.state_dict() if self.optimizer is not None else None,
             "scaler": self.scaler.state_dict(),
@@ -417,7 +436,9 @@ class CollectiveTrainer:
                 "the checkpoint was written with a different configuration; resume with the same --preset/--config "
                 "and --set overrides, or start a new run in another --out directory"
             )
-        self.network = model_from_config(json.loads(state["network_config"]))
+        shape = json.loads(state["network_config"])
+        if shape is not None:
+            self.network = model_from_config(shape)
         self.network.load_state_dict(state["network"])
         self.network_changed()
         saved = state.get("plugins", {})
@@ -455,6 +476,7 @@ class CollectiveTrainer:
             if ckpt_dir is None or not has_checkpoint(ckpt_dir):
                 raise CheckpointError(f"--resume given but no checkpoint found in {ckpt_dir}; start without --resume")
             self.load_state_dict(load_latest(ckpt_dir))
+            self._call("on_resume", self.position["task"], self.position["epoch"])
         n = len(self.stream)
         while self.position["task"] < n:
             t, start_epoch = self.position["task"], self.position["epoch"]
@@ -506,7 +528,8 @@ class CollectiveTrainer:
                 "average_accuracy": last.get("average_accuracy"),
                 "average_accuracy_class_incremental": last.get("average_accuracy_class_incremental"),
                 "forgetting": last.get("forgetting"),
-                **width_report(self.network),
+                **(width_report(self.network) if hasattr(self.network, "widths") else
+                   {"params": self.num_params()}),
             },
         }
         self._call("report", out)
