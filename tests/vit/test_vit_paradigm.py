@@ -146,11 +146,10 @@ def _image_folder(root, images, labels, names):
         Image.fromarray(img[0].numpy().astype(np.uint8)).save(d / f"{len(list(d.iterdir()))}.png")
 
 
-def test_inherit_vit_trains_saves_for_predict_and_compares_scratch(smoke, tmp_path):
-    from learngene.individual import load_individual
+def _novel_folders(cfg, tmp_path):
+    """Support and query ImageFolders (3 images each) of three novel classes: a user's own few examples."""
     from learngene.prepare import load_data, make_split
 
-    cfg, out, _ = smoke
     data = load_data(cfg)
     novel = list(make_split(cfg, data).novel)[:3]
     sup, qry = tmp_path / "support", tmp_path / "query"
@@ -158,6 +157,14 @@ def test_inherit_vit_trains_saves_for_predict_and_compares_scratch(smoke, tmp_pa
         idx = data.indices_of(c)
         _image_folder(sup, data.images[idx[:3]], [i] * 3, novel)
         _image_folder(qry, data.images[idx[3:6]], [i] * 3, novel)
+    return data, novel, sup, qry
+
+
+def test_inherit_vit_trains_saves_for_predict_and_compares_scratch(smoke, tmp_path):
+    from learngene.individual import load_individual
+
+    cfg, out, _ = smoke
+    data, novel, sup, qry = _novel_folders(cfg, tmp_path)
     result = inherit_vit(out / "genes" / "tleg", sup, qry, 5, tmp_path / "model", compare_scratch=True, epochs=3)
     assert result["classes"] == sorted(novel) and result["depth"] == 5 and result["kind"] == "tleg"
     assert 0.0 <= result["query_accuracy"] <= 1.0 and 0.0 <= result["scratch"]["query_accuracy"] <= 1.0
@@ -184,16 +191,9 @@ def test_cli_inherit_depth_compare_scratch_predict_and_inspect(smoke, tmp_path, 
     """The transformer path from the command line: inherit --depth (deeper than the ancestry) with --compare
     scratch, predict on the result, inspect of both gene kinds."""
     from learngene.cli import main
-    from learngene.prepare import load_data, make_split
 
     cfg, out, _ = smoke
-    data = load_data(cfg)
-    novel = list(make_split(cfg, data).novel)[:3]
-    sup, qry = tmp_path / "support", tmp_path / "query"
-    for i, c in enumerate(novel):
-        idx = data.indices_of(c)
-        _image_folder(sup, data.images[idx[:3]], [i] * 3, novel)
-        _image_folder(qry, data.images[idx[3:6]], [i] * 3, novel)
+    data, novel, sup, qry = _novel_folders(cfg, tmp_path)
     args = ["inherit", "--gene", str(out / "genes" / "tleg"), "--depth", "5", "--support", str(sup), "--query",
             str(qry), "--out", str(tmp_path / "m"), "--compare", "scratch"]
     assert main(args) == 0
