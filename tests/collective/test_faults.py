@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from learngene.checkpoint import load_latest
+from learngene.collective.trainer import CHECKPOINT_FORMAT
 
 pytestmark = pytest.mark.slow
 
@@ -40,7 +41,7 @@ def test_killed_run_resumes_to_the_same_result(point, clean, tmp_path):
     assert not (out / "collective.json").exists()
     if (out / "checkpoints" / "latest.json").exists():
         state = load_latest(out / "checkpoints")  # whatever is published is complete and verified
-        assert state["format"] == "learngene-checkpoint/v1"
+        assert state["format"] == CHECKPOINT_FORMAT
     proc = _cli(out, "--resume")
     assert proc.returncode == 0, proc.stderr[-2000:]
     resumed = json.loads((out / "collective.json").read_text())
