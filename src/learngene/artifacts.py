@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 
 from learngene.errors import DataError, GeneError, LearngeneError
-from learngene.safeio import atomic_write_bytes, atomic_write_json, sha256_bytes
+from learngene.safeio import _a, atomic_write_bytes, atomic_write_json, sha256_bytes
 
 __all__ = [
     "BASELINE",
@@ -45,10 +45,6 @@ __all__ = [
     "package_version",
     "save_artifact",
 ]
-
-
-def _a(noun: str) -> str:
-    return ("an " if noun[0] in "aeiou" else "a ") + noun
 
 
 @dataclass(frozen=True)

@@ -160,10 +160,11 @@ def _inherit(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.preset, args.config, args.overrides) if (args.preset or args.config or args.overrides) \
         else Config()
-    fmt = _gene_format(args.gene)
+    from learngene.vit_gene import is_transformer_gene
+
     if args.compare not in (None, "scratch"):
         raise LearngeneError(f"--compare {args.compare!r}: the only comparison is 'scratch'")
-    if fmt == "learngene-vit/v1":
+    if is_transformer_gene(args.gene):
         from learngene.vit_paradigm import inherit_vit
 
         if args.depth is None:
@@ -206,18 +207,6 @@ def _inherit(args: argparse.Namespace) -> int:
         print("scratch (same architecture, random init, same budget): "
               + (f"query accuracy {acc:.3f}" if acc is not None else "no --query folder to measure it on"))
     return 0
-
-
-def _gene_format(path: str) -> str | None:
-    """The ``format`` a learngene directory's manifest declares (None if unreadable: the loader then explains)."""
-    import json
-
-    p = Path(path)
-    manifest = p / "learngene.json" if p.is_dir() else p
-    try:
-        return json.loads(manifest.read_text()).get("format")
-    except (OSError, ValueError, AttributeError):
-        return None
 
 
 def _image_paths(items: list[str]) -> list[Path]:

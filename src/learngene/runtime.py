@@ -49,9 +49,7 @@ def seeded(seed: int | None, device: torch.device | str | None = None) -> Iterat
     if seed is None:
         yield
         return
-    dev = torch.device(device) if device is not None else torch.device("cpu")
-    cuda = [dev.index if dev.index is not None else torch.cuda.current_device()] if dev.type == "cuda" else []
-    with torch.random.fork_rng(devices=cuda):
+    with rng_preserved(device):
         torch.manual_seed(int(seed))  # seeds the CUDA devices too, as a plain manual_seed would
         yield
 
