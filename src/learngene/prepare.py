@@ -6,6 +6,7 @@ from typing import Any
 
 from learngene.config import Config
 from learngene.data import ClassSplit, ImageSet, TaskStream, load_source, paper_split
+from learngene.data.lookalikes import lookalike_clusters
 from learngene.errors import ConfigError
 
 
@@ -20,15 +21,18 @@ def load_data(cfg: Config, root: str | None = None) -> ImageSet:
 
 
 def make_split(cfg: Config, data: ImageSet) -> ClassSplit:
+    """The configured class split. Random splits of the glyphs keep look-alike classes (near-duplicate
+    renderings, :mod:`learngene.data.lookalikes`) in one part, as Omniglot keeps an alphabet in one part."""
     d = cfg.data
+    together = lookalike_clusters(data) if d.source == "glyphs" and d.split in ("groups", "classes") else []
     if d.split == "groups":
-        split = ClassSplit.random_groups(data, fractions=tuple(d.split_fractions), seed=cfg.seed)
+        split = ClassSplit.random_groups(data, tuple(d.split_fractions), cfg.seed, together=together)
     elif d.split == "classes":
         n = len(data.classes)
         f = d.split_fractions
         total = sum(f)
         n_src, n_open = int(n * f[0] / total), int(n * f[1] / total)
-        split = ClassSplit.random_classes(data, n_src, n_open, n - n_src - n_open, seed=cfg.seed)
+        split = ClassSplit.random_classes(data, n_src, n_open, n - n_src - n_open, cfg.seed, together=together)
     elif d.split == "paper":
         if d.source not in ("cifar100", "imagefolder"):
             raise ConfigError("data.split = 'paper' exists for CIFAR-100 and ImageNet-100 (imagefolder) only")

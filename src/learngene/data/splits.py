@@ -36,6 +36,51 @@ def _check_seed(seed: object) -> int:
     return seed
 
 
+def _class_sets(data: ImageSet, together: Iterable[Iterable[str]]) -> list[list[str]]:
+    """The ``together`` sets as lists of known classes, overlapping sets merged, each of >= 2 classes."""
+    sets = [list(dict.fromkeys(str(c) for c in st)) for st in together]
+    data.check_classes([c for st in sets for c in st], what="classes to keep together")
+    parent = {c: c for st in sets for c in st}
+
+    def root(c: str) -> str:
+        while parent[c] != c:
+            c = parent[c]
+        return c
+
+    for st in sets:
+        for c in st[1:]:
+            parent[root(c)] = root(st[0])
+    merged: dict[str, list[str]] = {}
+    for c in data.classes:  # class order, so the result does not depend on how the sets were listed
+        if c in parent:
+            merged.setdefault(root(c), []).append(c)
+    return [m for m in merged.values() if len(m) > 1]
+
+
+def _group_units(data: ImageSet, together: Iterable[Iterable[str]]) -> dict[str, list[str]]:
+    """Units of a group split: each group alone, except that groups sharing a ``together`` set merge.
+
+    A unit is named by its groups joined with '+', in order of first appearance."""
+    groups = data.unique_groups()
+    parent = {g: g for g in groups}
+
+    def root(g: str) -> str:
+        while parent[g] != g:
+            g = parent[g]
+        return g
+
+    for st in _class_sets(data, together):
+        gs = [data.group_of(c) for c in st]
+        for g in gs[1:]:
+            a, b = root(g), root(gs[0])
+            if a != b:
+                parent[a] = b
+    units: dict[str, list[str]] = {}
+    for g in groups:
+        units.setdefault(root(g), []).append(g)
+    return {"+".join(gs): gs for gs in units.values()}
+
+
 @dataclass(frozen=True)
 class ClassSplit:
     """Which classes the collective model may see (source), which are held out as the open world (to test
@@ -141,12 +186,18 @@ class ClassSplit:
 
     @classmethod
     def random_groups(
-        cls, data: ImageSet, fractions: Sequence[float] = (0.6, 0.15, 0.25), seed: int = 0
+        cls,
+        data: ImageSet,
+        fractions: Sequence[float] = (0.6, 0.15, 0.25),
+        seed: int = 0,
+        together: Iterable[Iterable[str]] = (),
     ) -> ClassSplit:
         """Split whole GROUPS so novel classes come from families the collective model never saw.
 
         Groups are shuffled with the seed and each is given to the part whose class count lies furthest
         below its target fraction of all classes; every part with a positive fraction gets >= 1 group.
+        ``together``: sets of classes (look-alikes) that must end in one part; the groups of each set are
+        merged into one unit first, so a set never straddles the split.
         """
         seed = _check_seed(seed)
         fr = [float(f) for f in fractions]
@@ -156,18 +207,23 @@ class ClassSplit:
             )
         total_f = sum(fr)
         fr = [f / total_f for f in fr]
-        groups = data.unique_groups()
+        members = _group_units(data, together)  # unit name -> the groups it merges
         need = sum(1 for f in fr if f > 0)
-        if len(groups) < need:
+        if len(members) < need:
+            merged = " (after merging the groups of look-alike classes)" if len(members) < len(data.unique_groups()) else ""
             raise DataError(
-                f"{data.name!r} has {len(groups)} group(s) ({', '.join(groups)}) but a group split into "
-                f"{need} parts needs at least {need}; use ClassSplit.random_classes instead"
+                f"{data.name!r} has {len(members)} group(s){merged} ({', '.join(members)}) but a group split "
+                f"into {need} parts needs at least {need}; use ClassSplit.random_classes instead"
             )
-        size = {g: 0 for g in groups}
+        unit_of = {g: u for u, gs in members.items() for g in gs}
+        size = dict.fromkeys(members, 0)
         for g in data.groups:
-            size[g] += 1
+            size[unit_of[g]] += 1
+        # the groups are shuffled and a merged unit takes the place of its first group: without look-alikes
+        # (or when they share a group) the split is the plain group split of this seed
+        groups = data.unique_groups()
         perm = torch.randperm(len(groups), generator=torch.Generator().manual_seed(seed)).tolist()
-        order = [groups[i] for i in perm]
+        order = list(dict.fromkeys(unit_of[groups[i]] for i in perm))
         total = len(data.classes)
         assigned: list[list[str]] = [[], [], []]
         counts = [0, 0, 0]
@@ -182,13 +238,26 @@ class ClassSplit:
             p = max(active, key=lambda i: (fr[i] * total - counts[i], -i))
             assigned[p].append(g)
             counts[p] += size[g]
-        return cls.by_groups(data, assigned[0], assigned[1], assigned[2])
+        parts = [[g for u in units for g in members[u]] for units in assigned]
+        return cls.by_groups(data, parts[0], parts[1], parts[2])
 
     @classmethod
     def random_classes(
-        cls, data: ImageSet, n_source: int, n_open_world: int, n_novel: int, seed: int = 0
+        cls,
+        data: ImageSet,
+        n_source: int,
+        n_open_world: int,
+        n_novel: int,
+        seed: int = 0,
+        together: Iterable[Iterable[str]] = (),
     ) -> ClassSplit:
-        """A seeded random partition of classes regardless of group."""
+        """A seeded random partition of classes regardless of group.
+
+        The classes are shuffled and cut into the parts. ``together``: sets of classes (look-alikes) that
+        must end in one part; a set takes the place of its first member in the shuffled order and goes whole
+        to the first part with room for it, so the counts stay exact (unless a set has no room left anywhere)
+        and without sets the split is the plain cut of this seed.
+        """
         seed = _check_seed(seed)
         for label, n, lo in (
             ("n_source", n_source, 1),
@@ -204,12 +273,17 @@ class ClassSplit:
                 f"{len(data.classes)}"
             )
         perm = torch.randperm(len(data.classes), generator=torch.Generator().manual_seed(seed)).tolist()
-        names = [data.classes[i] for i in perm]
-        return cls(
-            source=tuple(names[:n_source]),
-            open_world=tuple(names[n_source : n_source + n_open_world]),
-            novel=tuple(names[n_source + n_open_world : want]),
-        )
+        set_of = {c: tuple(st) for st in _class_sets(data, together) for c in st}
+        # the shuffled classes are cut into the parts in order; a set takes the place of its first member and
+        # goes to the first part with room for all of it (without sets this is the plain cut)
+        units = list(dict.fromkeys(set_of.get(data.classes[i], (data.classes[i],)) for i in perm))
+        target = [n_source, n_open_world, n_novel, len(data.classes) - want]  # the last part is left out
+        parts: list[list[str]] = [[], [], [], []]
+        for unit in units:
+            room = [target[i] - len(parts[i]) for i in range(4)]
+            first = next((i for i in range(4) if room[i] >= len(unit)), None)
+            parts[first if first is not None else max(range(4), key=lambda i: (room[i], -i))].extend(unit)
+        return cls(source=tuple(parts[0]), open_world=tuple(parts[1]), novel=tuple(parts[2]))
 
 
 # ---------------------------------------------------------------------- the paper's splits (appendix tables)
