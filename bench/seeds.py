@@ -4,9 +4,10 @@
 
 Each collective seed has its own stream order, growth noise, exemplars, criterion run and learngene; every
 method of one seed sees the same target episodes, so gains are paired differences. The pooled table treats all
-(collective seed, episode seed, episode) target tasks together, and also gives the interval over the per-seed
-means (Student t with as many degrees of freedom as seeds minus one), which holds the variation between collective
-models in full. Every finished stage is kept in ``--out/seed<N>/``; a rerun continues where it stopped.
+(collective seed, episode seed, episode) target tasks together. Its intervals are taken over the per-seed means
+(Student t with as many degrees of freedom as seeds minus one), which holds the variation between collective
+models in full; the interval over tasks stands beside them, labelled as conditional on the collective models.
+Every finished stage is kept in ``--out/seed<N>/``; a rerun continues where it stopped.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from learngene.safeio import (  # noqa: E402
     jsonable,  # noqa: E402
     read_json,
 )
-from learngene.stats import mean_ci95  # noqa: E402
+from learngene.stats import MIN_N_CI, format_ci, nested_ci95  # noqa: E402
 
 
 def run_seed(preset: str, seed: int, overrides: list[str], out: Path, progress: bool) -> dict[str, Any]:
@@ -59,38 +60,36 @@ def run_seed(preset: str, seed: int, overrides: list[str], out: Path, progress: 
     return result
 
 
-def _per_task(runs: list[dict[str, Any]]) -> dict[tuple, float]:
-    return {(r["seed"], r["episode"]): r["accuracy"] for r in runs}
+def _accs(r: dict[str, Any], setting: str, m: str) -> list[float]:
+    return r["individual"]["settings"][setting]["methods"][m]["accuracies"]
+
+
+def paired(per_seed: list[dict[str, Any]], setting: str, a: str, b: str) -> dict[str, Any]:
+    """``a - b`` on the same target tasks: per-task differences nested in collective seeds (stats.nested_ci95)."""
+    return nested_ci95([[x - y for x, y in zip(_accs(r, setting, a), _accs(r, setting, b))] for r in per_seed])
 
 
 def pool(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
-    """Pooled means, CIs over all target tasks and over seed means, paired gains over scratch."""
+    """Per setting and method: the mean with its interval over collective seeds (the outer random stage: per-seed
+    means, Student t with seeds - 1 df) and, labelled, over all target tasks; paired gains over scratch and gaps to
+    joint at both levels. Verdicts (``gain_significant``) use the interval over seeds."""
     settings = sorted({s for r in per_seed for s in r["individual"]["settings"]})
     out: dict[str, Any] = {}
     for setting in settings:
         methods: dict[str, Any] = {}
         names = list(per_seed[0]["individual"]["settings"][setting]["methods"])
         for m in names:
-            accs, diffs, seed_means, gaps = [], [], [], []
-            for r in per_seed:
-                ms = r["individual"]["settings"][setting]["methods"]
-                mine = ms[m]["accuracies"]
-                accs += mine
-                seed_means.append(sum(mine) / len(mine))
-                if "scratch" in ms:
-                    diffs += [a - b for a, b in zip(mine, ms["scratch"]["accuracies"])]
-                if "joint" in ms:
-                    gaps += [a - b for a, b in zip(mine, ms["joint"]["accuracies"])]
-            mean, ci = mean_ci95(accs)
-            smean, sci = mean_ci95(seed_means)
-            row = {"acc_mean": mean, "acc_ci95": ci, "n": len(accs), "seed_means": seed_means,
-                   "seed_ci95": sci}
-            if diffs and m != "scratch":
-                g, gci = mean_ci95(diffs)
-                row.update(gain_vs_scratch=g, gain_ci95=gci, gain_significant=bool(abs(g) > gci))
-            if gaps and m != "joint":
-                g, gci = mean_ci95(gaps)
-                row.update(gap_to_joint=g, gap_to_joint_ci95=gci)
+            acc = nested_ci95([_accs(r, setting, m) for r in per_seed])
+            row = {"acc_mean": acc["mean"], "seed_ci95": acc["ci95"], "seeds": acc["n"], "seed_means": acc["means"],
+                   "acc_ci95": acc["tasks_ci95"], "n": acc["tasks_n"]}
+            if "scratch" in names and m != "scratch":
+                g = paired(per_seed, setting, m, "scratch")
+                row.update(gain_vs_scratch=g["mean"], gain_seed_ci95=g["ci95"], gain_ci95=g["tasks_ci95"],
+                           gain_seed_means=g["means"], gain_significant=g["excludes_0"])
+            if "joint" in names and m != "joint":
+                g = paired(per_seed, setting, m, "joint")
+                row.update(gap_to_joint=g["mean"], gap_seed_ci95=g["ci95"], gap_to_joint_ci95=g["tasks_ci95"],
+                           gap_seed_means=g["means"])
             ref = per_seed[0]["individual"]["settings"][setting]["methods"][m]
             row["params"] = [r["individual"]["settings"][setting]["methods"][m].get("params") for r in per_seed]
             if "same_as" in ref:
@@ -98,6 +97,10 @@ def pool(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
             methods[m] = row
         out[setting] = methods
     return out
+
+
+def _points(ci: float) -> str:
+    return f"no CI (n < {MIN_N_CI})" if ci != ci else f"±{100 * ci:.1f}"
 
 
 def markdown(per_seed: list[dict[str, Any]], pooled: dict[str, Any]) -> str:
@@ -111,18 +114,26 @@ def markdown(per_seed: list[dict[str, Any]], pooled: dict[str, Any]) -> str:
                      f"{f['average_accuracy_class_incremental']:.3f}")
     for setting, methods in pooled.items():
         lines += ["", f"## {setting}", "",
-                  "| method | pooled acc ±95% CI | CI over seed means | per seed | paired gain vs scratch | "
-                  "gap to joint | params |", "|---|---|---|---|---|---|---|"]
+                  "| method | mean | 95% CI over collective seeds | per seed | CI over tasks (conditional) | "
+                  "paired gain vs scratch (seeds CI; tasks CI) | gap to joint (seeds CI; tasks CI) | params |",
+                  "|---|---|---|---|---|---|---|---|"]
         for m, row in methods.items():
-            gain = (f"{100 * row['gain_vs_scratch']:+.1f} ±{100 * row['gain_ci95']:.1f}"
-                    + (" *" if row["gain_significant"] else "")) if "gain_vs_scratch" in row else ""
-            gap = (f"{100 * row['gap_to_joint']:+.1f} ±{100 * row['gap_to_joint_ci95']:.1f}"
-                   if "gap_to_joint" in row else "")
+            gain = (f"{100 * row['gain_vs_scratch']:+.1f} {_points(row['gain_seed_ci95'])}"
+                    f"{' *' if row['gain_significant'] else ''}; {_points(row['gain_ci95'])}"
+                    if "gain_vs_scratch" in row else "")
+            gap = (f"{100 * row['gap_to_joint']:+.1f} {_points(row['gap_seed_ci95'])}; "
+                   f"{_points(row['gap_to_joint_ci95'])}" if "gap_to_joint" in row else "")
             name = m + (f" (= {row['same_as'][0]} in some seeds)" if any(row.get("same_as") or []) else "")
             params = "/".join(f"{p:,}" for p in row["params"] if p is not None)
-            lines.append(f"| {name} | {row['acc_mean']:.3f} ±{row['acc_ci95']:.3f} | ±{row['seed_ci95']:.3f} | "
-                         + " / ".join(f"{v:.3f}" for v in row["seed_means"]) + f" | {gain} | {gap} | {params} |")
-    lines += ["", "Gains and gaps are in points (paired per target task); * marks a CI that excludes 0."]
+            seed_ci = format_ci(row["acc_mean"], row["seed_ci95"], row["seeds"])
+            lines.append(f"| {name} | {row['acc_mean']:.3f} | {seed_ci} | "
+                         + " / ".join(f"{v:.3f}" for v in row["seed_means"])
+                         + f" | {format_ci(row['acc_mean'], row['acc_ci95'], row['n'])} | {gain} | {gap} | {params} |")
+    lines += ["", f"{len(per_seed)} collective seeds. Intervals over collective seeds: the per-seed means, Student t "
+              "with seeds - 1 degrees of freedom (the variation between collective models in full); intervals over "
+              "tasks treat every target task as independent and are conditional on these collective models. Gains "
+              "and gaps are in points (paired per target task, then averaged per seed); * marks a gain whose "
+              "interval over seeds excludes 0."]
     return "\n".join(lines) + "\n"
 
 

@@ -182,15 +182,21 @@ def test_seeds_pool_pairs_tasks_and_keeps_seed_variation():
                 "collective": {"final": {"params": 20, "effective_params": 20, "widths": [4], "effective_widths": [4],
                                          "average_accuracy": 0.9, "average_accuracy_class_incremental": 0.5}}}
 
-    per_seed = [seed(0, [0.6, 0.7], [0.5, 0.6], [0.7, 0.7]), seed(1, [0.9, 0.8], [0.8, 0.7], [0.9, 0.9])]
+    per_seed = [seed(0, [0.6, 0.7], [0.5, 0.6], [0.7, 0.7]), seed(1, [0.9, 0.8], [0.8, 0.7], [0.9, 0.9]),
+                seed(2, [0.7, 0.8], [0.6, 0.7], [0.8, 0.8])]
     rows = pool(per_seed)["5way1shot"]
     lg = rows["learngene"]
-    assert lg["acc_mean"] == pytest.approx(0.75) and lg["n"] == 4
-    assert lg["seed_means"] == pytest.approx([0.65, 0.85])
+    assert lg["acc_mean"] == pytest.approx(0.75) and lg["n"] == 6 and lg["seeds"] == 3
+    assert lg["seed_means"] == pytest.approx([0.65, 0.85, 0.75])
+    # the interval over the 3 seed means (t with 2 df), not over the 6 tasks
+    assert lg["seed_ci95"] == pytest.approx(4.303 * 0.1 / 3 ** 0.5)
+    assert lg["seed_ci95"] > lg["acc_ci95"] > 0
     # every paired difference is exactly +0.1: the paired CI is 0 although the accuracies vary a lot
     assert lg["gain_vs_scratch"] == pytest.approx(0.1) and lg["gain_ci95"] == pytest.approx(0.0, abs=1e-12)
-    assert lg["gain_significant"]
+    assert lg["gain_seed_ci95"] == pytest.approx(0.0, abs=1e-12) and lg["gain_significant"]
     assert lg["gap_to_joint"] == pytest.approx(-0.05)
     assert "gain_vs_scratch" not in rows["scratch"] and "gap_to_joint" not in rows["joint"]
-    assert lg["seed_ci95"] > lg["acc_ci95"] > 0  # two seed means: the between-seed interval is the wide one
+    two = pool(per_seed[:2])["5way1shot"]["learngene"]  # two seeds: no interval over seeds, and no verdict
+    assert two["seed_ci95"] != two["seed_ci95"] and not two["gain_significant"]
+    assert "no CI (n = 2 < 3)" in markdown(per_seed[:2], pool(per_seed[:2]))
     assert "| learngene | 0.750" in markdown(per_seed, pool(per_seed))

@@ -16,6 +16,8 @@ def test_no_confidence_interval_on_too_few_episodes():
     assert "±1.270" not in few and "n = 2: too few for a CI" in few
     many = methods_table({"learngene": _row(30, gain=0.1), "scratch": _row(30)})
     assert "±0.050" in many and "+0.100 ±0.020 | yes" in many
+    high = methods_table({"learngene": _row(30, acc=0.98, ci=0.05)})
+    assert "[0.930, 1.000]" in high and "±0.050" not in high  # an accuracy's interval stops at 1
 
 
 def test_report_states_gene_shares_and_what_epochs_to_90_means():
@@ -36,6 +38,7 @@ def test_report_states_gene_shares_and_what_epochs_to_90_means():
     assert "20% of the collective's effective parameters" in text
     assert "40% of the headline individual model's 100" in text
     assert '"epochs to 90%" is the first evaluated epoch' in text
+    assert "one collective model (seed 0): every interval here is over its target tasks" in text
 
 
 def test_plots_leave_the_backend_alone_and_mark_copies(tmp_path):

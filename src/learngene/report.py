@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from learngene.safeio import atomic_write_bytes
+from learngene.stats import format_ci
 
 
 def _f(x: Any, digits: int = 3) -> str:
@@ -21,9 +22,12 @@ def _f(x: Any, digits: int = 3) -> str:
 MIN_N_FOR_CI = 5
 
 
-def _ci(ci: Any, n: Any) -> str:
+def _ci(ci: Any, n: Any, mean: Any = None) -> str:
+    """'±0.031'; an accuracy's interval cut by [0, 1] as '[0.950, 1.000]'; or why there is no interval."""
     if isinstance(n, int) and n < MIN_N_FOR_CI:
         return f"n = {n}: too few for a CI"
+    if isinstance(mean, float) and isinstance(ci, float):
+        return format_ci(mean, ci, n)
     return f"±{_f(ci)}"
 
 
@@ -47,7 +51,8 @@ def methods_table(methods: dict[str, Any]) -> str:
         name = f"{m} (= {r['same_as']})" if r.get("same_as") else m
         gain, excludes = _paired(r.get("vs_scratch"))
         rows.append(
-            f"| {name} | {_f(r['acc_mean'])} | {_ci(r['acc_ci95'], r['n'])} | {gain} | {excludes} | {r['n']} | "
+            f"| {name} | {_f(r['acc_mean'])} | {_ci(r['acc_ci95'], r['n'], r['acc_mean'])} | {gain} | {excludes} | "
+            f"{r['n']} | "
             f"{_f(r['params'])} | {_f(r['inherited_params'])} | {_f(r.get('epochs_to_90pct_final'))} | "
             f"{_f(r['train_seconds_mean'], 2)} |"
         )
@@ -120,6 +125,9 @@ def render(report: dict[str, Any]) -> str:
         f"- criterion `{crit['name']}` selected {', '.join(crit['selected'])}: {crit['reason']}",
         f"- evaluation: {ind['episodes_per_seed']} episodes x seeds {ind['seeds']}, {ind['queries_per_class']} "
         f"queries per class; {ind['ci']}" + (f"; {ind['paired_ci']}" if ind.get("paired_ci") else ""),
+        f"- one collective model (seed {report['seed']}): every interval here is over its target tasks; the "
+        "interval over collective models, the outer random stage, needs several collective seeds "
+        "(`python -m bench.seeds`: per-seed means, Student t with seeds - 1 degrees of freedom)",
         "- \"vs scratch\" is the paired difference to `scratch` on the same episodes; \"epochs to 90%\" is the "
         "first evaluated epoch at which the mean query accuracy reaches 90% of that method's final accuracy "
         f"(a convergence speed, not an accuracy); with fewer than {MIN_N_FOR_CI} episodes no CI is printed",

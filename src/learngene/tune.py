@@ -19,6 +19,7 @@ import hashlib
 import itertools
 import json
 import logging
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,7 @@ from learngene.pipeline import load_collective_run, run_collective
 from learngene.prepare import load_data
 from learngene.runtime import derive_seed
 from learngene.safeio import atomic_write_bytes, atomic_write_json, check_writable_dir, jsonable, read_json
-from learngene.stats import mean_ci95
+from learngene.stats import MIN_N_CI, format_ci, mean_ci95, nested_ci95
 
 log = logging.getLogger(__name__)
 
@@ -211,18 +212,49 @@ def tune(base: Config, params: Sequence[tuple[str, list[str]]], out: str | Path,
     summary = {"setting": setting, "episodes_per_seed": episodes, "seeds": list(seeds),
                "pool": rows[0]["pool"] if rows else None, "params": [k for k, _ in params], "ranked_by": rank,
                "score": f"{what} on pseudo-tasks",
-               "ci": "95% Student-t interval over all (episode, seed) pairs", "rows": rows,
+               "ci": ci_statement(len(seeds)), "rows": rows,
                "base_config": base.to_dict(),
-               "chosen": rows[0]["overrides"] if rows else None}
+               "chosen": rows[0]["overrides"] if rows else None, "tie": tie_note(rows, rank)}
     atomic_write_json(out / "tune.json", jsonable(summary))
     atomic_write_bytes(out / "tune.md", tune_markdown(summary).encode())
     return summary
 
 
+def _level(groups: list[list[float]]) -> tuple[float, float]:
+    """Mean and 95% interval at the level of the randomness: over the collective seeds' means when there are
+    at least MIN_N_CI seeds, else over the pseudo-tasks of the (one or two) collective models."""
+    nested = nested_ci95(groups)
+    return nested["mean"], nested["ci95"] if nested["n"] >= MIN_N_CI else nested["tasks_ci95"]
+
+
+def ci_statement(n_seeds: int) -> str:
+    if n_seeds >= MIN_N_CI:
+        return (f"95% Student-t interval over the {n_seeds} collective seeds' mean scores ({n_seeds - 1} degrees "
+                "of freedom: the variation between collective models in full)")
+    return (f"95% Student-t interval over the pseudo-tasks of {n_seeds} collective model(s), conditional on them "
+            f"(an interval over collective seeds needs --seeds with at least {MIN_N_CI} seeds)")
+
+
+def tie_note(rows: list[dict[str, Any]], rank: str) -> str | None:
+    """A note when the chosen (first) row's score lies within the runner-up's interval: the data do not
+    separate them, whatever the ranking says."""
+    if len(rows) < 2:
+        return None
+    best, second = rows[0], rows[1]
+    ci = second.get(f"{rank}_ci95", float("nan"))
+    what = " ".join(second["overrides"]) or "(preset)"
+    if not math.isfinite(ci):
+        return f"the runner-up ({what}) has no interval, so whether the choice is a tie cannot be told"
+    if abs(best[rank] - second[rank]) <= ci:
+        return (f"tie: the chosen score {best[rank]:.3f} lies within the runner-up's interval ({what}: "
+                f"{second[rank]:.3f} ±{ci:.3f}); the ranking alone picked it")
+    return None
+
+
 def _summarize(combo: list[str], trials: list[dict[str, Any]]) -> dict[str, Any]:
     accs = [a for t in trials for a in t["collective"]["accuracies"]]
-    mean, ci = mean_ci95(accs)
-    row: dict[str, Any] = {"overrides": combo, "ncm": mean, "ncm_ci95": ci, "n": len(accs),
+    mean, ci = _level([t["collective"]["accuracies"] for t in trials])
+    row: dict[str, Any] = {"overrides": combo, "ncm": mean, "ncm_ci95": ci, "n": len(accs), "seeds": len(trials),
                            "pool": trials[0]["collective"]["pool"]}
     for k in ("average_accuracy", "average_accuracy_class_incremental", "forgetting", "params",
               "effective_params"):
@@ -230,20 +262,18 @@ def _summarize(combo: list[str], trials: list[dict[str, Any]]) -> dict[str, Any]
     row["memory_images"] = sum(t["memory"]["images"] for t in trials) / len(trials)
     row["train_seconds"] = sum(t["train_seconds"] for t in trials) / len(trials)
     if all("individual" in t for t in trials):
-        iaccs = [a for t in trials for a in t["individual"]["accuracies"]]
-        row["individual"], row["individual_ci95"] = mean_ci95(iaccs)
+        row["individual"], row["individual_ci95"] = _level([t["individual"]["accuracies"] for t in trials])
         row["scratch"] = sum(t["individual"]["scratch"] for t in trials) / len(trials)
         row["gene"] = trials[0]["individual"]["gene"]
     if all("joint" in t for t in trials):
-        jaccs = [a for t in trials for a in t["joint"]["accuracies"]]
-        row["joint_ncm"], row["joint_ncm_ci95"] = mean_ci95(jaccs)
-        diffs = [a - b for a, b in zip(accs, jaccs)]
-        row["gap_to_joint"], row["gap_to_joint_ci95"] = mean_ci95(diffs)
+        row["joint_ncm"], row["joint_ncm_ci95"] = _level([t["joint"]["accuracies"] for t in trials])
+        row["gap_to_joint"], row["gap_to_joint_ci95"] = _level(
+            [[a - b for a, b in zip(t["collective"]["accuracies"], t["joint"]["accuracies"])] for t in trials])
     return row
 
 
-def _fmt(mean: float, ci: float) -> str:
-    return f"{mean:.3f} ±{ci:.3f}" if ci == ci else f"{mean:.3f} (n too small for a CI)"
+def _fmt(mean: float, ci: float, bounded: bool = True) -> str:
+    return f"{mean:.3f} {format_ci(mean, ci, bounded=bounded)}" if ci == ci else f"{mean:.3f} (too few for a CI)"
 
 
 def tune_markdown(summary: dict[str, Any]) -> str:
@@ -259,7 +289,8 @@ def tune_markdown(summary: dict[str, Any]) -> str:
         f"# Tuning on pseudo-tasks ({summary['pool']})",
         "",
         f"Score: {summary['score']}, {summary['setting']}, {summary['episodes_per_seed']} episodes per seed, "
-        f"seeds {summary['seeds']}; {summary['ci']}. Best first; chosen: `{' '.join(summary['chosen'] or [])}`.",
+        f"seeds {summary['seeds']}; {summary['ci']}. Best first; chosen: `{' '.join(summary['chosen'] or [])}`"
+        + (f" ({summary['tie']})." if summary.get("tie") else "."),
         "",
         "| " + " | ".join(head) + " |",
         "|" + "---|" * len(head),
@@ -270,7 +301,8 @@ def tune_markdown(summary: dict[str, Any]) -> str:
                  f"{r['forgetting']:.3f}", f"{r['params']:,.0f} ({r['effective_params']:,.0f})",
                  f"{r['memory_images']:.0f}", f"{r['train_seconds']:.0f}"]
         if joint:
-            cells[2:2] = [_fmt(r["joint_ncm"], r["joint_ncm_ci95"]), _fmt(r["gap_to_joint"], r["gap_to_joint_ci95"])]
+            cells[2:2] = [_fmt(r["joint_ncm"], r["joint_ncm_ci95"]),
+                          _fmt(r["gap_to_joint"], r["gap_to_joint_ci95"], bounded=False)]
         if individual:
             cells[1:1] = [_fmt(r["individual"], r["individual_ci95"]), f"{r['scratch']:.3f}", ", ".join(r["gene"])]
         lines.append("| " + " | ".join(cells) + " |")

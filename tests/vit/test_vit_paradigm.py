@@ -51,7 +51,7 @@ def test_smoke_report_rows_are_well_formed(smoke):
     genes = {k: TransformerGene.load(out / "genes" / k) for k in ("tleg", "heur-lg")}
     for r in rows:
         assert set(r) >= {"method", "depth", "params", "stored_params", "acc", "acc_ci95", "curve"}
-        assert 0.0 <= r["acc"] <= 1.0 and _finite(r["acc_ci95"]) and r["acc_ci95"] >= 0  # 2 seeds: a CI exists
+        assert 0.0 <= r["acc"] <= 1.0 and not _finite(r["acc_ci95"])  # 2 seeds: too few for a CI (stats.MIN_N_CI)
         epochs = cfg.vit.scratch_epochs if r["method"] == "scratch" else cfg.vit.descendant_epochs
         want = sorted({e for e in cfg.vit.eval_epochs if e <= epochs} | {epochs})
         assert r["curve"]["epochs"] == want and len(r["curve"]["acc"]) == len(want)
