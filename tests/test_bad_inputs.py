@@ -459,6 +459,8 @@ BAD_INPUTS: list[tuple[str, Callable[[Ctx], Any], str]] = [
     ("wrong_config_type", lambda c: _collective(c, "--set", "train.epochs=three"),
      "config key 'train.epochs' must be of type int, got 'three'"),
     ("negative_epochs", lambda c: _collective(c, "--set", "train.epochs=-2"), "train.epochs = -2 must be > 0"),
+    ("lr_for_untrained_method", lambda c: _collective(c, "--set", "evaluate.method_lr.joint=0.1"),
+     "evaluate.method_lr.joint: 'joint' does not train on the target task"),
     ("collective_with_vit_preset", lambda c: ["collective", "--preset", "vit-smoke", "--out", str(c.tmp / "o")],
      "is a stage of the CNN paradigm but this config has paradigm = 'vit'"),
     ("one_way_stream", lambda c: _collective(c, "--set", "stream.ways=1"),

@@ -1,5 +1,6 @@
 """Nearest class mean, and the joint / protonet backbones: budgets, training, cache."""
 
+import copy
 import json
 import math
 
@@ -129,13 +130,21 @@ def test_budgets_follow_the_stream(tiny):
     # the joint set holds each of the 6 classes' 8 training images once: 144 / 48 = 3 epochs
     assert (plan["train_images"], plan["epochs"], plan["images_processed"]) == (48, 3, 144)
     p = protonet_plan(stream, cfg)
-    assert p["ways"] == 6 and p["images_per_episode"] == 6 * (1 + 2)
-    assert p["episodes"] == round(144 / 18) == 8 and p["images_processed"] == 144
-    # a measured budget (exemplar replay) replaces the stream's
+    # trained at every shot the evaluation uses (the default settings 5way1shot and 5way5shot), in turn
+    assert p["ways"] == 6 and p["shots"] == [1, 5]
+    # as many optimizer steps as joint: 3 epochs x 3 batches of 16
+    assert p["episodes"] == p["joint_steps"] == 9
+    assert p["images_processed"] == 5 * 6 * (1 + 2) + 4 * 6 * (5 + 2)
+    assert p["lr"] == cfg.train.lr  # unless baseline.protonet_lr says otherwise
+    own = copy.deepcopy(cfg)
+    own.baseline.protonet_shots, own.baseline.protonet_lr = 1, 0.01
+    assert protonet_plan(stream, own)["shots"] == [1] and protonet_plan(stream, own)["lr"] == 0.01
+    # a measured budget (exemplar replay) replaces the stream's, for joint and so for protonet's steps
     assert joint_plan(stream, cfg, budget_images=96)["epochs"] == 2
-    assert protonet_plan(stream, cfg, budget_images=36)["episodes"] == 2
+    assert protonet_plan(stream, cfg, budget_images=96)["episodes"] == 2 * 3
     cfg2 = Config()
     cfg2.train.epochs, cfg2.baseline.joint_epochs, cfg2.baseline.protonet_episodes = 2, 5, 4
+    cfg2.baseline.protonet_queries = 2
     assert joint_plan(stream, cfg2)["epochs"] == 5 and protonet_plan(stream, cfg2)["episodes"] == 4
 
 
@@ -152,7 +161,10 @@ def test_trained_baseline_is_cached_and_reloads_identically(tiny, tmp_path, name
     key = cache_key(name, arch, stream, SPEC, cfg)
     model, info = cached_baseline(tmp_path / name, key, fit)
     assert calls == [1] and info["cached"] is False and math.isfinite(info["final_loss"])
-    assert info["images_processed"] == 144  # the stream budget, met exactly on this data
+    if name == "joint":
+        assert info["images_processed"] == 144  # the stream budget, met exactly on this data
+    else:
+        assert info["steps"] == 9 and info["shots"] == [1, 5]  # joint's steps, at both evaluated shots
     fresh = create_model("test_vgg", in_channels=1, image_size=16, num_classes=stream.num_classes)
     assert any(not torch.equal(v, fresh.state_dict()[k]) for k, v in model.state_dict().items())  # it trained
     assert sorted(p.name for p in (tmp_path / name).iterdir()) == ["baseline.json", "model.safetensors"]

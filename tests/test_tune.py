@@ -102,4 +102,4 @@ def test_tune_individual_settings_share_one_collective_run(tmp_path, monkeypatch
     assert summary["ranked_by"] == "individual"
     assert all(0.0 <= r["individual"] <= 1.0 and r["gene"] for r in summary["rows"])
     assert summary["rows"][0]["individual"] >= summary["rows"][1]["individual"]
-    assert "individual 3way1shot" in (tmp_path / "t" / "tune.md").read_text()
+    assert "learngene 3way1shot" in (tmp_path / "t" / "tune.md").read_text()

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from learngene.artifacts import BASELINE
-from learngene.config import Config
+from learngene.config import Config, parse_setting
 from learngene.data import Episode, ImageSet, TaskStream
 from learngene.data.transforms import BatchAugment, normalize
 from learngene.errors import ConfigError, LearngeneError, NonFiniteError
@@ -53,6 +53,7 @@ __all__ = [
     "ncm_predict",
     "penultimate_features",
     "protonet_plan",
+    "protonet_shots",
     "save_baseline",
     "stream_image_budget",
     "train_joint",
@@ -213,31 +214,43 @@ def _class_pools(stream: TaskStream) -> dict[int, Tensor]:
     return {c: idx[y == c] for c in range(stream.num_classes)}
 
 
+def protonet_shots(cfg: Config) -> list[int]:
+    """The support sizes of prototypical training: ``baseline.protonet_shots``, else every shot count the
+    evaluation uses (episodes take them in turn), so the model is trained at each shot it is evaluated at."""
+    if cfg.baseline.protonet_shots is not None:
+        return [cfg.baseline.protonet_shots]
+    return sorted({parse_setting(s)[1] for s in cfg.evaluate.settings})
+
+
 def protonet_plan(stream: TaskStream, cfg: Config, budget_images: int | None = None) -> dict[str, Any]:
-    """Episodes of prototypical training: the stream's image budget divided by the images of one episode."""
+    """Episodes of prototypical training: as many optimizer steps as the joint baseline takes (one episode is
+    one step), unless ``baseline.protonet_episodes`` is set; shots from :func:`protonet_shots`."""
     b = cfg.baseline
-    per_class = b.protonet_shots + b.protonet_queries
+    shots = protonet_shots(cfg)
+    per_class = max(shots) + b.protonet_queries
     eligible = [c for c, pool in _class_pools(stream).items() if len(pool) >= per_class]
     if len(eligible) < 2:
         raise ConfigError(
             f"protonet needs at least 2 stream classes with {per_class} training images "
-            f"(baseline.protonet_shots + baseline.protonet_queries), found {len(eligible)}; lower them or "
-            "drop 'protonet' from evaluate.methods"
+            f"(baseline.protonet_shots, or the largest evaluated shot, + baseline.protonet_queries), found "
+            f"{len(eligible)}; lower them or drop 'protonet' from evaluate.methods"
         )
     ways = min(b.protonet_ways, len(eligible))
-    per_episode = ways * per_class
-    budget = _budget(stream, cfg, budget_images)
-    episodes = b.protonet_episodes or max(1, round(budget / per_episode))
+    joint = joint_plan(stream, cfg, budget_images)
+    joint_steps = joint["epochs"] * math.ceil(joint["train_images"] / cfg.train.batch_size)
+    episodes = b.protonet_episodes or joint_steps
+    processed = sum(ways * (shots[e % len(shots)] + b.protonet_queries) for e in range(episodes))
     return {
-        "budget_images": budget,
+        "budget_images": joint["budget_images"],
         "ways": ways,
-        "shots": b.protonet_shots,
+        "shots": shots,
         "queries": b.protonet_queries,
-        "images_per_episode": per_episode,
         "episodes": episodes,
-        "images_processed": episodes * per_episode,
+        "joint_steps": joint_steps,
+        "images_processed": processed,
         "eligible_classes": len(eligible),
         "scale": b.protonet_scale,
+        "lr": b.protonet_lr if b.protonet_lr is not None else cfg.train.lr,
         "from_budget": b.protonet_episodes is None,
     }
 
@@ -250,9 +263,10 @@ def _fresh_backbone(architecture: dict[str, Any], seed: int, device: torch.devic
         return model_from_config(architecture).to(device)
 
 
-def _sgd(model: nn.Module, cfg: Config, steps: int):
+def _sgd(model: nn.Module, cfg: Config, steps: int, lr: float | None = None):
     t = cfg.train
-    opt = torch.optim.SGD(model.parameters(), lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
+    opt = torch.optim.SGD(model.parameters(), lr=t.lr if lr is None else lr, momentum=t.momentum,
+                          weight_decay=t.weight_decay)
     return opt, torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, steps))
 
 
@@ -330,23 +344,25 @@ def train_protonet(
 
     Prototypes are the means of the support features (the classifier's input); logits are
     ``baseline.protonet_scale`` times the cosine similarity of a query to each prototype, which is the rule
-    the evaluation's NCM applies, so training and evaluation use one metric.
+    the evaluation's NCM applies, so training and evaluation use one metric. Episode ``e`` has
+    ``shots[e % len(shots)]`` support images per class (``protonet_plan``); SGD at ``baseline.protonet_lr``.
     """
     from tqdm.auto import tqdm
 
     plan = protonet_plan(stream, cfg, budget_images)
     seed = derive_seed(cfg.seed, "baseline", "protonet") % (2**31)
     model = _fresh_backbone(architecture, seed, device)
-    pools = {c: p for c, p in _class_pools(stream).items() if len(p) >= plan["shots"] + plan["queries"]}
+    ways, queries = plan["ways"], plan["queries"]
+    pools = {c: p for c, p in _class_pools(stream).items() if len(p) >= max(plan["shots"]) + queries}
     classes = sorted(pools)
-    ways, shots, queries = plan["ways"], plan["shots"], plan["queries"]
-    opt, sched = _sgd(model, cfg, plan["episodes"])
+    opt, sched = _sgd(model, cfg, plan["episodes"], lr=plan["lr"])
     augment = BatchAugment(cfg.data.augment)
     gen = generator(derive_seed(seed, "episodes"))
     tick = time.perf_counter()
     losses: list[float] = []
     model.train()
     for e in tqdm(range(plan["episodes"]), desc="protonet baseline", disable=not progress, leave=False):
+        shots = plan["shots"][e % len(plan["shots"])]
         with seeded(derive_seed(seed, "dropout", e) % (2**31)):  # dropout draws: the caller's global RNG is left alone
             chosen = [classes[i] for i in torch.randperm(len(classes), generator=gen)[:ways].tolist()]
             picks = [pools[c][torch.randperm(len(pools[c]), generator=gen)[: shots + queries]] for c in chosen]
@@ -402,6 +418,7 @@ def cache_key(
             "weight_decay": t.weight_decay,
         },
         "baseline": {k: v for k, v in asdict(cfg.baseline).items() if k.startswith(f"{name}_")},
+        "shots": protonet_shots(cfg) if name == "protonet" else None,
         "budget_images": _budget(stream, cfg, budget_images),
     }
     return json.loads(json.dumps(key))  # the form it takes after a round trip through the manifest

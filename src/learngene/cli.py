@@ -52,6 +52,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--score", choices=("ncm", "individual"), default="ncm",
                    help="rank by the collective model's NCM accuracy (collective settings) or by the learngene's "
                         "individual models (criterion / individual settings); default ncm")
+    p.add_argument("--method", default="learngene",
+                   help="with --score individual: the comparison method whose pseudo-task accuracy ranks the trials "
+                        "(e.g. scratch for evaluate.method_lr.scratch, protonet for baseline.protonet_lr/scale); "
+                        "default learngene")
     p.add_argument("--joint", action="store_true",
                    help="also train the joint reference per seed and report each trial's gap to it")
     verbosity_args(p)
@@ -98,7 +102,7 @@ def _tune(args: argparse.Namespace) -> int:
     refuse_vit(cfg, "tune")
     params = [parse_param(p) for p in args.params]
     summary = tune(cfg, params, args.out, seeds=args.seeds, setting=args.setting, episodes=args.episodes,
-                   joint=args.joint, progress=not args.quiet, score=args.score)
+                   joint=args.joint, progress=not args.quiet, score=args.score, method=args.method)
     from learngene.tune import tune_markdown
 
     print(tune_markdown(summary))

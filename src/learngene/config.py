@@ -148,22 +148,32 @@ class EvaluateConfig:
     seeds: list[int] = field(default_factory=lambda: [0])
     # rows of the comparison table; None: every registered method (learngene list methods), in registration order
     methods: list[str] | None = None
+    # a trained method's own few-shot learning rate (e.g. {scratch = 0.1}), chosen on source pseudo-tasks with
+    # `learngene tune --score individual --method M --param evaluate.method_lr.M=...`; unlisted methods share
+    # individual.lr (the report names which do)
+    method_lr: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
 class BaselineConfig:
     """Reference models trained on the stream's classes: ``joint`` (all classes at once) and ``protonet``.
 
-    Both get the stream's image budget (every task's training images x train.epochs) unless the epochs or
-    episodes are set here, and the collective model's optimizer settings and augmentation.
+    ``joint`` gets the stream's image budget (every task's training images x train.epochs) unless its epochs are
+    set here; ``protonet`` gets as many optimizer steps (episodes) as ``joint``, is trained at every shot count
+    the evaluation uses, and has its own learning rate and logit scale (chosen on source pseudo-tasks with
+    ``learngene tune --score individual --method protonet``). Both use the collective model's optimizer
+    settings otherwise, and its augmentation.
     """
 
     joint_epochs: int | None = None  # None: the stream's image budget divided by the joint training set's size
     protonet_ways: int = 20  # classes per training episode (at most the stream's classes)
-    protonet_shots: int = 1  # support images per class and episode (they form the prototypes)
+    # support images per class and episode (they form the prototypes); None: the shots of evaluate.settings,
+    # taken in turn episode by episode, so the model is trained at each shot it is evaluated at
+    protonet_shots: int | None = None
     protonet_queries: int = 5  # query images per class and episode (they carry the loss)
-    protonet_episodes: int | None = None  # None: the stream's image budget divided by the images per episode
+    protonet_episodes: int | None = None  # None: as many as joint's optimizer steps
     protonet_scale: float = 10.0  # logits = scale x cosine(query feature, prototype)
+    protonet_lr: float | None = None  # None: train.lr (the collective model's)
 
 
 @dataclass
@@ -293,8 +303,17 @@ def _validate(cfg: Config) -> None:
         if value is not None and value < low:
             raise ConfigError(f"config key baseline.{key} = {value!r} must be >= {low}" +
                               (" (or unset for the stream's image budget)" if key.endswith(("epochs", "episodes")) else ""))
-    if not b.protonet_scale > 0:
-        raise ConfigError(f"config key baseline.protonet_scale = {b.protonet_scale!r} must be > 0; fix the value")
+    for key, value in (("protonet_scale", b.protonet_scale), ("protonet_lr", b.protonet_lr)):
+        if value is not None and not value > 0:
+            raise ConfigError(f"config key baseline.{key} = {value!r} must be > 0; fix the value")
+    for method, lr in cfg.evaluate.method_lr.items():
+        METHODS.check(method, f"evaluate.method_lr.{method}")
+        if METHODS.get(method).build is None:
+            raise ConfigError(f"config key evaluate.method_lr.{method}: {method!r} does not train on the target "
+                              "task (nearest class mean on frozen features), so it has no learning rate; remove it "
+                              "(protonet's own lr is baseline.protonet_lr)")
+        if not lr > 0:
+            raise ConfigError(f"config key evaluate.method_lr.{method} = {lr!r} must be > 0; fix the value")
 
 
 def parse_setting(setting: str) -> tuple[int, int]:
@@ -326,6 +345,18 @@ def _type_ok(value: Any, tp: Any) -> tuple[bool, Any]:
         return False, value
     if tp is type(None):
         return value is None, value
+    if origin is dict:
+        key_tp, value_tp = typing.get_args(tp)
+        if not isinstance(value, dict):
+            return False, value
+        out_d = {}
+        for k, item in value.items():
+            ok_k, _ = _type_ok(k, key_tp)
+            ok, v = _type_ok(item, value_tp)
+            if not (ok_k and ok):
+                return False, value
+            out_d[k] = v
+        return True, out_d
     if origin is list:
         (inner,) = typing.get_args(tp)
         if not isinstance(value, list):
@@ -370,8 +401,10 @@ def _merge_into(obj: Any, data: dict[str, Any], where: str) -> None:
             _merge_into(current, value, f"{path}.")
             continue
         ok, coerced = _type_ok(value, hints[key])
-        bad = [v for v in (coerced if isinstance(coerced, list) else [coerced])
-               if isinstance(v, float) and not math.isfinite(v)]
+        if ok and isinstance(current, dict):  # a table merges key by key: one override keeps the other entries
+            coerced = {**current, **coerced}
+        items = coerced if isinstance(coerced, list) else list(coerced.values()) if isinstance(coerced, dict) else [coerced]
+        bad = [v for v in items if isinstance(v, float) and not math.isfinite(v)]
         if ok and bad:
             raise ConfigError(f"config key {path!r} = {bad[0]} is not a finite number; give a finite value")
         if not ok:

@@ -246,14 +246,18 @@ def evaluate_methods(
                         stream=stream, cache_dir=cache_dir, device=device, dist=dist, progress=progress,
                         budget_images=budget_images)
     gene_rows = [m for m in methods if rows[m].from_gene]
-    aliases = duplicate_genes(gene_rows, _gene_of(ctx, gene_rows))
+    # a copy only when the training is the same too (a method with its own lr is trained on its own)
+    aliases = {m: twin for m, twin in duplicate_genes(gene_rows, _gene_of(ctx, gene_rows)).items()
+               if method_lr(cfg, m) == method_lr(cfg, twin)}
+    # every target episode is drawn before anything trains: an impossible setting fails now, with its own message
+    drawn = {(setting, seed): sample_episodes(data, novel, *parse_setting(setting), cfg.evaluate.queries,
+                                              cfg.evaluate.episodes,
+                                              seed=derive_seed(cfg.seed, "episodes", setting, seed) % (2**31))
+             for setting in cfg.evaluate.settings for seed in cfg.evaluate.seeds}
     frozen = {m: rows[m].features(ctx) for m in methods if rows[m].frozen}
     results: dict[str, Any] = {}
-    jobs = [(s, seed) for s in cfg.evaluate.settings for seed in cfg.evaluate.seeds]
-    for setting, seed in jobs:
+    for (setting, seed), episodes in drawn.items():
         ways, shots = parse_setting(setting)
-        episodes = sample_episodes(data, novel, ways, shots, cfg.evaluate.queries, cfg.evaluate.episodes,
-                                   seed=derive_seed(cfg.seed, "episodes", setting, seed) % (2**31))
         per = results.setdefault(setting, {m: [] for m in methods})
         bar = tqdm(enumerate(episodes), total=len(episodes), desc=f"{setting} seed {seed}",
                    disable=not (progress and dist.is_main),
@@ -278,6 +282,8 @@ def evaluate_methods(
                     per[m].append(done[m])
                     continue
                 job = rows[m].build(ctx, ways, init_seed)
+                if m in cfg.evaluate.method_lr:  # the method's own lr, chosen for it on pseudo-tasks
+                    job = replace(job, settings=replace(job.settings, lr=cfg.evaluate.method_lr[m]))
                 model = job.model
                 # what this target task starts from, recorded before any training touches the model
                 part = getattr(model, "gene", None) if rows[m].from_gene else None
@@ -294,14 +300,27 @@ def evaluate_methods(
                 done[m] = {"episode": i, "seed": seed, "accuracy": out["accuracy"], "curve": out["curve"],
                            "curve_epochs": out["curve_epochs"],
                            "train_seconds": out["train_seconds"], "params": _n_params(model),
-                           "inherited_params": inherited}
+                           "inherited_params": inherited, "lr": job.settings.lr}
                 if start is not None:
                     done[m]["start_sha256"] = start
                 per[m].append(done[m])
     summary = summarize(merge_shards(all_gather_objects(dist, results)), cfg)
+    summary["learning_rates"] = learning_rates(cfg, methods)
     if ctx.trained or skipped:
         summary["baselines"] = {**ctx.trained, **{m: {"skipped": why} for m, why in skipped.items()}}
     return summary
+
+
+def method_lr(cfg: Config, method: str) -> float:
+    """The few-shot learning rate of a trained method: its own (evaluate.method_lr), else individual.lr."""
+    return cfg.evaluate.method_lr.get(method, cfg.individual.lr)
+
+
+def learning_rates(cfg: Config, methods: list[str]) -> dict[str, Any]:
+    """Which trained methods have their own lr and which share individual.lr: the report says so."""
+    trained = [m for m in methods if METHODS.get(m).build is not None]
+    return {"own": {m: cfg.evaluate.method_lr[m] for m in trained if m in cfg.evaluate.method_lr},
+            "shared": [m for m in trained if m not in cfg.evaluate.method_lr], "individual_lr": cfg.individual.lr}
 
 
 def _gene_of(ctx: MethodContext, names: list[str]) -> dict[str, Learngene]:
@@ -433,6 +452,7 @@ def summarize(results: dict[str, dict[str, list[dict[str, Any]]]], cfg: Config) 
                 "n": len(accs),
                 "params": runs[0]["params"] if runs else None,
                 "inherited_params": runs[0]["inherited_params"] if runs else None,
+                "lr": runs[0].get("lr") if runs else None,
                 "train_seconds_mean": sum(r["train_seconds"] for r in runs) / max(len(runs), 1),
                 "epochs_to_90pct_final": to90,
                 "curve": curve,

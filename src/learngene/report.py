@@ -70,13 +70,26 @@ def baselines_lines(baselines: dict[str, Any]) -> list[str]:
             what = (f"{b['epochs']} epochs over {b['train_images']:,} images of {b['classes']} classes "
                     f"{'(from the stream budget)' if b.get('from_budget') else '(baseline.joint_epochs)'}")
         else:
-            source = "(from the stream budget)" if b.get("from_budget") else "(baseline.protonet_episodes)"
-            what = (f"{b['episodes']} episodes of {b['ways']}-way {b['shots']}-shot {b['queries']}-query, "
-                    f"cosine logits x{_f(b.get('scale'), 1)} {source}")
+            shots = b["shots"] if isinstance(b["shots"], list) else [b["shots"]]
+            source = (f"as many optimizer steps as joint ({b.get('joint_steps')})" if b.get("from_budget")
+                      else "baseline.protonet_episodes")
+            what = (f"{b['episodes']} episodes ({source}) of {b['ways']}-way {'/'.join(map(str, shots))}-shot "
+                    f"{b['queries']}-query{' (in turn)' if len(shots) > 1 else ''}, cosine logits "
+                    f"x{_f(b.get('scale'), 1)}, lr {_f(b.get('lr'), 4)}")
         lines.append(f"- `{name}`: {what}: {b['images_processed']:,} images processed, stream budget "
                      f"{b['budget_images']:,}; {_f(b.get('train_seconds'), 1)} s to train, cached in "
                      f"`{b.get('dir')}`")
     return lines
+
+
+def lr_line(rates: dict[str, Any] | None) -> str | None:
+    """Which trained methods had their own learning rate (chosen on pseudo-tasks) and which shared one."""
+    if not rates:
+        return None
+    own = ", ".join(f"{m} {lr:g}" for m, lr in rates["own"].items())
+    shared = ", ".join(rates["shared"])
+    return ("- few-shot learning rates: " + (f"own (evaluate.method_lr): {own}" if own else "no method has its own")
+            + (f"; individual.lr = {rates['individual_lr']:g} shared by {shared}" if shared else ""))
 
 
 def _widths_line(coll: dict[str, Any]) -> str:
@@ -125,6 +138,7 @@ def render(report: dict[str, Any]) -> str:
         f"- criterion `{crit['name']}` selected {', '.join(crit['selected'])}: {crit['reason']}",
         f"- evaluation: {ind['episodes_per_seed']} episodes x seeds {ind['seeds']}, {ind['queries_per_class']} "
         f"queries per class; {ind['ci']}" + (f"; {ind['paired_ci']}" if ind.get("paired_ci") else ""),
+        *([lr_line(ind.get("learning_rates"))] if ind.get("learning_rates") else []),
         f"- one collective model (seed {report['seed']}): every interval here is over its target tasks; the "
         "interval over collective models, the outer random stage, needs several collective seeds "
         "(`python -m bench.seeds`: per-seed means, Student t with seeds - 1 degrees of freedom)",

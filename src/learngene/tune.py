@@ -33,6 +33,7 @@ from learngene.gene import Learngene
 from learngene.paradigm import _pseudo_pool, select_gene
 from learngene.pipeline import load_collective_run, run_collective
 from learngene.prepare import load_data
+from learngene.registry import METHODS
 from learngene.runtime import derive_seed
 from learngene.safeio import atomic_write_bytes, atomic_write_json, check_writable_dir, jsonable, read_json
 from learngene.stats import MIN_N_CI, format_ci, mean_ci95, nested_ci95
@@ -117,28 +118,40 @@ def _collective_run(cfg: Config, base: Config, runs: Path, data, progress: bool)
     return run_dir, read_json(run_dir / "collective.json", "collective report")
 
 
-def _score_individual(cfg: Config, data, run_dir: Path, pool: list[str], setting: str,
-                      episodes: int) -> dict[str, Any]:
-    """The learngene's individual models (and scratch) on pseudo-tasks: the score for individual.* settings."""
-    crit = hashlib.sha256(json.dumps(cfg.to_dict()["criterion"], sort_keys=True).encode()).hexdigest()[:12]
-    gene_dir = run_dir / f"gene-{crit}"
-    gene = Learngene.load(gene_dir) if (gene_dir / "learngene.json").is_file() else \
-        select_gene(run_dir, gene_dir, cfg=cfg, data=data, part_of_run=True, overwrite=True)[0]
+def _score_individual(cfg: Config, data, run_dir: Path, stream: TaskStream, setting: str, episodes: int,
+                      method: str = "learngene") -> dict[str, Any]:
+    """A comparison method's accuracy on pseudo-tasks: the score for individual.*, evaluate.method_lr.* and
+    baseline.protonet_* settings. Trained methods are scored beside ``scratch``; ``protonet`` (nearest class
+    mean on a backbone trained on the stream) is trained per trial, cached under the trial's settings."""
+    row = METHODS.get(method)
+    with_scratch = row.build is not None and method != "scratch"
+    gene = None
+    if row.build is not None:  # the individual architecture (scratch too) is built around the gene
+        crit = hashlib.sha256(json.dumps(cfg.to_dict()["criterion"], sort_keys=True).encode()).hexdigest()[:12]
+        gene_dir = run_dir / f"gene-{crit}"
+        gene = Learngene.load(gene_dir) if (gene_dir / "learngene.json").is_file() else \
+            select_gene(run_dir, gene_dir, cfg=cfg, data=data, part_of_run=True, overwrite=True)[0]
     run = load_collective_run(run_dir)
     ecfg = config_from_dict(cfg.to_dict())
     ecfg.evaluate.settings, ecfg.evaluate.headline = [setting], setting
     ecfg.evaluate.episodes, ecfg.evaluate.seeds = episodes, [0]
     network = run["network"]
-    res = evaluate_methods(ecfg, data, pool, network, gene, network.conv_layer_names(), run["meta"]["input_spec"],
-                           methods=["learngene", "scratch"], progress=False)["settings"][setting]["methods"]
-    accs = res["learngene"]["accuracies"]
+    trained = {k: cfg.to_dict()[k] for k in ("train", "baseline")}
+    cache = run_dir / "baselines-tune" / hashlib.sha256(json.dumps(trained, sort_keys=True).encode()).hexdigest()[:12]
+    methods = [method, "scratch"] if with_scratch else [method]
+    res = evaluate_methods(ecfg, data, _pseudo_pool(stream)[0], network, gene, network.conv_layer_names(),
+                           run["meta"]["input_spec"], methods=methods, progress=False, stream=stream,
+                           cache_dir=cache if row.needs_stream else None)["settings"][setting]["methods"]
+    accs = res[method]["accuracies"]
     mean, ci = mean_ci95(accs)
-    return {"score": mean, "score_ci95": ci, "accuracies": accs, "gene": gene.layer_names,
-            "scratch": res["scratch"]["acc_mean"], "vs_scratch": res["learngene"].get("vs_scratch")}
+    return {"method": method, "score": mean, "score_ci95": ci, "accuracies": accs, "lr": res[method].get("lr"),
+            "gene": gene.layer_names if gene is not None else [],
+            "scratch": res["scratch"]["acc_mean"] if with_scratch else None,
+            "vs_scratch": res[method].get("vs_scratch")}
 
 
 def run_trial(cfg: Config, data, *, setting: str, episodes: int, joint: bool, progress: bool,
-              base: Config, runs: Path, score: str = "ncm") -> dict[str, Any]:
+              base: Config, runs: Path, score: str = "ncm", method: str = "learngene") -> dict[str, Any]:
     """Train (or reuse) one collective model and its joint reference, and score both on pseudo-tasks."""
     run_dir, report = _collective_run(cfg, base, runs, data, progress)
     run = load_collective_run(run_dir)
@@ -161,22 +174,26 @@ def run_trial(cfg: Config, data, *, setting: str, episodes: int, joint: bool, pr
         jnet, info = train_joint(network.config(), stream, spec, cfg, budget_images=report["images_seen"])
         out["joint"] = {**_score(cfg, data, stream, jnet, spec, setting, episodes), "epochs": info["epochs"]}
     if score == "individual":
-        out["individual"] = _score_individual(cfg, data, run_dir, _pseudo_pool(stream)[0], setting, episodes)
+        out["individual"] = _score_individual(cfg, data, run_dir, stream, setting, episodes, method)
     return out
 
 
 def tune(base: Config, params: Sequence[tuple[str, list[str]]], out: str | Path, *, seeds: Sequence[int] = (0,),
          setting: str | None = None, episodes: int = 20, joint: bool = False, progress: bool = True,
-         data=None, score: str = "ncm") -> dict[str, Any]:
+         data=None, score: str = "ncm", method: str = "learngene") -> dict[str, Any]:
     """Run the grid, write ``tune.json`` and ``tune.md`` into ``out``; returns the summary (best first).
 
     ``score="ncm"`` ranks by the collective model's NCM accuracy; ``score="individual"`` by the accuracy of the
     learngene's individual models (criterion, gene and few-shot training as configured) on the same kind of
-    pseudo-tasks, for settings of the later stages. Collective runs are kept in ``out/runs/`` and shared by
-    every trial that differs only in later-stage settings.
+    pseudo-tasks, for settings of the later stages; ``method`` names the comparison method scored that way
+    (``scratch``, ``finetune``, ... for their ``evaluate.method_lr``; ``protonet`` for ``baseline.protonet_*``).
+    Collective runs are kept in ``out/runs/`` and shared by every trial that differs only in later-stage settings.
     """
     if score not in ("ncm", "individual"):
         raise ConfigError(f"tune score must be 'ncm' or 'individual', got {score!r}")
+    METHODS.check(method, "the tuned method (--method)")
+    if method != "learngene" and score != "individual":
+        raise ConfigError(f"--method {method} scores that method's accuracy: use it with --score individual")
     setting = setting or base.evaluate.headline
     parse_setting(setting)
     combos = grid(params)
@@ -194,6 +211,8 @@ def tune(base: Config, params: Sequence[tuple[str, list[str]]], out: str | Path,
             key = {"config": cfg.to_dict(), "setting": setting, "episodes": episodes, "joint": joint}
             if score != "ncm":
                 key["score"] = score
+            if method != "learngene":
+                key["method"] = method
             if path.is_file():
                 saved = read_json(path, "tuning trial")
                 if saved.get("key") == json.loads(json.dumps(jsonable(key))):
@@ -201,13 +220,13 @@ def tune(base: Config, params: Sequence[tuple[str, list[str]]], out: str | Path,
                     continue
             log.info("trial %d/%d seed %d: %s", i + 1, len(combos), seed, " ".join(combo) or "(base)")
             result = run_trial(cfg, data, setting=setting, episodes=episodes, joint=joint, progress=progress,
-                               base=base, runs=out / "runs", score=score)
+                               base=base, runs=out / "runs", score=score, method=method)
             atomic_write_json(path, jsonable({"key": key, "result": result}))
             trials.append(result)
         rows.append(_summarize(combo, trials))
     rank = "individual" if score == "individual" else "ncm"
     rows.sort(key=lambda r: -r[rank])
-    what = ("accuracy of the learngene's individual models" if score == "individual" else
+    what = (f"accuracy of the `{method}` method ({METHODS.get(method).description})" if score == "individual" else
             "NCM (cosine) accuracy of the collective model's penultimate features")
     summary = {"setting": setting, "episodes_per_seed": episodes, "seeds": list(seeds),
                "pool": rows[0]["pool"] if rows else None, "params": [k for k, _ in params], "ranked_by": rank,
@@ -263,8 +282,10 @@ def _summarize(combo: list[str], trials: list[dict[str, Any]]) -> dict[str, Any]
     row["train_seconds"] = sum(t["train_seconds"] for t in trials) / len(trials)
     if all("individual" in t for t in trials):
         row["individual"], row["individual_ci95"] = _level([t["individual"]["accuracies"] for t in trials])
-        row["scratch"] = sum(t["individual"]["scratch"] for t in trials) / len(trials)
+        scratch = [t["individual"]["scratch"] for t in trials]
+        row["scratch"] = None if None in scratch else sum(scratch) / len(trials)
         row["gene"] = trials[0]["individual"]["gene"]
+        row["method"] = trials[0]["individual"].get("method", "learngene")
     if all("joint" in t for t in trials):
         row["joint_ncm"], row["joint_ncm_ci95"] = _level([t["joint"]["accuracies"] for t in trials])
         row["gap_to_joint"], row["gap_to_joint_ci95"] = _level(
@@ -284,7 +305,7 @@ def tune_markdown(summary: dict[str, Any]) -> str:
     if joint:
         head[2:2] = ["joint NCM", "gap to joint (paired)"]
     if individual:
-        head[1:1] = [f"individual {summary['setting']}", "scratch", "gene"]
+        head[1:1] = [f"{summary['rows'][0].get('method', 'learngene')} {summary['setting']}", "scratch", "gene"]
     lines = [
         f"# Tuning on pseudo-tasks ({summary['pool']})",
         "",
@@ -304,6 +325,7 @@ def tune_markdown(summary: dict[str, Any]) -> str:
             cells[2:2] = [_fmt(r["joint_ncm"], r["joint_ncm_ci95"]),
                           _fmt(r["gap_to_joint"], r["gap_to_joint_ci95"], bounded=False)]
         if individual:
-            cells[1:1] = [_fmt(r["individual"], r["individual_ci95"]), f"{r['scratch']:.3f}", ", ".join(r["gene"])]
+            cells[1:1] = [_fmt(r["individual"], r["individual_ci95"]),
+                          "-" if r["scratch"] is None else f"{r['scratch']:.3f}", ", ".join(r["gene"]) or "-"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
