@@ -108,6 +108,21 @@ def test_widening_leaves_the_statistic_unchanged(layer, width):
         assert raw[f"features.{layer + 1}"]["grad_norm"] > before[f"features.{layer + 1}"]["grad_norm"] * 1.1
 
 
+def test_growth_noise_makes_the_invariance_approximate():
+    """The README and recorder docstring say: exact only without noise. With the default noise 0.05 the copies'
+    gradients differ, and the corrected statistic moves a little (not by the split's factor)."""
+    net = make_net()
+    net.train()
+    x, y = batch()
+    thr = threshold_for(net, 1, x, y)
+    before = measure(net, GradientRecorder(thr), x, y)["features.1"]
+    grown, rec = copy.deepcopy(net), GradientRecorder(thr)
+    grow(grown, [lambda m: plan_widen(m, 1, 10, generator=torch.Generator().manual_seed(3), noise=0.05)], rec)
+    after = measure(grown, rec, x, y)["features.1"]
+    assert before["fraction"] == 0.5 and 0.001 < abs(after["fraction"] - 0.5) < 0.05
+    assert after["grad_norm"] == pytest.approx(before["grad_norm"], rel=0.05) and after["grad_norm"] != before["grad_norm"]
+
+
 def test_successive_widenings_of_a_layer_and_its_neighbour():
     net = make_net()
     net.train()

@@ -20,6 +20,12 @@ for the widened layer, its consumer and every other layer, whatever the split co
 exact for the fraction only when every unit is split the same number of times and never for the norm (each
 copy adds its full squared gradient). Networks that never grew have all multiplicities 1 and skip the
 extra work.
+
+The invariance is exact **only without growth noise**. With ``growth.noise`` (default 0.05) the copies' shares of
+the outgoing weights differ, so their gradients differ and the corrected statistic moves a little: on the test
+network, a fraction of 0.5000 (threshold at the median entry) became 0.494-0.531 after one widening with noise
+0.05 (``tests/collective/test_recorder_growth.py``; a review measured 0.5000 -> 0.5046 on ``vgg4``). The
+correction removes the split's systematic 1/c shrinkage, not the noise's effect.
 """
 
 from __future__ import annotations
