@@ -79,3 +79,14 @@ def test_every_plot_labels_its_axes_and_counts_epochs_and_tasks_in_integers(tmp_
         if name in ("curves", "forgetting", "params"):
             ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
             assert ticks and all(float(t).is_integer() for t in ticks), (name, ticks)
+
+
+def test_error_bars_stay_within_0_and_1(tmp_path):
+    from learngene.plots import plot_bars
+
+    fig = plot_bars({"high": 0.98, "low": 0.02, "mid": 0.5, "none": 0.5},
+                    {"high": 0.05, "low": 0.05, "mid": 0.05, "none": float("nan")}, tmp_path / "b.png")
+    segments = fig.axes[0].collections[0].get_segments()  # the vertical error bars
+    ys = [y for seg in segments for _, y in seg]
+    assert min(ys) >= 0.0 and max(ys) <= 1.0
+    assert max(ys) == 1.0 and min(ys) == 0.0 and 0.55 in [round(y, 6) for y in ys]

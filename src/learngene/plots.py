@@ -164,11 +164,14 @@ def plot_criterion(candidates: Sequence[dict[str, Any]], selected: Sequence[str]
 
 
 def plot_bars(means: dict[str, float], cis: dict[str, float], path: str | Path | None = None, ax=None,
-              ylabel: str = "accuracy", title: str = ""):
-    """Bar chart with 95% confidence intervals."""
+              ylabel: str = "accuracy", title: str = "", bounds: tuple[float, float] | None = (0.0, 1.0)):
+    """Bar chart with 95% confidence intervals; an accuracy's bar stops at ``bounds`` (no bar without an interval)."""
     fig, ax = _start(ax, (6.5, 3.5))
     names = list(means)
-    ax.bar(names, [means[n] for n in names], yerr=[cis.get(n, 0.0) for n in names], capsize=4, color="tab:blue")
+    lo, hi = bounds if bounds is not None else (-math.inf, math.inf)
+    half = [c if math.isfinite(c := cis.get(n, 0.0)) else 0.0 for n in names]
+    yerr = [[min(h, means[n] - lo) for n, h in zip(names, half)], [min(h, hi - means[n]) for n, h in zip(names, half)]]
+    ax.bar(names, [means[n] for n in names], yerr=yerr, capsize=4, color="tab:blue")
     ax.set_xlabel("method")
     ax.set_ylabel(ylabel)
     ax.set_title(title)
