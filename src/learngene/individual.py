@@ -311,7 +311,8 @@ def save_individual(model: IndividualModel, directory: str | os.PathLike[str], *
     """Save a trained individual model so that ``learngene predict --model DIRECTORY`` can use it.
 
     ``classes`` name the outputs in order; ``preprocessing`` gives ``image_size``, ``channels``, ``mean`` and
-    ``std`` (a gene's ``input_spec``); extra ``fields`` (provenance, accuracy, ...) go into ``model.json``.
+    ``std`` and optionally ``invert`` and ``resize`` (a gene's ``input_spec``: its input contract); extra
+    ``fields`` (provenance, accuracy, ...) go into ``model.json``.
     """
     classes = [str(c) for c in classes]
     if len(classes) != model.num_classes:
@@ -320,6 +321,10 @@ def save_individual(model: IndividualModel, directory: str | os.PathLike[str], *
     if missing:
         raise ModelError(f"save_individual: preprocessing lacks {missing}; pass the gene's input_spec")
     pre = {k: preprocessing[k] for k in PREPROCESSING_KEYS}
+    # how files are read (inversion, resize mode) travels with the model so that predict reads them the same way
+    from learngene.data.contract import file_settings
+
+    pre.update(file_settings(preprocessing))
     return save_network(model, directory, INDIVIDUAL, {"classes": classes, "preprocessing": pre, **fields})
 
 
@@ -390,29 +395,37 @@ class PseudoTaskScorer:
 
 
 def read_support_query(support_dir: str | os.PathLike[str], query_dir: str | os.PathLike[str] | None,
-                       input_spec: Mapping[str, Any]):
+                       input_spec: Mapping[str, Any], *, invert: bool | str | None = None,
+                       resize: str | None = None, warnings: list[str] | None = None):
     """A user's ImageFolder support set (and optional query set), read as the gene's inputs.
 
-    Returns ``(classes, support_x, support_y, query_x, query_y)`` (query tensors None without a query folder),
-    normalized with the gene's statistics; labels follow the support folder's sorted class names.
+    Files are read by the gene's input contract (:mod:`learngene.data.contract`: size, channels, the recorded
+    inversion and resize mode; ``invert``/``resize`` override them) and normalized with its statistics. When the
+    support images still look unlike the gene's data (e.g. an inverted polarity), a warning names the cause and
+    the fix; it is logged and appended to ``warnings`` when given.
+    Returns ``(classes, support_x, support_y, query_x, query_y)`` (query tensors None without a query folder);
+    labels follow the support folder's sorted class names.
     """
-    from learngene.data.images import read_image_folder
+    from learngene.data.contract import file_settings, read_folder, warn_if_unlike
     from learngene.data.transforms import normalize
     from learngene.errors import DataError
 
-    size, channels = input_spec["image_size"], input_spec["channels"]
-    support = read_image_folder(support_dir, image_size=size, channels=channels)
+    how = file_settings(input_spec, invert, resize)
+    support = read_folder(support_dir, input_spec, invert=how["invert"], resize=how["resize"])
     classes = list(support.classes)
     if len(classes) < 2:
         raise DataError(
             f"support folder {support_dir} has {len(classes)} class folder ({', '.join(classes)}); a classifier "
             "needs at least 2 classes, one subfolder of images per class"
         )
+    message = warn_if_unlike(support.images, input_spec, invert_used=how["invert"])
+    if message and warnings is not None:
+        warnings.append(message)
     x = normalize(support.images, input_spec["mean"], input_spec["std"])
     y = support.labels.long()
     qx = qy = None
     if query_dir is not None:
-        query = read_image_folder(query_dir, image_size=size, channels=channels)
+        query = read_folder(query_dir, input_spec, invert=how["invert"], resize=how["resize"])
         extra = [c for c in query.classes if c not in classes]
         if extra:
             raise DataError(f"query folder {query_dir} has classes {extra} that the support folder {support_dir} lacks")
@@ -423,7 +436,8 @@ def read_support_query(support_dir: str | os.PathLike[str], query_dir: str | os.
 
 def inherit(gene, support_dir: str | os.PathLike[str], out: str | os.PathLike[str] | None = None, *,
             query_dir: str | os.PathLike[str] | None = None, settings: IndividualConfig | None = None,
-            seed: int = 0, compare_scratch: bool = False, curve_every: int = 1) -> dict[str, Any]:
+            seed: int = 0, compare_scratch: bool = False, curve_every: int = 1, invert: bool | str | None = None,
+            resize: str | None = None) -> dict[str, Any]:
     """`learngene inherit` as a function: an individual model around ``gene`` trained on a user's support folder.
 
     Saves it to ``out`` (readable by ``learngene predict``) when given. ``compare_scratch`` also trains the same
@@ -431,12 +445,18 @@ def inherit(gene, support_dir: str | os.PathLike[str], out: str | os.PathLike[st
     reference a user wants before trusting a gene). Returns ``{"classes", "images", "accuracy"?, "scratch"?,
     "params", "inherited_params"}``.
     """
+    from learngene.data.contract import file_settings
+
     settings = settings or IndividualConfig()
-    classes, x, y, qx, qy = read_support_query(support_dir, query_dir, gene.input_spec)
+    notes: list[str] = []
+    classes, x, y, qx, qy = read_support_query(support_dir, query_dir, gene.input_spec, invert=invert,
+                                               resize=resize, warnings=notes)
+    reading = {**gene.input_spec, **file_settings(gene.input_spec, invert, resize)}
     model = build_individual(gene, settings, len(classes), seed=seed)
     result = train_few_shot(model, x, y, settings, query_x=qx, query_y=qy, seed=seed, curve_every=curve_every)
     out_info: dict[str, Any] = {"classes": classes, "images": len(y), "params": sum(p.numel() for p in model.parameters()),
-                                "inherited_params": model.inherited_params()}
+                                "inherited_params": model.inherited_params(), "warnings": notes,
+                                "reading": {k: reading[k] for k in ("invert", "resize")}}
     if "accuracy" in result:
         out_info["accuracy"], out_info["query_images"] = result["accuracy"], len(qy)
     if compare_scratch:
@@ -446,7 +466,7 @@ def inherit(gene, support_dir: str | os.PathLike[str], out: str | os.PathLike[st
         out_info["scratch"] = {"accuracy": ref.get("accuracy"), "params": sum(p.numel() for p in scratch.parameters())}
     if out is not None:
         save_individual(
-            model, out, classes=classes, preprocessing=gene.input_spec,
+            model, out, classes=classes, preprocessing=reading,
             gene={"layers": gene.layer_names, "provenance": gene.manifest().get("provenance")},
             support={"dir": str(Path(support_dir).resolve()), "images": len(y)},
             params=out_info["params"], inherited_params=out_info["inherited_params"],
