@@ -76,3 +76,26 @@ def test_every_plot_labels_its_axes_and_counts_epochs_and_tasks_in_integers(tmp_
         if name in ("curves", "forgetting", "params"):
             ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
             assert ticks and all(float(t).is_integer() for t in ticks), (name, ticks)
+
+
+def test_tradeoff_plot_draws_each_method_once_with_clipped_intervals_and_the_frontier(tmp_path):
+    from learngene.plots import plot_tradeoff
+
+    rows = {
+        "learngene": {"acc_mean": 0.80, "acc_ci95": 0.05, "params": 1000, "train_seconds_mean": 0.5},
+        "gene-bottom": {"acc_mean": 0.80, "acc_ci95": 0.05, "params": 1000, "same_as": "learngene"},
+        "scratch": {"acc_mean": 0.60, "acc_ci95": 0.05, "params": 1000, "train_seconds_mean": 0.4},
+        "finetune": {"acc_mean": 0.97, "acc_ci95": 0.10, "params": 5000, "train_seconds_mean": 0.9},
+        "ncm-gene": {"acc_mean": 0.70, "acc_ci95": float("nan"), "params": 800, "train_seconds_mean": 0.01},
+    }
+    fig = plot_tradeoff(rows, "params", tmp_path / "t.png")
+    ax = fig.axes[0]
+    names = [t.get_text() for t in ax.texts]
+    assert sorted(names) == ["finetune", "learngene", "ncm-gene", "scratch"]  # the copy is drawn once
+    assert ax.get_xlabel() and ax.get_ylabel() and ax.get_xscale() == "log"
+    assert ax.get_ylim()[1] <= 1.0  # finetune's 0.97 +- 0.10 is clipped at 1
+    frontier = [line for line in ax.get_lines() if line.get_linestyle() == "--"][0]
+    assert list(frontier.get_xdata()) == [800.0, 1000.0, 5000.0]  # scratch is dominated by learngene
+    assert (tmp_path / "t.png").read_bytes()[:4] == b"\x89PNG"
+    fig = plot_tradeoff(rows, "train_seconds_mean")
+    assert "seconds" in fig.axes[0].get_xlabel()
