@@ -99,3 +99,26 @@ def test_tradeoff_plot_draws_each_method_once_with_clipped_intervals_and_the_fro
     assert (tmp_path / "t.png").read_bytes()[:4] == b"\x89PNG"
     fig = plot_tradeoff(rows, "train_seconds_mean")
     assert "seconds" in fig.axes[0].get_xlabel()
+
+
+def _ind(diff, ci, n=20, best=None):
+    rows = {"learngene": {"acc_mean": 0.80, "params": 100, "vs_scratch": {"mean": diff, "ci95": ci, "n": n}},
+            "scratch": {"acc_mean": 0.80 - diff, "params": 100}}
+    if best:
+        rows[best] = {"acc_mean": 0.90, "params": 900}
+    return {"headline": "5way1shot", "methods": rows}
+
+
+def test_headline_verdict_says_who_wins_by_how_much_and_whether_the_ci_excludes_0():
+    from learngene.report import headline_verdict
+
+    win = headline_verdict(_ind(0.05, 0.02))
+    assert "`learngene` wins" in win and "+5.0 points" in win and "+3.0 to +7.0" in win and "excluding 0" in win
+    lose = headline_verdict(_ind(-0.06, 0.02, best="finetune"))
+    assert "`learngene` loses" in lose and "-6.0 points" in lose and "excluding 0" in lose
+    assert "best row is `finetune`" in lose and "10.0 points above" in lose
+    tie = headline_verdict(_ind(0.01, 0.03))
+    assert "no clear winner" in tie and "including 0" in tie
+    few = headline_verdict(_ind(0.2, 0.5, n=2))
+    assert "too few to tell" in few
+    assert headline_verdict({"headline": "5way1shot", "methods": {}}).startswith("At the headline setting")
