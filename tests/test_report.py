@@ -90,3 +90,49 @@ def test_error_bars_stay_within_0_and_1(tmp_path):
     ys = [y for seg in segments for _, y in seg]
     assert min(ys) >= 0.0 and max(ys) <= 1.0
     assert max(ys) == 1.0 and min(ys) == 0.0 and 0.55 in [round(y, 6) for y in ys]
+
+
+def test_tradeoff_plot_draws_each_method_once_with_clipped_intervals_and_the_frontier(tmp_path):
+    from learngene.plots import plot_tradeoff
+
+    rows = {
+        "learngene": {"acc_mean": 0.80, "acc_ci95": 0.05, "params": 1000, "train_seconds_mean": 0.5},
+        "gene-bottom": {"acc_mean": 0.80, "acc_ci95": 0.05, "params": 1000, "same_as": "learngene"},
+        "scratch": {"acc_mean": 0.60, "acc_ci95": 0.05, "params": 1000, "train_seconds_mean": 0.4},
+        "finetune": {"acc_mean": 0.97, "acc_ci95": 0.10, "params": 5000, "train_seconds_mean": 0.9},
+        "ncm-gene": {"acc_mean": 0.70, "acc_ci95": float("nan"), "params": 800, "train_seconds_mean": 0.01},
+    }
+    fig = plot_tradeoff(rows, "params", tmp_path / "t.png")
+    ax = fig.axes[0]
+    names = [t.get_text() for t in ax.texts]
+    assert sorted(names) == ["finetune", "learngene", "ncm-gene", "scratch"]  # the copy is drawn once
+    assert ax.get_xlabel() and ax.get_ylabel() and ax.get_xscale() == "log"
+    assert ax.get_ylim()[1] <= 1.0  # finetune's 0.97 +- 0.10 is clipped at 1
+    frontier = [line for line in ax.get_lines() if line.get_linestyle() == "--"][0]
+    assert list(frontier.get_xdata()) == [800.0, 1000.0, 5000.0]  # scratch is dominated by learngene
+    assert (tmp_path / "t.png").read_bytes()[:4] == b"\x89PNG"
+    fig = plot_tradeoff(rows, "train_seconds_mean")
+    assert "seconds" in fig.axes[0].get_xlabel()
+
+
+def _ind(diff, ci, n=20, best=None):
+    rows = {"learngene": {"acc_mean": 0.80, "params": 100, "vs_scratch": {"mean": diff, "ci95": ci, "n": n}},
+            "scratch": {"acc_mean": 0.80 - diff, "params": 100}}
+    if best:
+        rows[best] = {"acc_mean": 0.90, "params": 900}
+    return {"headline": "5way1shot", "methods": rows}
+
+
+def test_headline_verdict_says_who_wins_by_how_much_and_whether_the_ci_excludes_0():
+    from learngene.report import headline_verdict
+
+    win = headline_verdict(_ind(0.05, 0.02))
+    assert "`learngene` wins" in win and "+5.0 points" in win and "+3.0 to +7.0" in win and "excluding 0" in win
+    lose = headline_verdict(_ind(-0.06, 0.02, best="finetune"))
+    assert "`learngene` loses" in lose and "-6.0 points" in lose and "excluding 0" in lose
+    assert "best row is `finetune`" in lose and "10.0 points above" in lose
+    tie = headline_verdict(_ind(0.01, 0.03))
+    assert "no clear winner" in tie and "including 0" in tie
+    few = headline_verdict(_ind(0.2, 0.5, n=2))
+    assert "too few to tell" in few
+    assert headline_verdict({"headline": "5way1shot", "methods": {}}).startswith("At the headline setting")

@@ -178,3 +178,48 @@ def plot_bars(means: dict[str, float], cis: dict[str, float], path: str | Path |
     ax.tick_params(axis="x", rotation=30)
     ax.grid(axis="y", alpha=0.3)
     return _finish(fig, path)
+
+
+def plot_tradeoff(methods: dict[str, dict[str, Any]], x: str = "params", path: str | Path | None = None, ax=None,
+                  title: str | None = None, highlight: Sequence[str] = ("learngene",)):
+    """Accuracy (mean with its 95% CI as an error bar) against a cost, one point per method, with the Pareto
+    frontier drawn: the methods no other method beats on both axes.
+
+    ``x = "params"`` (the model a user keeps) or ``"train_seconds_mean"`` (training time per task). Rows copied
+    from another (``same_as``) are drawn once. Why: a method earns its place if it sits on the frontier, and the
+    picture shows where it does not.
+    """
+    fig, ax = _start(ax, (6.5, 4.2))
+    pts = []
+    for name, row in methods.items():
+        if row.get("same_as") or row.get(x) is None or not math.isfinite(row.get("acc_mean", float("nan"))):
+            continue
+        ci = row.get("acc_ci95")
+        err = ci if ci is not None and math.isfinite(ci) else 0.0
+        lo, hi = max(0.0, row["acc_mean"] - err), min(1.0, row["acc_mean"] + err)
+        pts.append((float(row[x]), float(row["acc_mean"]), lo, hi, name))
+    if not pts:
+        return _finish(fig, path)
+    for cost, acc, lo, hi, name in pts:
+        strong = name in highlight
+        ax.errorbar([cost], [acc], yerr=[[acc - lo], [hi - acc]], fmt="o" if strong else "s",
+                    ms=8 if strong else 5, capsize=3, color="tab:red" if strong else "tab:blue", zorder=3)
+        ax.annotate(name, (cost, acc), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    frontier, best = [], -1.0
+    for cost, acc, *_ in sorted(pts, key=lambda p: (p[0], -p[1])):
+        if acc > best:
+            frontier.append((cost, acc))
+            best = acc
+    ax.step([c for c, _ in frontier], [a for _, a in frontier], where="post", color="0.6", ls="--", zorder=1,
+            label="frontier (no method is both cheaper and more accurate)")
+    if x == "params":
+        ax.set_xscale("log")
+        ax.set_xlabel("parameters of the model (log scale)")
+    else:
+        ax.set_xlabel("training seconds per task")
+    ax.set_ylabel("query accuracy (95% CI)")
+    ax.set_ylim(max(0.0, min(p[2] for p in pts) - 0.05), min(1.0, max(p[3] for p in pts) + 0.05))
+    ax.legend(loc="lower right", fontsize=8)
+    if title:
+        ax.set_title(title)
+    return _finish(fig, path)

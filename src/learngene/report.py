@@ -127,6 +127,8 @@ def render(report: dict[str, Any]) -> str:
     lines = [
         "# learngene report",
         "",
+        headline_verdict(ind),
+        "",
         f"- data: `{report['data']}`, seed {report['seed']}, learngene {report['version']}",
         f"- split: {len(report['split']['source'])} source / {len(report['split']['open_world'])} open-world / "
         f"{len(report['split']['novel'])} novel classes",
@@ -166,6 +168,52 @@ def render(report: dict[str, Any]) -> str:
         lines.append(f"| {', '.join(c['layers'])} | {_f(c['score'])} | {_f(c.get('grad_fraction_mean'), 5)} | "
                      f"{_f(c.get('grad_fraction_std_over_tasks'), 5)} |")
     return "\n".join(lines) + "\n"
+
+
+def _points(x: float) -> str:
+    return f"{100 * x:+.1f}"
+
+
+def headline_verdict(ind: dict[str, Any], method: str = "learngene", reference: str = "scratch") -> str:
+    """One plain sentence at the top of the report: who wins at the headline setting, by how much, and whether the
+    paired interval excludes 0, said as plainly when the learngene loses.
+
+    Why: the first table a newcomer sees is long; the question they bring is "does inheriting help here?".
+    """
+    setting = ind.get("headline")
+    rows = ind.get("methods") or {}
+    mine, ref = rows.get(method), rows.get(reference)
+    if not mine or not ref:
+        return f"At the headline setting ({setting}) there is no `{method}` and `{reference}` pair to compare."
+    d = mine.get("vs_scratch") or {}
+    diff, ci, n = d.get("mean"), d.get("ci95"), d.get("n")
+    if diff is None or not isinstance(n, int):
+        return f"At the headline setting ({setting}) the paired comparison of `{method}` with `{reference}` is missing."
+    head = (f"**At the headline setting ({setting}), `{method}` scores {_f(mine['acc_mean'])} against "
+            f"`{reference}`'s {_f(ref['acc_mean'])}")
+    if n < MIN_N_FOR_CI or ci is None or not math.isfinite(ci):
+        verdict = (f": {_points(diff)} points over {n} paired tasks, too few to tell (no interval with fewer than "
+                   f"{MIN_N_FOR_CI}).**")
+    else:
+        lo, hi = diff - ci, diff + ci
+        if lo > 0:
+            word = f"`{method}` wins"
+        elif hi < 0:
+            word = f"`{method}` loses"
+        else:
+            word = "no clear winner"
+        verdict = (f": {word}, by {_points(diff)} points (paired 95% CI {_points(lo)} to {_points(hi)} over {n} "
+                   f"tasks, {'excluding' if lo > 0 or hi < 0 else 'including'} 0).**")
+    trained = {m: r for m, r in rows.items() if not r.get("same_as") and math.isfinite(r.get("acc_mean", math.nan))}
+    best = max(trained, key=lambda m: trained[m]["acc_mean"]) if trained else None
+    tail = ""
+    if best and best not in (method, reference):
+        gap = trained[best]["acc_mean"] - mine["acc_mean"]
+        tail = (f" The best row is `{best}` ({_f(trained[best]['acc_mean'])}, {100 * gap:.1f} points above "
+                f"`{method}`, with {_f(trained[best].get('params'))} parameters against {_f(mine.get('params'))}).")
+    elif best == method:
+        tail = f" No other row scores higher than `{method}`."
+    return head + verdict + tail
 
 
 def write_report(report: dict[str, Any], path: str | Path) -> None:
