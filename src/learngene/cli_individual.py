@@ -30,6 +30,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override criterion keys, e.g. --set criterion.name=gradient_stability")
     p.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
+    verbosity_args(p)
 
     p = sub.add_parser("evaluate", help="compare individual models with baselines on novel-class few-shot tasks")
     p.add_argument("--run-dir", "--run", dest="run", required=True, help="collective run directory (under torchrun spell it --run-dir)")
@@ -125,7 +126,7 @@ def _select(args: argparse.Namespace) -> int:
 
     cfg = _run_cfg(args.run, args.overrides)
     refuse_vit(cfg, "select")
-    gene, result = select_gene(args.run, args.out, cfg=cfg, overwrite=args.overwrite)
+    gene, result = select_gene(args.run, args.out, cfg=cfg, overwrite=args.overwrite, progress=not args.quiet)
     print(gene.describe())
     print(f"\nselected {result['selected']} by {result['name']}: {result['reason']}")
     return 0

@@ -34,7 +34,7 @@ from learngene.errors import ConfigError
 from learngene.gene import Learngene
 from learngene.individual import build_individual, train_few_shot, weights_fingerprint
 from learngene.registry import METHODS
-from learngene.runtime import derive_seed, seeded
+from learngene.runtime import derive_seed, progress_bar, seeded
 from learngene.stats import mean_ci95
 
 __all__ = ["Method", "MethodContext", "Trained", "evaluate_methods", "list_methods", "register_method"]
@@ -226,8 +226,6 @@ def evaluate_methods(
     and gathered: each episode's result depends only on its own seeds, so the report equals the single-process
     one; rank 0 trains the baselines and the other ranks load them from the cache.
     """
-    from tqdm.auto import tqdm
-
     explicit = methods is not None
     methods = list(methods or cfg.evaluate.methods or list_methods())
     for m in methods:
@@ -256,9 +254,8 @@ def evaluate_methods(
         episodes = sample_episodes(data, novel, ways, shots, cfg.evaluate.queries, cfg.evaluate.episodes,
                                    seed=derive_seed(cfg.seed, "episodes", setting, seed) % (2**31))
         per = results.setdefault(setting, {m: [] for m in methods})
-        bar = tqdm(enumerate(episodes), total=len(episodes), desc=f"{setting} seed {seed}",
-                   disable=not (progress and dist.is_main),
-                   leave=False, dynamic_ncols=True)
+        bar = progress_bar(enumerate(episodes), total=len(episodes), desc=f"{setting} seed {seed}",
+                           enabled=progress and dist.is_main)
         for i, ep in bar:
             if i % dist.world_size != dist.rank:
                 continue

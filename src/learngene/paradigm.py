@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import datetime as _dt
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,8 @@ from learngene.plots import plot_bars, plot_criterion, plot_curves
 from learngene.prepare import load_data, make_split, make_stream
 from learngene.report import write_report
 from learngene.safeio import atomic_write_json, check_writable_dir, jsonable, read_json, remove_outputs
+
+log = logging.getLogger(__name__)
 
 
 def _pseudo_pool(stream: TaskStream) -> tuple[list[str], str]:
@@ -60,15 +63,23 @@ def preflight(cfg: Config, data) -> None:
 def select_learngene(network, stream: TaskStream, *, cfg: Config | None = None,
                      recorder: GradientRecorder | None = None, input_spec: dict[str, Any] | None = None,
                      criterion: str | None = None, provenance: dict[str, Any] | None = None,
-                     ) -> tuple[Learngene, dict[str, Any]]:
+                     progress: bool = True) -> tuple[Learngene, dict[str, Any]]:
     """Choose the learngene of a trained collective ``network`` with a criterion; returns (gene, criterion record).
 
     ``recorder`` holds the gradient statistics recorded while it learned ``stream`` (the gradient_stability
     criterion needs them; ``trainer.plugin("recorder").recorder``); the validation criterion scores windows on
-    pseudo-tasks from source classes the stream never used. ``criterion`` overrides ``cfg.criterion.name``.
+    pseudo-tasks from source classes the stream never used (it trains individual models for every candidate
+    window: minutes, with a progress bar). ``criterion`` overrides ``cfg.criterion.name``. With neither, a
+    ``recorder`` means the paper's rule (``gradient_stability``: the statistics were recorded for it) and no
+    recorder means ``validation``; the choice is logged.
     """
     from learngene.config import Config as _Config
 
+    if criterion is None and cfg is None:
+        criterion = "gradient_stability" if recorder is not None else "validation"
+        log.info("select_learngene: criterion %r (%s; pass criterion= to choose)", criterion,
+                 "the paper's rule, from the recorder's gradient statistics" if recorder is not None else
+                 "no recorder given: windows scored on source-class pseudo-tasks")
     cfg = copy.deepcopy(cfg) if cfg is not None else _Config()
     if criterion is not None:
         cfg.criterion.name = criterion
@@ -89,7 +100,7 @@ def select_learngene(network, stream: TaskStream, *, cfg: Config | None = None,
     scorer = PseudoTaskScorer(network, data, pseudo, spec, cfg) if min(cfg.stream.ways, len(pseudo)) >= 2 else None
     ctx = CriterionContext(network=network, layer_names=layer_names, grad_stats=fractions, grad_norms=norms,
                            cfg=cfg, data=data, pseudo_classes=pseudo, pseudo_pool=pool, input_spec=spec,
-                           score_window=scorer)
+                           score_window=scorer, progress=progress)
     result = select_layers(ctx)
     prov = {
         "task_index": len(stream) - 1,
@@ -105,8 +116,8 @@ def select_learngene(network, stream: TaskStream, *, cfg: Config | None = None,
 
 
 def select_gene(run_dir: str | Path, gene_dir: str | Path, *, cfg: Config | None = None, data=None,
-                overwrite: bool = False, dist: DistInfo = SINGLE,
-                part_of_run: bool = False) -> tuple[Learngene, dict[str, Any]]:
+                overwrite: bool = False, dist: DistInfo = SINGLE, part_of_run: bool = False,
+                progress: bool = True) -> tuple[Learngene, dict[str, Any]]:
     """Apply the configured criterion to a finished collective run and save the learngene.
 
     ``gene_dir`` is checked before the criterion runs, so a refused directory costs nothing.
@@ -118,7 +129,7 @@ def select_gene(run_dir: str | Path, gene_dir: str | Path, *, cfg: Config | None
     data = data if data is not None else load_data(cfg)
     stream = TaskStream.from_manifest(data, run["stream_manifest"])
     gene, result = select_learngene(run["network"], stream, cfg=cfg, recorder=GradientRecorder.load(run_dir),
-                                    input_spec=run["meta"]["input_spec"],
+                                    input_spec=run["meta"]["input_spec"], progress=progress and dist.is_main,
                                     provenance={"collective_run": str(Path(run_dir).resolve())})
     if dist.is_main:  # every rank computed the same selection; one writes it
         gene.save(gene_dir)
@@ -176,7 +187,7 @@ def run_paradigm(cfg: Config, out: str | Path, *, resume: bool = False, overwrit
                        overwrite=True, device=device, progress=progress, data=data, dist=dist, part_of_run=True)
         collective = read_json(coll_dir / "collective.json", "collective report")
     gene, criterion = select_gene(coll_dir, out / "gene", cfg=cfg, data=data, dist=dist, overwrite=True,
-                                  part_of_run=True)
+                                  part_of_run=True, progress=progress)
     individual = evaluate_run(coll_dir, gene, cfg=cfg, data=data, progress=progress, dist=dist,
                               device=device)
     if not dist.is_main:
