@@ -422,6 +422,50 @@ def _gene_labelled(c: Ctx, version: str):
     return ["inspect", str(gene)]
 
 
+# ------------------------------------------------------------------------------------------ the Python API (issue 19)
+def _few_shot(c: Ctx, *, x=None, y=None, ways: int = 3):
+    """train_few_shot on the smoke gene's individual model, with one argument spoiled."""
+    from learngene.config import IndividualConfig
+    from learngene.gene import Learngene
+    from learngene.individual import build_individual, train_few_shot
+
+    gene = Learngene.load(c.built.gene)
+    size, channels = gene.input_spec["image_size"], gene.input_spec["channels"]
+    settings = IndividualConfig(epochs=1)
+    model = build_individual(gene, settings, ways, seed=0)
+    x = x if x is not None else gene.preprocess(torch.randint(0, 256, (2 * ways, channels, size, size),
+                                                              dtype=torch.uint8))
+    y = y if y is not None else torch.arange(ways).repeat(2)
+    return Api(DataError, lambda: train_few_shot(model, x, y, settings))
+
+
+def _gray(n: int, size: int = 16, channels: int = 1) -> torch.Tensor:
+    return torch.randint(0, 256, (n, channels, size, size), dtype=torch.uint8)
+
+
+def _build_individual_zero_classes(c: Ctx):
+    from learngene.config import IndividualConfig
+    from learngene.gene import Learngene
+    from learngene.individual import build_individual
+
+    gene = Learngene.load(c.built.gene)
+    return Api(ModelError, lambda: build_individual(gene, IndividualConfig(), num_classes=0))
+
+
+def _tiny_imageset(n_classes: int):
+    from learngene.data import ImageSet
+
+    return ImageSet(_gray(4 * n_classes, 8), torch.arange(n_classes).repeat_interleave(4),
+                    [f"c{i}" for i in range(n_classes)], [f"g{i}" for i in range(n_classes)], "tiny")
+
+
+def _stream(n_classes: int, **kwargs):
+    from learngene.data import TaskStream
+
+    data = _tiny_imageset(n_classes)
+    return Api(DataError, lambda: TaskStream.from_dataset(data, **kwargs))
+
+
 # ------------------------------------------------------------------------------------------ the table
 # (id, how to provoke it, the exact key phrase the user sees)
 BAD_INPUTS: list[tuple[str, Callable[[Ctx], Any], str]] = [
@@ -436,6 +480,11 @@ BAD_INPUTS: list[tuple[str, Callable[[Ctx], Any], str]] = [
     ("more_ways_than_novel_classes", lambda c: _evaluate(c, "50way1shot"), "asked for 50-way but only"),
     ("stream_ways_exceed_source", lambda c: _collective(c, "--set", "stream.ways=50"),
      "asked for 50 classes per task but the split has only"),
+    ("stream_one_novel_class", lambda c: _stream(5, n_tasks=3, ways=2),
+     "novel_fraction = 0.25 of 5 classes leaves 1 novel class(es); the individual models' few-shot tasks need at "
+     "least 2"),
+    ("stream_every_task_same_classes", lambda c: _stream(8, n_tasks=3, ways=6),
+     "ways = 6 is every source class, so all 3 tasks would hold the same 6 classes"),
     ("overlapping_splits", _overlapping_splits, "class split overlaps: 1 class(es) in both source and novel: b"),
     ("image_too_large_in_support", _image_too_large_in_support,
      "is 20000x10000 = 200,000,000 pixels, over the limit of 150,000,000 pixels"),
@@ -487,6 +536,18 @@ BAD_INPUTS: list[tuple[str, Callable[[Ctx], Any], str]] = [
     # genes and models
     ("gene_before_channel_mismatch", _gene_before_channel_mismatch, "but the gene expects"),
     ("gene_layers_do_not_chain", _gene_layers_do_not_chain, "gene layers must chain"),
+    ("individual_zero_classes", _build_individual_zero_classes,
+     "num_classes = 0; a classifier needs at least 2 classes"),
+    ("few_shot_uint8_images", lambda c: _few_shot(c, x=_gray(6)),
+     "support images are uint8 pixels, but the model takes normalized float images; pass gene.preprocess(images)"),
+    ("few_shot_wrong_image_size", lambda c: _few_shot(c, x=_gray(6, 28).float()),
+     "support images are 28x28 but the model takes 16x16; resize them first"),
+    ("few_shot_wrong_channels", lambda c: _few_shot(c, x=_gray(6, channels=3).float()),
+     "support images have 3 channel(s) but the model takes 1; convert the images first"),
+    ("few_shot_labels_count_mismatch", lambda c: _few_shot(c, y=torch.arange(3).repeat(2)[:5]),
+     "the support set has 6 images but 5 labels; give exactly one label per image"),
+    ("few_shot_label_out_of_range", lambda c: _few_shot(c, y=torch.tensor([0, 1, 2, 3, 0, 1])),
+     "the support set labels range over 0..3 but the model has 3 outputs (classes 0..2)"),
     ("gene_manifest_shape_mismatch", _gene_manifest_shape_mismatch, "expected conv.weight shape [8, 7, 3, 3]"),
     ("gene_incompatible_version", _gene_incompatible_version, "made by learngene 99.0.0"),
     ("gene_newer_version", lambda c: _gene_labelled(c, "0.2.0"),

@@ -90,7 +90,17 @@ def test_inherit_and_predict(run_dir, tmp_path, capsys):
     assert manifest["classes"] == sorted(c.replace("+", "_") for c in classes)
     assert main(["predict", "--model", str(tmp_path / "model"), str(tmp_path / "query"), "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
-    assert len(rows) == 9 and all(r["class"] in manifest["classes"] and 0 < r["confidence"] <= 1 for r in rows)
+    assert len(rows) == 9 and all(r["class"] in manifest["classes"] and 0 < r["score"] <= 1 for r in rows)
+    # the same call from Python (issue 19 item 2): same rows, and the same scores from a tensor of pixels
+    import learngene as lg
+    from learngene.data.images import load_image
+
+    assert lg.predict(tmp_path / "model", tmp_path / "query") == rows
+    model, meta = lg.load_individual(tmp_path / "model")
+    pre = meta["preprocessing"]
+    pixels = torch.stack([load_image(r["image"], pre["image_size"], pre["channels"]) for r in rows])
+    again = lg.predict(model, pixels, classes=meta["classes"], preprocessing=pre)
+    assert [(r["class"], r["score"]) for r in again] == [(r["class"], r["score"]) for r in rows]
     # an existing output directory is refused without --overwrite
     assert main(args) == 2
     assert "--overwrite" in capsys.readouterr().err

@@ -15,7 +15,7 @@ from learngene.cli_common import (
     refuse_vit,
     verbosity_args,
 )
-from learngene.errors import DataError, LearngeneError
+from learngene.errors import LearngeneError
 
 
 def add_parsers(sub) -> None:
@@ -210,36 +210,17 @@ def _inherit(args: argparse.Namespace) -> int:
     return 0
 
 
-def _image_paths(items: list[str]) -> list[Path]:
-    """The files `learngene predict` classifies: found by the same rule as inherit's support folder."""
-    from learngene.data.images import IMAGE_EXTENSIONS, find_images
-
-    paths = [p for item in items for p in find_images(item)]
-    if not paths:
-        raise DataError(f"no images found in {items} (looked for {', '.join(IMAGE_EXTENSIONS)})")
-    return paths
-
-
 def _predict(args: argparse.Namespace) -> int:
-    import torch
+    import sys
 
-    from learngene.data.images import load_image
-    from learngene.data.transforms import normalize
-    from learngene.individual import load_individual
+    from learngene.prediction import SCORE_NOTE, predict
 
-    model, meta = load_individual(args.model)
-    pre = meta["preprocessing"]
-    rows = []
-    for path in _image_paths(args.images):
-        x = load_image(path, pre["image_size"], pre["channels"]).unsqueeze(0)
-        with torch.no_grad():
-            prob = model(normalize(x, pre["mean"], pre["std"])).softmax(1)[0]
-        k = int(prob.argmax())
-        rows.append({"image": str(path), "class": meta["classes"][k], "confidence": float(prob[k])})
+    rows = predict(args.model, args.images)
     if args.json:
-        print(json.dumps(rows, indent=2))
+        print(json.dumps(rows, indent=2, ensure_ascii=False))  # class names as written, not \u escapes
     else:
         width = max(len(r["image"]) for r in rows)
         for r in rows:
-            print(f"{r['image']:<{width}}  {r['class']}  {r['confidence']:.3f}")
+            print(f"{r['image']:<{width}}  {r['class']}  {r['score']:.3f}")
+        print(f"note: {SCORE_NOTE}", file=sys.stderr)
     return 0

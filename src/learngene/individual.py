@@ -26,6 +26,7 @@ from learngene.collective.ewc import EWC
 from learngene.collective.fisher import diagonal_fisher
 from learngene.config import IndividualConfig
 from learngene.errors import LearngeneError, ModelError, NonFiniteError
+from learngene.models.inputs import check_few_shot_inputs
 from learngene.models.io import load_network, save_network
 from learngene.models.layers import ConvBlock
 from learngene.models.registry import register_architecture
@@ -181,6 +182,9 @@ def plan_individual(gene_layers: Sequence[dict[str, Any]], input_spec: dict[str,
 def build_individual(gene, spec: IndividualConfig, num_classes: int, *, seed: int = 0,
                      inherit: bool = True) -> IndividualModel:
     """A descendant around ``gene``; ``inherit=False`` gives the same architecture with random init (scratch)."""
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+        raise ModelError(f"build_individual: num_classes = {num_classes!r}; a classifier needs at least 2 classes "
+                         "(the number of classes of the target task)")
     cfg = plan_individual(gene.layers, gene.input_spec, spec, num_classes)
     with seeded(seed):  # the fresh layers' initialization depends on the seed only
         model = IndividualModel.from_config(cfg)
@@ -234,6 +238,7 @@ def train_few_shot(model: nn.Module, support_x: torch.Tensor, support_y: torch.T
     ``train_prefixes``: only parameters whose names start with one of them train (a linear probe:
     ``("classifier.",)``). Dropout draws come from ``seed`` without touching the caller's global RNG.
     """
+    check_few_shot_inputs(model, support_x, support_y, query_x, query_y)
     with seeded(seed):
         return _train_few_shot(model, support_x, support_y, s, query_x, query_y, seed, use_gene_ewc,
                                train_prefixes, curve_every)

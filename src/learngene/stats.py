@@ -1,4 +1,4 @@
-"""Small statistics for honest reports: means with 95% confidence intervals (Student t)."""
+"""Small statistics for honest reports: means with 95% confidence intervals (Student t), calibration (ECE)."""
 
 from __future__ import annotations
 
@@ -27,3 +27,21 @@ def mean_ci95(values: Sequence[float]) -> tuple[float, float]:
         return m, float("nan")
     var = sum((v - m) ** 2 for v in values) / (n - 1)
     return m, t95(n - 1) * math.sqrt(var / n)
+
+
+def expected_calibration_error(scores: Sequence[float], correct: Sequence[bool], bins: int = 15) -> float:
+    """ECE: the gap between the top softmax score and the accuracy, averaged over equal-width score bins
+    (Guo et al., 2017). 0 means a score of 0.9 is right 90% of the time; few-shot models are usually far from it,
+    so their scores must not be read as probabilities. NaN for no predictions."""
+    n = len(scores)
+    if n == 0:
+        return float("nan")
+    total = 0.0
+    for b in range(bins):
+        low, high = b / bins, (b + 1) / bins
+        members = [i for i, s in enumerate(scores) if (low < s <= high) or (b == 0 and s <= low)]
+        if members:
+            conf = sum(scores[i] for i in members) / len(members)
+            acc = sum(1 for i in members if correct[i]) / len(members)
+            total += len(members) / n * abs(conf - acc)
+    return total

@@ -1,0 +1,124 @@
+"""Classify images with a trained individual model: the library call behind ``learngene predict``.
+
+``predict(model, images)`` takes a model directory (written by ``learngene inherit`` or
+:func:`~learngene.individual.save_individual`) or an ``nn.Module``, and image files, folders, or a tensor. The
+images go through the model's own preprocessing (size, channels, normalization from its manifest), so a
+prediction from Python and from the command line are the same numbers.
+
+The score of each answer is the top softmax output. It is **not** a calibrated probability: a model trained on a
+few images per class is typically over-confident (wrong answers at 0.999 are common), so :func:`calibration`
+measures how far scores and accuracy differ on labelled images (the expected calibration error).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from learngene.errors import DataError, ModelError
+from learngene.models.inputs import check_images
+from learngene.stats import expected_calibration_error
+
+__all__ = ["SCORE_NOTE", "calibration", "predict"]
+
+#: One sentence for every place that shows prediction scores.
+SCORE_NOTE = ("scores are softmax outputs, not calibrated probabilities: a few-shot model is often over-confident "
+              "(wrong answers can score 0.999)")
+
+
+def _paths(images: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> list[Path]:
+    """The image files given (files, or folders searched by the one discovery rule of every command)."""
+    from learngene.data.images import IMAGE_EXTENSIONS, find_images
+
+    items = [images] if isinstance(images, (str, os.PathLike)) else list(images)
+    paths = [p for item in items for p in find_images(item)]
+    if not paths:
+        raise DataError(f"no images found in {[str(i) for i in items]} (looked for {', '.join(IMAGE_EXTENSIONS)})")
+    return paths
+
+
+def _read(paths: Sequence[Path], pre: Mapping[str, Any]) -> Tensor:
+    """Image files -> the model's normalized float input, by the model's preprocessing record."""
+    from learngene.data.images import load_image
+    from learngene.data.transforms import normalize
+
+    x = torch.stack([load_image(p, pre["image_size"], pre["channels"]) for p in paths])
+    return normalize(x, pre["mean"], pre["std"])
+
+
+def _load(model: nn.Module | str | os.PathLike[str], classes: Sequence[str] | None,
+          preprocessing: Mapping[str, Any] | None) -> tuple[nn.Module, list[str] | None, Mapping[str, Any] | None]:
+    if isinstance(model, nn.Module):
+        return model, (list(classes) if classes is not None else None), preprocessing
+    if not isinstance(model, (str, os.PathLike)):
+        raise ModelError(f"predict: model must be a model directory or an nn.Module, got {type(model).__name__}")
+    from learngene.individual import load_individual
+
+    net, meta = load_individual(model)
+    return net, list(classes) if classes is not None else meta["classes"], preprocessing or meta["preprocessing"]
+
+
+@torch.no_grad()
+def _scores(model: nn.Module, x: Tensor, batch_size: int) -> Tensor:
+    model.eval()
+    return torch.cat([model(x[i : i + batch_size]).softmax(1) for i in range(0, len(x), batch_size)])
+
+
+def predict(model: nn.Module | str | os.PathLike[str],
+            images: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | Tensor, *,
+            classes: Sequence[str] | None = None, preprocessing: Mapping[str, Any] | None = None,
+            batch_size: int = 64) -> list[dict[str, Any]]:
+    """One row per image: ``{"image", "class", "label", "score"}``, in the order the images were given.
+
+    ``model``: a model directory (its class names and preprocessing come from its ``model.json``) or an
+    ``nn.Module`` (give ``classes`` to name its outputs, and ``preprocessing``, a gene's ``input_spec``, to read
+    files or uint8 pixels). ``images``: an image file or folder, a list of them, or a tensor ``[N, C, H, W]``
+    (uint8 pixels are normalized with ``preprocessing``; float images are taken as already normalized, e.g.
+    ``gene.preprocess(pixels)``). ``score`` is the top softmax output: see :data:`SCORE_NOTE`.
+    """
+    net, names, pre = _load(model, classes, preprocessing)
+    if isinstance(images, Tensor):
+        where: list[Any] = list(range(len(images)))
+        x = images
+        if not x.is_floating_point():
+            if pre is None:
+                raise DataError("predict: uint8 images need preprocessing= (the gene's input_spec: image_size, "
+                                "channels, mean, std) to be normalized; or pass gene.preprocess(images)")
+            from learngene.data.transforms import normalize
+
+            x = normalize(x, pre["mean"], pre["std"])
+    else:
+        paths = _paths(images)
+        if pre is None:
+            raise DataError("predict: reading image files needs preprocessing= (the gene's input_spec: image_size, "
+                            "channels, mean, std), or pass the model's directory, whose model.json records it")
+        where = [str(p) for p in paths]
+        x = torch.cat([_read(paths[i : i + batch_size], pre) for i in range(0, len(paths), batch_size)])
+    check_images(net, x, "images", where="predict")
+    device = next((p.device for p in net.parameters()), torch.device("cpu"))
+    probs = _scores(net, x.to(device), batch_size).cpu()
+    if names is not None and len(names) != probs.shape[1]:
+        raise ModelError(f"predict: {len(names)} class names for a model with {probs.shape[1]} outputs")
+    top, label = probs.max(1)
+    return [{"image": w, "class": names[k] if names is not None else k, "label": k, "score": float(s)}
+            for w, k, s in zip(where, label.tolist(), top.tolist())]
+
+
+def calibration(model: nn.Module, x: Tensor, y: Tensor, *, bins: int = 15, batch_size: int = 256) -> dict[str, float]:
+    """How far the model's scores are from its accuracy on labelled, normalized images ``x``, ``y``.
+
+    ``{"accuracy", "mean_score", "ece"}``: ``ece`` is the expected calibration error over ``bins`` equal-width
+    score bins (0 = a score of 0.9 is right 90% of the time). A mean score far above the accuracy is the
+    over-confidence that makes the scores unfit to read as probabilities.
+    """
+    probs = _scores(model, x, batch_size)
+    top, label = probs.max(1)
+    correct = (label.cpu() == y.cpu()).tolist()
+    scores = top.cpu().tolist()
+    return {"accuracy": sum(correct) / max(len(correct), 1), "mean_score": sum(scores) / max(len(scores), 1),
+            "ece": expected_calibration_error(scores, correct, bins)}
