@@ -196,6 +196,24 @@ def _gene_manifest_shape_mismatch(c: Ctx):
     return ["inspect", str(gene)]
 
 
+def _gene_manifest_edited_image_size(c: Ctx):
+    gene = c.gene_copy()  # the tensors still fit a 32x32 input: only the field checksum notices
+    edit_json(gene / "learngene.json", lambda m: m["input_spec"].update(image_size=2 * m["input_spec"]["image_size"]))
+    return ["inherit", "--gene", str(gene), "--support", str(c.built.support), "--out", str(c.tmp / "m")]
+
+
+def _gene_manifest_edited_pool(c: Ctx):
+    gene = c.gene_copy()
+    edit_json(gene / "learngene.json", lambda m: m["layers"][-1].update(pool=not m["layers"][-1]["pool"]))
+    return ["inspect", str(gene)]
+
+
+def _gene_manifest_checksums_removed(c: Ctx):
+    gene = c.gene_copy()
+    edit_json(gene / "learngene.json", lambda m: m.pop("fields_sha256"))
+    return ["inspect", str(gene)]
+
+
 def _gene_incompatible_version(c: Ctx):
     gene = c.gene_copy()
     edit_json(gene / "learngene.json", lambda m: m.update(version="99.0.0"))
@@ -331,6 +349,18 @@ def _model_manifest_edited(c: Ctx):
     model = c.copy(c.built.model, "model")
     edit_json(model / "model.json", lambda m: m["classes"].pop())  # a class name deleted by hand
     return ["predict", "--model", str(model), str(c.built.support)]
+
+
+def _model_manifest_edited_preprocessing(c: Ctx):
+    model = c.copy(c.built.model, "model")
+    edit_json(model / "model.json", lambda m: m["preprocessing"].update(std=[2 * v for v in m["preprocessing"]["std"]]))
+    return ["predict", "--model", str(model), str(c.built.support)]
+
+
+def _network_manifest_edited(c: Ctx):
+    coll = c.collective_copy()
+    edit_json(coll / "model" / "network.json", lambda m: m["input_spec"].update(mean=[0.0] * len(m["input_spec"]["mean"])))
+    return ["select", "--run", str(coll), "--out", str(c.tmp / "g")]
 
 
 def _evaluate_output_under_file(c: Ctx):
@@ -548,10 +578,17 @@ BAD_INPUTS: list[tuple[str, Callable[[Ctx], Any], str]] = [
      "the support set has 6 images but 5 labels; give exactly one label per image"),
     ("few_shot_label_out_of_range", lambda c: _few_shot(c, y=torch.tensor([0, 1, 2, 3, 0, 1])),
      "the support set labels range over 0..3 but the model has 3 outputs (classes 0..2)"),
-    ("gene_manifest_shape_mismatch", _gene_manifest_shape_mismatch, "expected conv.weight shape [8, 7, 3, 3]"),
+    ("gene_manifest_shape_mismatch", _gene_manifest_shape_mismatch,
+     "learngene.json was edited after learngene wrote it: 'layers' differs (checked by fields_sha256)"),
+    ("gene_manifest_edited_image_size", _gene_manifest_edited_image_size,
+     "learngene.json was edited after learngene wrote it: 'input_spec' differs (checked by fields_sha256); an edited "
+     "manifest would use the weights otherwise than they were trained"),
+    ("gene_manifest_edited_pool", _gene_manifest_edited_pool, "was edited after learngene wrote it: 'layers' differs"),
+    ("gene_manifest_checksums_removed", _gene_manifest_checksums_removed,
+     "has no 'fields_sha256', which every learngene written by learngene 0.2 or later records"),
     ("gene_incompatible_version", _gene_incompatible_version, "made by learngene 99.0.0"),
-    ("gene_newer_version", lambda c: _gene_labelled(c, "0.2.0"),
-     "incompatible format, written by a newer learngene; upgrade learngene to 0.2 or later"),
+    ("gene_newer_version", lambda c: _gene_labelled(c, "0.3.0"),
+     "incompatible format, written by a newer learngene; upgrade learngene to 0.3 or later"),
     ("gene_older_version", lambda c: _gene_labelled(c, "0.0.9"),
      "incompatible format, written by an older learngene"),
     ("gene_malformed_version", lambda c: _gene_labelled(c, "0.1"),
@@ -563,7 +600,11 @@ BAD_INPUTS: list[tuple[str, Callable[[Ctx], Any], str]] = [
     ("predict_dir_not_model", _predict_dir_not_model, "not an individual model (no model.json in"),
     ("predict_missing_image", _predict_missing_image, "does not exist; pass image files or folders of images"),
     ("tampered_model", _tampered_model, "tampered: sha256 mismatch"),
-    ("model_manifest_edited", _model_manifest_edited, "'classes' must list the model's 3 class names"),
+    ("model_manifest_edited", _model_manifest_edited, "model.json was edited after learngene wrote it: 'classes' differs"),
+    ("model_manifest_edited_preprocessing", _model_manifest_edited_preprocessing,
+     "model.json was edited after learngene wrote it: 'preprocessing' differs"),
+    ("network_manifest_edited", _network_manifest_edited,
+     "network.json was edited after learngene wrote it: 'input_spec' differs"),
     # output directories, runs and checkpoints
     ("unwritable_output_dir", _unwritable_output_dir, "cannot create output directory"),
     ("evaluate_output_under_file", _evaluate_output_under_file, "cannot create output directory"),

@@ -18,7 +18,7 @@ from learngene.errors import (
     NonFiniteError,
 )
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 # public name -> module that defines it (in the order of the data flow)
 _API = {
