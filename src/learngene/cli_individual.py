@@ -190,12 +190,12 @@ def _inherit(args: argparse.Namespace) -> int:
     from learngene.gene import Learngene
     from learngene.individual import inherit
 
+    gene = Learngene.load(args.gene)  # first: a missing or broken --gene is named as such, whatever else is given
     if args.depth is not None:
         raise LearngeneError(
             f"--depth builds transformer descendants, but {args.gene} is a CNN learngene (its individual model's "
             "size is set by individual.before / individual.after); drop --depth"
         )
-    gene = Learngene.load(args.gene)
     out = check_writable_dir(args.out, overwrite=args.overwrite, resumable=False, kind="individual model")
     result = inherit(gene, args.support, out, query_dir=args.query, settings=cfg.individual, seed=args.seed,
                      compare_scratch=args.compare == "scratch", curve_every=cfg.evaluate.curve_every)
