@@ -81,6 +81,7 @@ def image_folder(root: Path, classes: list[str], per_class: int, seed: int = 0) 
 class Ctx:
     built: Built
     tmp: Path
+    mp: pytest.MonkeyPatch | None = None  # for the few rows that simulate what a test machine cannot do
 
     def copy(self, src: Path, name: str) -> Path:
         dst = self.tmp / name
@@ -247,6 +248,34 @@ def _run_dir_as_gene(c: Ctx):
 def _unwritable_output_dir(c: Ctx):
     (c.tmp / "a_file").write_text("x")
     return ["run", *SMOKE, "--out", str(c.tmp / "a_file" / "out"), "--quiet"]
+
+
+def _read_only(c: Ctx) -> Path:
+    """An existing, empty folder on a (simulated) read-only filesystem: creating any file in it fails EROFS."""
+    import errno
+    import os
+    import tempfile
+
+    ro = c.tmp / "ro"
+    ro.mkdir()
+    real_open, real_mkstemp = os.open, tempfile.mkstemp
+
+    def refuse(where) -> None:
+        if Path(where).resolve().is_relative_to(ro.resolve()):
+            raise OSError(errno.EROFS, "Read-only file system", str(where))
+
+    def fake_open(path, flags, *args, **kwargs):
+        if flags & os.O_CREAT:
+            refuse(path)
+        return real_open(path, flags, *args, **kwargs)
+
+    def fake_mkstemp(*args, dir=None, **kwargs):
+        refuse(dir or ".")
+        return real_mkstemp(*args, dir=dir, **kwargs)
+
+    c.mp.setattr(os, "open", fake_open)
+    c.mp.setattr(tempfile, "mkstemp", fake_mkstemp)
+    return ro
 
 
 def _output_not_empty(c: Ctx):
@@ -607,6 +636,16 @@ BAD_INPUTS: list[tuple[str, Callable[[Ctx], Any], str]] = [
      "network.json was edited after learngene wrote it: 'input_spec' differs"),
     # output directories, runs and checkpoints
     ("unwritable_output_dir", _unwritable_output_dir, "cannot create output directory"),
+    ("read_only_output_dir", lambda c: ["collective", *SMOKE, "--out", str(_read_only(c)), "--quiet"],
+     "ro: Read-only file system; choose a location on a writable filesystem"),
+    ("run_read_only_output_dir", lambda c: ["run", *SMOKE, "--out", str(_read_only(c)), "--quiet"],
+     "ro: Read-only file system; choose a location on a writable filesystem"),
+    ("output_name_too_long", lambda c: [*_inherit_from(c, c.built.support)[:-1], str(c.tmp / ("x" * 300) / "m")],
+     "File name too long (at most 255 characters per folder or file name, 4096 for the whole path); choose a "
+     "shorter path"),
+    ("run_output_path_too_long", lambda c: ["run", *SMOKE, "--quiet", "--out",
+                                            str(c.tmp.joinpath(*["d" * 200] * 25))],
+     "File name too long (at most 255 characters per folder or file name, 4096 for the whole path)"),
     ("evaluate_output_under_file", _evaluate_output_under_file, "cannot create output directory"),
     ("output_not_empty", _output_not_empty, "is not empty (1 entries); pass --overwrite"),
     ("inherit_output_not_empty", _inherit_output_not_empty,
@@ -647,7 +686,7 @@ def built(tmp_path_factory) -> Built:
 def test_bad_input(row_id, provoke, phrase, built, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)  # a relative default (../shared/data) must not find real data by accident
     monkeypatch.delenv("LEARNGENE_DEBUG", raising=False)
-    how = provoke(Ctx(built, tmp_path))
+    how = provoke(Ctx(built, tmp_path, monkeypatch))
     capsys.readouterr()  # drop what building the shared artifacts printed
     if isinstance(how, Api):
         with pytest.raises(how.error) as info:
@@ -705,3 +744,21 @@ def test_disk_full_while_plotting_keeps_checkpoints_and_resumes(tmp_path, capsys
     monkeypatch.setattr(os, "fsync", real_fsync)
     assert main([*args, "--resume"]) == 0
     assert (out / "report.json").is_file() and (out / "collective" / "plots" / "forgetting_curve.png").is_file()
+
+
+@pytest.mark.parametrize("fmt", [[], ["--json"]], ids=["text", "json"])
+def test_predict_into_a_closed_pipe_stops_quietly(built, tmp_path, fmt):
+    """`learngene predict ... | head -1` (issue 19 item 3): the reader goes away; no BrokenPipeError traceback."""
+    import os
+    import subprocess
+    import sys
+
+    src = Path(__file__).resolve().parents[1] / "src"
+    env = {**os.environ, "PYTHONPATH": str(src)}
+    env.pop("LEARNGENE_DEBUG", None)
+    proc = subprocess.Popen([sys.executable, "-m", "learngene", "predict", "--model", str(built.model),
+                             str(built.support), *fmt], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    proc.stdout.close()  # the reader is gone before anything is written
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141, err
+    assert "Traceback" not in err and "BrokenPipe" not in err, err

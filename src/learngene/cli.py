@@ -166,12 +166,30 @@ def _list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _reader_gone() -> int:
+    """stdout's reader closed the pipe (``learngene predict ... | head -1``): stop quietly, as Unix tools do.
+
+    Python's advice: point stdout at /dev/null so the flush at exit does not raise a second time. The status is
+    128 + SIGPIPE, what a shell reports for a tool stopped the same way.
+    """
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # stdout is not a real file (tests capture it)
+        pass
+    return 141
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     setup_logging(args)
     try:
-        return _COMMANDS[args.command](args)
+        rc = _COMMANDS[args.command](args)
+        sys.stdout.flush()  # here, so a reader that went away (`| head -1`) is met below, not at exit
+        return rc
+    except BrokenPipeError:
+        return _reader_gone()
     except LearngeneError as err:
         if os.environ.get("LEARNGENE_DEBUG"):
             raise
