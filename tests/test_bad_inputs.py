@@ -284,6 +284,12 @@ def _output_not_empty(c: Ctx):
     return ["run", *SMOKE, "--out", str(c.tmp / "out"), "--quiet"]
 
 
+def _tune_output_not_empty(c: Ctx):
+    (c.tmp / "t" / "trials").mkdir(parents=True)
+    (c.tmp / "t" / "tune.md").write_text("an earlier tuning")
+    return ["tune", *SMOKE, "--param", "train.epochs=1,3", "--out", str(c.tmp / "t"), "--quiet"]
+
+
 def _inherit_output_not_empty(c: Ctx):
     (c.tmp / "m").mkdir()
     (c.tmp / "m" / "old.txt").write_text("x")
@@ -648,6 +654,8 @@ BAD_INPUTS: list[tuple[str, Callable[[Ctx], Any], str]] = [
      "File name too long (at most 255 characters per folder or file name, 4096 for the whole path)"),
     ("evaluate_output_under_file", _evaluate_output_under_file, "cannot create output directory"),
     ("output_not_empty", _output_not_empty, "is not empty (1 entries); pass --overwrite"),
+    ("tune_output_not_empty", _tune_output_not_empty,
+     "is not empty (1 entries); pass --overwrite to write into it anyway, --resume to continue a run there"),
     ("inherit_output_not_empty", _inherit_output_not_empty,
      "is not empty (1 entries); pass --overwrite to write into it anyway, or choose an empty directory"),
     ("depth_for_cnn_gene", lambda c: [*_inherit_from(c, c.built.support), "--depth", "4"],

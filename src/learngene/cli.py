@@ -18,6 +18,7 @@ from pathlib import Path
 from learngene import __version__, cli_individual
 from learngene.cli_common import (
     _COMMANDS,
+    OVERWRITE_HELP,
     command,
     config_args,
     load_cfg,
@@ -46,6 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--param", dest="params", action="append", default=[], metavar="KEY=V1,V2,...",
                    help="a config key and the values to try, e.g. train.ewc_lambda=10,20,40 (repeatable: the grid)")
     p.add_argument("--out", required=True, help="directory for tune.json, tune.md and the finished trials")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted tuning in --out: finished trials are kept, the others trained")
+    p.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     p.add_argument("--seeds", type=int, nargs="+", default=[0], help="collective seeds per combination (default 0)")
     p.add_argument("--setting", help="pseudo-task setting, e.g. 20way1shot (default: evaluate.headline)")
     p.add_argument("--episodes", type=int, default=20, help="pseudo-tasks per seed (default 20)")
@@ -98,7 +102,8 @@ def _tune(args: argparse.Namespace) -> int:
     refuse_vit(cfg, "tune")
     params = [parse_param(p) for p in args.params]
     summary = tune(cfg, params, args.out, seeds=args.seeds, setting=args.setting, episodes=args.episodes,
-                   joint=args.joint, progress=not args.quiet, score=args.score)
+                   joint=args.joint, progress=not args.quiet, score=args.score, resume=args.resume,
+                   overwrite=args.overwrite)
     from learngene.tune import tune_markdown
 
     print(tune_markdown(summary))
@@ -134,7 +139,7 @@ def _after_interrupt(args: argparse.Namespace) -> str:
         return "run the same command again"
     out = Path(out)
     saved = any((d / "checkpoints" / "latest.json").is_file() or (d / "collective.json").is_file()
-                for d in (out, out / "collective"))
+                for d in (out, out / "collective")) or (out / "trials").is_dir()  # a tuning run's finished trials
     if saved:
         return "continue with the same command and --resume"
     return (f"nothing was saved yet in {out}; start again with the same command and --overwrite "

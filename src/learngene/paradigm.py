@@ -24,7 +24,7 @@ from learngene.pipeline import check_same_config, load_collective_run, locked_ou
 from learngene.plots import plot_bars, plot_criterion, plot_curves
 from learngene.prepare import load_data, make_split, make_stream
 from learngene.report import write_report
-from learngene.safeio import atomic_write_json, check_writable_dir, jsonable, read_json, remove_outputs
+from learngene.safeio import atomic_write_json, check_writable_dir, fresh_output, jsonable, read_json
 
 log = logging.getLogger(__name__)
 
@@ -169,8 +169,8 @@ def run_paradigm(cfg: Config, out: str | Path, *, resume: bool = False, overwrit
     """collective -> criterion -> gene -> individuals + baselines -> report.json / report.md / plots."""
     out = Path(out)
     if not resume and dist.is_main:
-        check_writable_dir(out, overwrite=overwrite, kind="run")
-        remove_outputs(out, ("collective", "gene", "report.json", "report.md", "plots"))  # nothing stale survives
+        fresh_output(out, kind="run", outputs=("collective", "gene", "report.json", "report.md", "plots"),
+                     overwrite=overwrite)
     barrier(dist)
     coll_dir = out / "collective"
     if resume and not ((coll_dir / "collective.json").is_file() or (coll_dir / "checkpoints" / "latest.json").is_file()):

@@ -33,6 +33,7 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_write_json",
     "check_writable_dir",
+    "fresh_output",
     "jsonable",
     "read_json",
     "safe_torch_load",
@@ -439,6 +440,16 @@ def check_writable_dir(
         os.unlink(probe)
     except OSError as err:
         raise ConfigError(f"output directory {shown_path(p)} is not writable: {_os_problem(err)}") from err
+    return p
+
+
+def fresh_output(path: str | os.PathLike[str], *, kind: str, outputs: Iterable[str], overwrite: bool = False,
+                 part_of_run: bool = False) -> Path:
+    """The start of every command that writes a run directory afresh (no ``--resume``): a non-empty directory is
+    refused unless ``overwrite`` (:func:`check_writable_dir`), then the earlier output's own ``outputs`` are
+    deleted, so nothing stale passes for this run's (a later ``--resume`` would find work it never did)."""
+    p = check_writable_dir(path, overwrite=overwrite, kind=kind, part_of_run=part_of_run)
+    remove_outputs(p, outputs)
     return p
 
 
