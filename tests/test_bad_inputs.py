@@ -655,7 +655,7 @@ BAD_INPUTS: list[tuple[str, Callable[[Ctx], Any], str]] = [
     ("evaluate_output_under_file", _evaluate_output_under_file, "cannot create output directory"),
     ("output_not_empty", _output_not_empty, "is not empty (1 entries); pass --overwrite"),
     ("tune_output_not_empty", _tune_output_not_empty,
-     "is not empty (1 entries); pass --overwrite to write into it anyway, --resume to continue a run there"),
+     "is not empty (2 entries); pass --overwrite to write into it anyway, --resume to continue a run there"),
     ("inherit_output_not_empty", _inherit_output_not_empty,
      "is not empty (1 entries); pass --overwrite to write into it anyway, or choose an empty directory"),
     ("depth_for_cnn_gene", lambda c: [*_inherit_from(c, c.built.support), "--depth", "4"],
