@@ -681,7 +681,7 @@ BAD_INPUTS: list[tuple[str, Callable[[Ctx], Any], str]] = [
     ("corrupt_checkpoint", _corrupt_checkpoint, "fails its checksum"),
     ("select_on_paradigm_dir", _select_on_paradigm_dir, "this looks like the output of `learngene run`"),
     # training
-    ("non_finite_loss", lambda c: _collective(c, "--set", "train.lr=1e30"), "at task 0, epoch 0, batch"),
+    ("non_finite_loss", lambda c: _collective(c, "--set", "train.lr=1e30"), "at task 1/3, epoch 1, batch"),
 ]
 
 

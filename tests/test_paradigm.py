@@ -46,6 +46,9 @@ def test_report_schema(run_dir):
     assert ind["methods"]["learngene"]["inherited_params"] > 0
     assert set(ind["settings"]) == set(report["config"]["evaluate"]["settings"])
     assert report["criterion"]["selected"] and all(n.startswith("features.") for n in report["criterion"]["selected"])
+    trained = [m for m in METHODS if m not in NCM_METHODS]
+    assert all(0 <= ind["methods"][m]["ece_mean"] <= 1 for m in trained)  # calibration of the trained rows
+    assert "ece_mean" not in ind["methods"]["ncm-collective"]
     assert 0.0 <= report["collective"]["open_world"]["auroc"] <= 1.0
     assert report["seed"] == 0 and report["config"]["preset"] == "smoke"
     split = report["split"]
@@ -55,7 +58,8 @@ def test_report_schema(run_dir):
         assert (run_dir / name).is_file(), name
     md = (run_dir / "report.md").read_text()
     assert "| learngene |" in md and "| ncm-collective |" in md and "| protonet |" in md
-    assert "vs scratch (paired, 95% CI)" in md and "ncm-collective - joint" in md
+    assert "vs scratch (paired)" in md and "ncm-collective - joint" in md
+    assert "calibration (ECE of the top softmax score" in md and "not probabilities" in md
 
 
 def test_inspect(run_dir, capsys):
@@ -85,8 +89,11 @@ def test_inherit_and_predict(run_dir, tmp_path, capsys):
     args = ["inherit", "--gene", str(run_dir / "gene"), "--support", str(tmp_path / "support"),
             "--query", str(tmp_path / "query"), "--out", str(tmp_path / "model"), "--preset", "smoke"]
     assert main(args) == 0
-    assert "query accuracy" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "query accuracy" in out and "calibration error (ECE)" in out and "not probabilities" in out
     manifest = json.loads((tmp_path / "model" / "model.json").read_text())
+    cal = manifest["query_calibration"]  # issue 19 item 9: measured on the query folder, kept with the model
+    assert 0 <= cal["ece"] <= 1 and cal["accuracy"] == pytest.approx(manifest["query_accuracy"])
     assert manifest["classes"] == sorted(c.replace("+", "_") for c in classes)
     assert main(["predict", "--model", str(tmp_path / "model"), str(tmp_path / "query"), "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)

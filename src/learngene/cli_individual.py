@@ -202,6 +202,10 @@ def _inherit(args: argparse.Namespace) -> int:
     msg = f"trained an individual model on {result['images']} images of {len(result['classes'])} classes -> {out}"
     if "accuracy" in result:
         msg += f"; query accuracy {result['accuracy']:.3f} on {result['query_images']} images"
+        cal = result.get("calibration")
+        if cal:
+            msg += (f"\nmean top score {cal['mean_score']:.3f}, calibration error (ECE) {cal['ece']:.3f}: the "
+                    "scores `predict` prints are softmax outputs, not probabilities")
     print(msg)
     if "scratch" in result:
         acc = result["scratch"].get("accuracy")

@@ -35,7 +35,7 @@ from learngene.gene import Learngene
 from learngene.individual import build_individual, train_few_shot, weights_fingerprint
 from learngene.registry import METHODS
 from learngene.runtime import derive_seed, progress_bar, seeded
-from learngene.stats import mean_ci95
+from learngene.stats import calibration, mean_ci95
 
 __all__ = ["Method", "MethodContext", "Trained", "evaluate_methods", "list_methods", "register_method"]
 
@@ -292,7 +292,7 @@ def evaluate_methods(
                 done[m] = {"episode": i, "seed": seed, "accuracy": out["accuracy"], "curve": out["curve"],
                            "curve_epochs": out["curve_epochs"],
                            "train_seconds": out["train_seconds"], "params": _n_params(model),
-                           "inherited_params": inherited}
+                           "inherited_params": inherited, "ece": calibration(model, qx, qy)["ece"]}
                 if start is not None:
                     done[m]["start_sha256"] = start
                 per[m].append(done[m])
@@ -442,6 +442,9 @@ def summarize(results: dict[str, dict[str, list[dict[str, Any]]]], cfg: Config) 
                 "runs": [{k: r[k] for k in ("seed", "episode", "accuracy", "start_sha256") if k in r}
                          for r in runs],
             }
+            eces = [r["ece"] for r in runs if r.get("ece") is not None]
+            if eces:  # trained rows: how far their softmax scores are from their accuracy (not probabilities)
+                methods[m]["ece_mean"] = sum(eces) / len(eces)
             if "scratch" in per and m != "scratch":
                 methods[m]["vs_scratch"] = paired_difference(runs, per["scratch"])
             twin = next((r["same_as"] for r in runs if "same_as" in r), None)
@@ -462,6 +465,9 @@ def summarize(results: dict[str, dict[str, list[dict[str, Any]]]], cfg: Config) 
         "ci": "95% Student-t interval over all (episode, seed) pairs",
         "paired_ci": "vs_scratch and ncm_collective_minus_joint: mean and 95% Student-t interval of the "
                      "per-(episode, seed) accuracy differences",
+        "calibration": "ece_mean: expected calibration error of the top softmax score on the query images (15 "
+                       "bins), mean over tasks; 0 = a score of 0.9 is right 90% of the time. The scores of "
+                       "few-shot models are far from that: they are not probabilities",
     }
 
 

@@ -31,6 +31,7 @@ from learngene.models.io import load_network, save_network
 from learngene.models.layers import ConvBlock
 from learngene.models.registry import register_architecture
 from learngene.runtime import seeded
+from learngene.stats import calibration
 
 GENE_PREFIX = "gene."
 
@@ -444,6 +445,7 @@ def inherit(gene, support_dir: str | os.PathLike[str], out: str | os.PathLike[st
                                 "inherited_params": model.inherited_params()}
     if "accuracy" in result:
         out_info["accuracy"], out_info["query_images"] = result["accuracy"], len(qy)
+        out_info["calibration"] = calibration(model, qx, qy)  # scores vs accuracy: they are not probabilities
     if compare_scratch:
         scratch = build_individual(gene, settings, len(classes), seed=seed, inherit=False)
         ref = train_few_shot(scratch, x, y, replace(settings, inherit_mode="free"), query_x=qx, query_y=qy,
@@ -455,6 +457,7 @@ def inherit(gene, support_dir: str | os.PathLike[str], out: str | os.PathLike[st
             gene={"layers": gene.layer_names, "provenance": gene.manifest().get("provenance")},
             support={"dir": str(Path(support_dir).resolve()), "images": len(y)},
             params=out_info["params"], inherited_params=out_info["inherited_params"],
-            query_accuracy=result.get("accuracy"), scratch=out_info.get("scratch"),
+            query_accuracy=result.get("accuracy"), query_calibration=out_info.get("calibration"),
+            scratch=out_info.get("scratch"),
         )
     return out_info

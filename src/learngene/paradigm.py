@@ -226,7 +226,8 @@ def run_paradigm(cfg: Config, out: str | Path, *, resume: bool = False, overwrit
                     references={m: r["acc_mean"] for m, r in ms.items() if not r["curve"]},
                     aliases={m: r["same_as"] for m, r in ms.items() if r.get("same_as")})
         plot_bars({m: r["acc_mean"] for m, r in ms.items()}, {m: r["acc_ci95"] for m, r in ms.items()},
-                  plots / f"accuracy_{setting}.png", title=f"{setting}: mean accuracy with 95% CI")
+                  plots / f"accuracy_{setting}.png", title=f"{setting}: mean accuracy with 95% CI",
+                  aliases={m: r["same_as"] for m, r in ms.items() if r.get("same_as")})
     # the scores that chose the gene, chosen window marked (the gradient heatmap stays in collective/plots/)
     plot_criterion(criterion.get("candidates") or [], criterion["selected"], plots / "criterion_scores.png",
                    title=f"criterion `{criterion['name']}`: score of every candidate window")

@@ -6,8 +6,9 @@ images go through the model's own preprocessing (size, channels, normalization f
 prediction from Python and from the command line are the same numbers.
 
 The score of each answer is the top softmax output. It is **not** a calibrated probability: a model trained on a
-few images per class is typically over-confident (wrong answers at 0.999 are common), so :func:`calibration`
-measures how far scores and accuracy differ on labelled images (the expected calibration error).
+few images per class is typically over-confident (wrong answers at 0.999 are common), so
+:func:`~learngene.stats.calibration` measures how far scores and accuracy differ on labelled images (the expected
+calibration error).
 """
 
 from __future__ import annotations
@@ -22,9 +23,9 @@ from torch import Tensor, nn
 
 from learngene.errors import DataError, ModelError
 from learngene.models.inputs import check_images
-from learngene.stats import expected_calibration_error
+from learngene.stats import softmax_scores
 
-__all__ = ["SCORE_NOTE", "calibration", "predict"]
+__all__ = ["SCORE_NOTE", "predict"]
 
 #: One sentence for every place that shows prediction scores.
 SCORE_NOTE = ("scores are softmax outputs, not calibrated probabilities: a few-shot model is often over-confident "
@@ -63,12 +64,6 @@ def _load(model: nn.Module | str | os.PathLike[str], classes: Sequence[str] | No
     return net, list(classes) if classes is not None else meta["classes"], preprocessing or meta["preprocessing"]
 
 
-@torch.no_grad()
-def _scores(model: nn.Module, x: Tensor, batch_size: int) -> Tensor:
-    model.eval()
-    return torch.cat([model(x[i : i + batch_size]).softmax(1) for i in range(0, len(x), batch_size)])
-
-
 def predict(model: nn.Module | str | os.PathLike[str],
             images: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | Tensor, *,
             classes: Sequence[str] | None = None, preprocessing: Mapping[str, Any] | None = None,
@@ -101,24 +96,9 @@ def predict(model: nn.Module | str | os.PathLike[str],
         x = torch.cat([_read(paths[i : i + batch_size], pre) for i in range(0, len(paths), batch_size)])
     check_images(net, x, "images", where="predict")
     device = next((p.device for p in net.parameters()), torch.device("cpu"))
-    probs = _scores(net, x.to(device), batch_size).cpu()
+    probs = softmax_scores(net, x.to(device), batch_size).cpu()
     if names is not None and len(names) != probs.shape[1]:
         raise ModelError(f"predict: {len(names)} class names for a model with {probs.shape[1]} outputs")
     top, label = probs.max(1)
     return [{"image": w, "class": names[k] if names is not None else k, "label": k, "score": float(s)}
             for w, k, s in zip(where, label.tolist(), top.tolist())]
-
-
-def calibration(model: nn.Module, x: Tensor, y: Tensor, *, bins: int = 15, batch_size: int = 256) -> dict[str, float]:
-    """How far the model's scores are from its accuracy on labelled, normalized images ``x``, ``y``.
-
-    ``{"accuracy", "mean_score", "ece"}``: ``ece`` is the expected calibration error over ``bins`` equal-width
-    score bins (0 = a score of 0.9 is right 90% of the time). A mean score far above the accuracy is the
-    over-confidence that makes the scores unfit to read as probabilities.
-    """
-    probs = _scores(model, x, batch_size)
-    top, label = probs.max(1)
-    correct = (label.cpu() == y.cpu()).tolist()
-    scores = top.cpu().tolist()
-    return {"accuracy": sum(correct) / max(len(correct), 1), "mean_score": sum(scores) / max(len(scores), 1),
-            "ece": expected_calibration_error(scores, correct, bins)}

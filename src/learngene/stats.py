@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 # two-sided 95% Student-t quantiles for df = 1..30; beyond that the normal 1.96 is within 2%
 _T95 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
@@ -45,3 +46,26 @@ def expected_calibration_error(scores: Sequence[float], correct: Sequence[bool],
             acc = sum(1 for i in members if correct[i]) / len(members)
             total += len(members) / n * abs(conf - acc)
     return total
+
+
+def softmax_scores(model: Any, x: Any, batch_size: int = 256) -> Any:
+    """The model's softmax outputs on ``x`` (eval mode, no gradients, in batches): ``[N, classes]``."""
+    import torch
+
+    model.eval()
+    with torch.no_grad():
+        return torch.cat([model(x[i : i + batch_size]).softmax(1) for i in range(0, len(x), batch_size)])
+
+
+def calibration(model: Any, x: Any, y: Any, *, bins: int = 15, batch_size: int = 256) -> dict[str, float]:
+    """How far a classifier's top softmax scores are from its accuracy on labelled, normalized images ``x``, ``y``.
+
+    ``{"accuracy", "mean_score", "ece"}``: a mean score far above the accuracy is the over-confidence that makes
+    the scores unfit to read as probabilities (see :func:`expected_calibration_error`).
+    """
+    top, label = softmax_scores(model, x, batch_size).max(1)
+    correct = (label.cpu() == y.cpu()).tolist()
+    scores = top.cpu().tolist()
+    n = max(len(scores), 1)
+    return {"accuracy": sum(correct) / n, "mean_score": sum(scores) / n,
+            "ece": expected_calibration_error(scores, correct, bins)}

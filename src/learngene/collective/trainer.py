@@ -252,7 +252,7 @@ class CollectiveTrainer:
         if n_seen > self.network.num_classes:
             if not hasattr(self.network, "expand_classes"):
                 raise ConfigError(
-                    f"task {t} brings the classes seen to {n_seen} but {type(self.network).__name__} has "
+                    f"task {t + 1} brings the classes seen to {n_seen} but {type(self.network).__name__} has "
                     f"{self.network.num_classes} outputs and no expand_classes(); build it with num_classes >= "
                     f"{len(self.stream.split.source)} (every source class) or use an expandable model"
                 )
@@ -343,7 +343,7 @@ class CollectiveTrainer:
                 continue
             finite = all_true(self.dist, bool(loss_ok & bool(torch.isfinite(gnorm))), self.device)
             if not finite:
-                where = f"task {t}, epoch {epoch}, batch {b}"
+                where = f"task {t + 1}/{len(self.stream)}, epoch {epoch + 1}, batch {b + 1}"  # counted from 1
                 what = "loss" if not torch.isfinite(loss.detach()) else "gradient"
                 if self.on_nonfinite == "stop":
                     raise NonFiniteError(
