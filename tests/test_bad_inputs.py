@@ -617,7 +617,7 @@ BAD_INPUTS: list[tuple[str, Callable[[Ctx], Any], str]] = [
      "learngene.json was edited after learngene wrote it: 'layers' differs (checked by fields_sha256)"),
     ("gene_manifest_edited_image_size", _gene_manifest_edited_image_size,
      "learngene.json was edited after learngene wrote it: 'input_spec' differs (checked by fields_sha256); an edited "
-     "manifest would use the weights otherwise than they were trained"),
+     "manifest would make learngene use the tensors otherwise than they were made for"),
     ("gene_manifest_edited_pool", _gene_manifest_edited_pool, "was edited after learngene wrote it: 'layers' differs"),
     ("gene_manifest_checksums_removed", _gene_manifest_checksums_removed,
      "has no 'fields_sha256', which every learngene written by learngene 0.2 or later records"),

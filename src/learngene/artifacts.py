@@ -210,8 +210,8 @@ def check_fields(manifest: dict[str, Any], kind: ArtifactKind, manifest_path: Pa
                for k in changed]
         raise kind.error(
             f"{manifest_path} was edited after learngene wrote it: {', '.join(how[:5])} (checked by {FIELDS_KEY}); "
-            f"an edited manifest would use the weights otherwise than they were trained (input size, channels, "
-            f"pooling, normalization, classes); {fix}"
+            f"an edited manifest would make learngene use the tensors otherwise than they were made for (another "
+            f"input size, channel count, pooling, normalization or class list); {fix}"
         )
 
 

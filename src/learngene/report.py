@@ -51,7 +51,8 @@ def methods_table(methods: dict[str, Any]) -> str:
     rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for m, r in methods.items():
         name = f"{m} (= {r['same_as']})" if r.get("same_as") else m
-        acc = f"{_f(r['acc_mean'])} {_ci(r['acc_ci95'], r['n'])}"
+        ci = _ci(r["acc_ci95"], r["n"])
+        acc = f"{_f(r['acc_mean'])} " + (ci if ci.startswith("±") else f"({ci})")
         cells = [name, acc, _paired(r.get("vs_scratch")), f"{_f(r['params'])} ({_f(r['inherited_params'])})",
                  _f(r.get("epochs_to_90pct_final")), _f(r["train_seconds_mean"], 2)]
         if not same_n:
