@@ -278,6 +278,15 @@ def _read_only(c: Ctx) -> Path:
     return ro
 
 
+def _without_timm(c: Ctx) -> list[str]:
+    """As installed by the README's CPU-only command: timm (and torchvision) absent."""
+    import sys
+
+    for name in [n for n in sys.modules if n == "timm" or n.startswith("timm.")] or ["timm"]:
+        c.mp.setitem(sys.modules, name, None)
+    return ["run", "--preset", "vit-smoke", "--out", str(c.tmp / "v"), "--quiet", "--device", "cpu"]
+
+
 def _output_not_empty(c: Ctx):
     (c.tmp / "out").mkdir()
     (c.tmp / "out" / "old.txt").write_text("x")
@@ -573,6 +582,8 @@ BAD_INPUTS: list[tuple[str, Callable[[Ctx], Any], str]] = [
     ("wrong_config_type", lambda c: _collective(c, "--set", "train.epochs=three"),
      "config key 'train.epochs' must be of type int, got 'three'"),
     ("negative_epochs", lambda c: _collective(c, "--set", "train.epochs=-2"), "train.epochs = -2 must be > 0"),
+    ("vit_without_timm", _without_timm,
+     "learngene run: error: the transformer learngenes need timm, which cannot be imported here ("),
     ("collective_with_vit_preset", lambda c: ["collective", "--preset", "vit-smoke", "--out", str(c.tmp / "o")],
      "is a stage of the CNN paradigm but this config has paradigm = 'vit'"),
     ("one_way_stream", lambda c: _collective(c, "--set", "stream.ways=1"),
