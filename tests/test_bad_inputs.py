@@ -643,6 +643,8 @@ BAD_INPUTS: list[tuple[str, Callable[[Ctx], Any], str]] = [
     ("foreign_file_as_gene", _foreign_file_as_gene, "not a learngene"),
     ("foreign_manifest_as_gene", _foreign_manifest_as_gene, "has format 'onnx', expected 'learngene/v1'"),
     ("run_dir_as_gene", _run_dir_as_gene, "not a learngene (no learngene.json in"),
+    ("inspect_run_dir", lambda c: ["inspect", str(c.built.run)],
+     "holds a run, not a learngene; its learngene is"),
     ("predict_dir_not_model", _predict_dir_not_model, "not an individual model (no model.json in"),
     ("predict_missing_image", _predict_missing_image, "does not exist; pass image files or folders of images"),
     ("tampered_model", _tampered_model, "tampered: sha256 mismatch"),

@@ -94,6 +94,11 @@ def test_inherit_and_predict(run_dir, tmp_path, capsys):
     manifest = json.loads((tmp_path / "model" / "model.json").read_text())
     cal = manifest["query_calibration"]  # issue 19 item 9: measured on the query folder, kept with the model
     assert 0 <= cal["ece"] <= 1 and cal["accuracy"] == pytest.approx(manifest["query_accuracy"])
+    # issue 19 item 10: inspect describes a model instead of saying "not a learngene"
+    assert main(["inspect", str(tmp_path / "model")]) == 0
+    shown = capsys.readouterr().out
+    assert shown.startswith("individual model") and ", ".join(manifest["classes"]) in shown
+    assert "query accuracy" in shown and "not calibrated probabilities" in shown
     assert manifest["classes"] == sorted(c.replace("+", "_") for c in classes)
     assert main(["predict", "--model", str(tmp_path / "model"), str(tmp_path / "query"), "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
@@ -295,3 +300,18 @@ def test_a_criterion_that_scores_no_pseudo_tasks_needs_no_pseudo_task_data(run_d
     args = ["select", "--run", str(run_dir / "collective"), "--out", str(tmp_path / "g"), "--set",
             "criterion.name='gradient_stability'", "--set", "criterion.pseudo_shots=8"]
     assert main(args) == 0
+
+
+def test_run_resume_needs_no_preset(run_dir, tmp_path, capsys):
+    """Issue 19 item 10: `run --out R --resume` demanded --preset or --config although the run stores its config."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    assert main(["run", "--out", str(run), "--resume", "--quiet", "--device", "cpu"]) == 0
+    before = json.loads((run_dir / "report.json").read_text())
+    after = json.loads((run / "report.json").read_text())
+    assert after["config"] == before["config"] and after["criterion"]["selected"] == before["criterion"]["selected"]
+    # a changed key is still refused, as with --preset
+    assert main(["run", "--out", str(run), "--resume", "--quiet", "--set", "train.epochs=7"]) == 2
+    assert "different configuration (train.epochs differ)" in capsys.readouterr().err

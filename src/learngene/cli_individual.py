@@ -10,6 +10,7 @@ from learngene.cli_common import (
     OVERWRITE_HELP,
     command,
     config_args,
+    docs,
     load_cfg,
     output_args,
     refuse_vit,
@@ -20,11 +21,13 @@ from learngene.errors import LearngeneError
 
 def add_parsers(sub) -> None:
 
-    p = sub.add_parser("run", help="the whole paradigm: collective -> criterion -> gene -> individuals + baselines")
+    p = sub.add_parser("run", help="the whole paradigm: collective -> criterion -> gene -> individuals + baselines",
+                       **docs("run"))
     config_args(p)
     output_args(p)
 
-    p = sub.add_parser("select", help="choose the learngene of a finished collective run and save it")
+    p = sub.add_parser("select", help="choose the learngene of a finished collective run and save it",
+                       **docs("select"))
     p.add_argument("--run-dir", "--run", dest="run", required=True, help="collective run directory (under torchrun spell it --run-dir)")
     p.add_argument("--out", required=True, help="learngene directory to write")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -32,15 +35,17 @@ def add_parsers(sub) -> None:
     p.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     verbosity_args(p)
 
-    p = sub.add_parser("evaluate", help="compare individual models with baselines on novel-class few-shot tasks")
+    p = sub.add_parser("evaluate", help="compare individual models with baselines on novel-class few-shot tasks",
+                       **docs("evaluate"))
     p.add_argument("--run-dir", "--run", dest="run", required=True, help="collective run directory (under torchrun spell it --run-dir)")
     p.add_argument("--gene", required=True, help="learngene directory")
-    p.add_argument("--out", required=True, help="where to write evaluation.json")
+    p.add_argument("--out", required=True, help="where to write evaluation.json, evaluation.md and plots/")
     p.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override the run's config for the evaluation, e.g. --set evaluate.episodes=50")
     verbosity_args(p)
 
-    p = sub.add_parser("inherit", help="train an individual model on your own few examples")
+    p = sub.add_parser("inherit", help="train an individual model on your own few examples", **docs("inherit"))
     p.add_argument("--gene", required=True, help="learngene directory")
     p.add_argument("--support", required=True, help="ImageFolder-style folder: one subfolder of images per class")
     p.add_argument("--query", help="optional folder of the same layout to measure accuracy")
@@ -48,14 +53,17 @@ def add_parsers(sub) -> None:
     p.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     p.add_argument("--preset", help="take the [individual] settings of a preset")
     p.add_argument("--config", help="take the [individual] settings of a TOML file")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override an [individual] setting, e.g. --set individual.epochs=50 (repeatable)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the fresh layers' initialization and of the training order (default 0)")
     p.add_argument("--depth", type=int, help="transformer genes: the descendant's number of blocks")
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N | auto (transformer genes; default cpu)")
     p.add_argument("--compare", choices=("scratch",),
                    help="also train the same architecture from scratch with the same budget and print both accuracies")
 
-    p = sub.add_parser("predict", help="classify images with a model written by `learngene inherit`")
+    p = sub.add_parser("predict", help="classify images with a model written by `learngene inherit`",
+                       **docs("predict"))
     p.add_argument("--model", required=True, help="model directory written by `learngene inherit`")
     p.add_argument("images", nargs="+", help="image files or folders")
     p.add_argument("--json", action="store_true", help="machine-readable output")

@@ -102,3 +102,45 @@ def predict(model: nn.Module | str | os.PathLike[str],
     top, label = probs.max(1)
     return [{"image": w, "class": names[k] if names is not None else k, "label": k, "score": float(s)}
             for w, k, s in zip(where, label.tolist(), top.tolist())]
+
+
+def _layers(specs: Sequence[Mapping[str, Any]]) -> str:
+    return ", ".join(f"{s['in_channels']}->{s['out_channels']}{' pool' if s.get('pool') else ''}" for s in specs) or "-"
+
+
+def describe_model(directory: str | os.PathLike[str]) -> str:
+    """A readable summary of a saved individual model for ``learngene inspect``: classes, input, layers, where
+    its learngene came from and how it did on its query folder."""
+    from learngene.individual import load_individual
+
+    model, meta = load_individual(directory)
+    arch, pre, classes = meta["architecture"], meta["preprocessing"], meta["classes"]
+    params = sum(p.numel() for p in model.parameters())
+    shown = ", ".join(classes[:12]) + (f", ... ({len(classes)} in all)" if len(classes) > 12 else "")
+    lines = [f"individual model ({meta['format']}, made by learngene {meta['version']})",
+             f"{len(classes)} classes: {shown}",
+             f"input: {pre['image_size']}x{pre['image_size']}, {pre['channels']} channel(s), mean "
+             f"{[round(v, 4) for v in pre['mean']]}, std {[round(v, 4) for v in pre['std']]}"]
+    if arch.get("name") == "individual":
+        hidden = f"hidden {arch['hidden']} | " if arch["hidden"] else ""
+        lines.append(f"layers: fresh {_layers(arch['before'])} | inherited {_layers(arch['gene'])} | fresh "
+                     f"{_layers(arch['after'])} | {hidden}classifier -> {arch['num_classes']} classes")
+    else:  # a transformer descendant
+        lines.append(f"architecture: {arch.get('name')} (depth {meta.get('depth', arch.get('depth'))}, width "
+                     f"{arch.get('embed_dim')}, patch {arch.get('patch_size')})")
+    inherited = meta.get("inherited_params")
+    lines.append(f"parameters: {params:,}" + (f", {inherited:,} of them inherited" if isinstance(inherited, int) else ""))
+    gene = meta.get("gene") or {}
+    if gene:
+        origin = (gene.get("provenance") or {}).get("collective_run") or gene.get("dir")
+        what = ", ".join(gene["layers"]) if gene.get("layers") else gene.get("kind", "?")
+        lines.append(f"learngene: {what}" + (f" (from {origin})" if origin else ""))
+    support = meta.get("support") or {}
+    if support:
+        lines.append(f"trained on {support.get('images')} support images from {support.get('dir')}")
+    acc, cal = meta.get("query_accuracy"), meta.get("query_calibration")
+    if acc is not None:
+        lines.append(f"query accuracy {acc:.3f}" + (f"; mean top score {cal['mean_score']:.3f}, calibration error "
+                                                    f"(ECE) {cal['ece']:.3f}" if cal else ""))
+    lines.append(f"note: {SCORE_NOTE}")
+    return "\n".join(lines)
