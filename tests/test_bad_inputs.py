@@ -544,7 +544,10 @@ def _stream(n_classes: int, **kwargs):
 # (id, how to provoke it, the exact key phrase the user sees)
 BAD_INPUTS: list[tuple[str, Callable[[Ctx], Any], str]] = [
     # data
-    ("missing_dataset_root", _missing_dataset_root, "Omniglot data folder not found"),
+    ("missing_dataset_root", _missing_dataset_root,
+     "/nowhere does not exist; learngene downloads nothing: get "
+     "images_background_small1.zip and images_background_small2.zip from the Omniglot repository "
+     "(github.com/brendenlake/omniglot, folder python/)"),
     ("support_folder_missing", _support_missing, "does not exist; expected a folder laid out as"),
     ("empty_class_folder", _empty_class_folder, "is empty: expected image files"),
     ("support_single_class", _support_single_class, "a classifier needs at least 2 classes"),

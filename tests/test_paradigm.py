@@ -217,6 +217,12 @@ def test_rerunning_evaluate_reuses_the_cached_baselines(run_dir, tmp_path, monke
     assert again["baselines"] == first["baselines"]  # the report does not depend on the cache's state
     for name in ("joint", "protonet", "ncm-collective"):
         assert again["methods"][name]["accuracies"] == first["methods"][name]["accuracies"]
+    # issue 19 item 10: a report and plots beside evaluation.json, as `run` writes them
+    md = (tmp_path / "eval" / "evaluation.md").read_text()
+    assert md.startswith("# learngene evaluation") and "| learngene |" in md and "vs scratch (paired)" in md
+    for setting in again["settings"]:
+        assert (tmp_path / "eval" / "plots" / f"accuracy_{setting}.png").is_file()
+        assert (tmp_path / "eval" / "plots" / f"convergence_{setting}.png").is_file()
 
 
 @pytest.mark.parametrize(
@@ -315,3 +321,21 @@ def test_run_resume_needs_no_preset(run_dir, tmp_path, capsys):
     # a changed key is still refused, as with --preset
     assert main(["run", "--out", str(run), "--resume", "--quiet", "--set", "train.epochs=7"]) == 2
     assert "different configuration (train.epochs differ)" in capsys.readouterr().err
+
+
+def test_predict_json_keeps_class_names_as_written(run_dir, tmp_path, capsys):
+    """Issue 19 item 10: `predict --json` printed "caf\\u00e9" for a class folder named café."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    for name in ("café", "日本語", "😀-emoji"):
+        (tmp_path / "support" / name).mkdir(parents=True)
+        for k in range(2):
+            Image.fromarray(rng.integers(0, 256, (20, 20), dtype=np.uint8)).save(tmp_path / "support" / name / f"{k}.png")
+    assert main(["inherit", "--gene", str(run_dir / "gene"), "--support", str(tmp_path / "support"), "--out",
+                 str(tmp_path / "m"), "--preset", "smoke", "--set", "individual.epochs=1"]) == 0
+    capsys.readouterr()
+    assert main(["predict", "--model", str(tmp_path / "m"), str(tmp_path / "support"), "--json"]) == 0
+    out = capsys.readouterr().out
+    assert "\\\\u" not in out and "café" in out
+    assert {r["class"] for r in json.loads(out)} <= {"café", "日本語", "😀-emoji"}

@@ -143,9 +143,9 @@ def _select(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     from learngene.distributed import init_distributed
     from learngene.gene import Learngene
-    from learngene.paradigm import evaluate_run
+    from learngene.paradigm import evaluate_run, write_evaluation
     from learngene.report import methods_table
-    from learngene.safeio import atomic_write_json, check_writable_dir, jsonable
+    from learngene.safeio import check_writable_dir
 
     cfg = _run_cfg(args.run, args.overrides)
     refuse_vit(cfg, "evaluate")
@@ -156,10 +156,11 @@ def _evaluate(args: argparse.Namespace) -> int:
     result = evaluate_run(args.run, gene, cfg=cfg, progress=not args.quiet, dist=dist)
     if not dist.is_main:
         return 0
-    atomic_write_json(Path(args.out) / "evaluation.json", jsonable(result))
+    write_evaluation(result, args.out, run_dir=args.run, gene_dir=args.gene)
     for setting, res in result["settings"].items():
         print(f"\n{setting}:")
         print(methods_table(res["methods"]))
+    print(f"\nreport: {Path(args.out) / 'evaluation.md'}")
     return 0
 
 

@@ -23,8 +23,15 @@ from learngene.individual import PseudoTaskScorer
 from learngene.pipeline import check_same_config, load_collective_run, locked_output, run_collective
 from learngene.plots import plot_bars, plot_criterion, plot_curves
 from learngene.prepare import load_data, make_split, make_stream
-from learngene.report import write_report
-from learngene.safeio import atomic_write_json, check_writable_dir, fresh_output, jsonable, read_json
+from learngene.report import render_evaluation, write_report
+from learngene.safeio import (
+    atomic_write_bytes,
+    atomic_write_json,
+    check_writable_dir,
+    fresh_output,
+    jsonable,
+    read_json,
+)
 
 log = logging.getLogger(__name__)
 
@@ -162,6 +169,27 @@ def evaluate_run(run_dir: str | Path, gene: Learngene, *, cfg: Config | None = N
                             cache_dir=Path(run_dir) / BASELINES_DIR, device=device, budget_images=budget)
 
 
+def plot_settings(individual: dict[str, Any], plots: Path) -> None:
+    """Per evaluation setting: query accuracy after each epoch, and mean accuracy with its CI per method."""
+    for setting, res in individual["settings"].items():
+        ms = res["methods"]
+        aliases = {m: r["same_as"] for m, r in ms.items() if r.get("same_as")}
+        # untrained rows (nearest class mean) have no curve: they are drawn as horizontal reference lines
+        plot_curves({m: (r["curve_epochs"], r["curve"]) for m, r in ms.items() if r["curve"]},
+                    plots / f"convergence_{setting}.png", title=f"query accuracy after each epoch, {setting}",
+                    references={m: r["acc_mean"] for m, r in ms.items() if not r["curve"]}, aliases=aliases)
+        plot_bars({m: r["acc_mean"] for m, r in ms.items()}, {m: r["acc_ci95"] for m, r in ms.items()},
+                  plots / f"accuracy_{setting}.png", title=f"{setting}: mean accuracy with 95% CI", aliases=aliases)
+
+
+def write_evaluation(result: dict[str, Any], out: str | Path, *, run_dir: str | Path, gene_dir: str | Path) -> None:
+    """What `learngene evaluate` leaves in ``out``: evaluation.json, evaluation.md (the tables) and plots/."""
+    out = Path(out)
+    atomic_write_json(out / "evaluation.json", jsonable(result))
+    atomic_write_bytes(out / "evaluation.md", render_evaluation(result, run_dir=run_dir, gene_dir=gene_dir).encode())
+    plot_settings(result, out / "plots")
+
+
 @locked_output
 def run_paradigm(cfg: Config, out: str | Path, *, resume: bool = False, overwrite: bool = False,
                  device: torch.device | str = "cpu", progress: bool = True,
@@ -218,16 +246,7 @@ def run_paradigm(cfg: Config, out: str | Path, *, resume: bool = False, overwrit
     atomic_write_json(out / "report.json", jsonable(report))
     write_report(report, out / "report.md")
     plots = out / "plots"
-    for setting, res in individual["settings"].items():
-        ms = res["methods"]
-        # untrained rows (nearest class mean) have no curve: they are drawn as horizontal reference lines
-        plot_curves({m: (r["curve_epochs"], r["curve"]) for m, r in ms.items() if r["curve"]},
-                    plots / f"convergence_{setting}.png", title=f"query accuracy after each epoch, {setting}",
-                    references={m: r["acc_mean"] for m, r in ms.items() if not r["curve"]},
-                    aliases={m: r["same_as"] for m, r in ms.items() if r.get("same_as")})
-        plot_bars({m: r["acc_mean"] for m, r in ms.items()}, {m: r["acc_ci95"] for m, r in ms.items()},
-                  plots / f"accuracy_{setting}.png", title=f"{setting}: mean accuracy with 95% CI",
-                  aliases={m: r["same_as"] for m, r in ms.items() if r.get("same_as")})
+    plot_settings(individual, plots)
     # the scores that chose the gene, chosen window marked (the gradient heatmap stays in collective/plots/)
     plot_criterion(criterion.get("candidates") or [], criterion["selected"], plots / "criterion_scores.png",
                    title=f"criterion `{criterion['name']}`: score of every candidate window")

@@ -120,6 +120,43 @@ def _gene_line(gene: dict[str, Any], final: dict[str, Any], individual: dict[str
             + (f" ({eff:,} effective{share})" if eff else "") + of_ind)
 
 
+def _settings_lines(ind: dict[str, Any]) -> list[str]:
+    """Each evaluation setting's table, its calibration line and the collective-vs-joint gap."""
+    lines: list[str] = []
+    for setting, res in ind["settings"].items():
+        lines += [f"## {setting}" + (" (headline)" if setting == ind["headline"] else ""), "",
+                  methods_table(res["methods"]), ""]
+        calib = calibration_line(res["methods"])
+        if calib:
+            lines += [calib, ""]
+        gap = res.get("ncm_collective_minus_joint")
+        if gap:
+            few = isinstance(gap.get("n"), int) and gap["n"] < MIN_N_FOR_CI
+            excludes = "-" if few else "yes" if gap.get("ci_excludes_0") else "no"
+            lines += [f"ncm-collective - joint (paired over {gap['n']} episodes): "
+                      f"{_paired(gap).removesuffix(' *')}, CI excludes 0: {excludes}", ""]
+    return lines
+
+
+def _evaluation_note(ind: dict[str, Any]) -> list[str]:
+    return [
+        f"- evaluation: {ind['episodes_per_seed']} episodes x seeds {ind['seeds']}, {ind['queries_per_class']} "
+        f"queries per class; {ind['ci']}" + (f"; {ind['paired_ci']}" if ind.get("paired_ci") else ""),
+        "- \"vs scratch\" is the paired difference to `scratch` on the same episodes; \"epochs to 90%\" is the "
+        "first evaluated epoch at which the mean query accuracy reaches 90% of that method's final accuracy "
+        f"(a convergence speed, not an accuracy); with fewer than {MIN_N_FOR_CI} episodes no CI is printed",
+    ]
+
+
+def render_evaluation(ind: dict[str, Any], *, run_dir: Any, gene_dir: Any) -> str:
+    """evaluation.md of `learngene evaluate`: the same tables as report.md, for one gene on one run."""
+    lines = ["# learngene evaluation", "", f"- collective run: `{run_dir}`", f"- learngene: `{gene_dir}`",
+             *_evaluation_note(ind), "", *_settings_lines(ind)]
+    if ind.get("baselines"):
+        lines += ["## Reference baselines", "", *baselines_lines(ind["baselines"]), ""]
+    return "\n".join(lines) + "\n"
+
+
 def render(report: dict[str, Any]) -> str:
     ind = report["individual"]
     coll = report["collective"]
@@ -137,25 +174,10 @@ def render(report: dict[str, Any]) -> str:
         _widths_line(coll),
         _gene_line(report.get("gene") or {}, coll["final"], ind),
         f"- criterion `{crit['name']}` selected {', '.join(crit['selected'])}: {crit['reason']}",
-        f"- evaluation: {ind['episodes_per_seed']} episodes x seeds {ind['seeds']}, {ind['queries_per_class']} "
-        f"queries per class; {ind['ci']}" + (f"; {ind['paired_ci']}" if ind.get("paired_ci") else ""),
-        "- \"vs scratch\" is the paired difference to `scratch` on the same episodes; \"epochs to 90%\" is the "
-        "first evaluated epoch at which the mean query accuracy reaches 90% of that method's final accuracy "
-        f"(a convergence speed, not an accuracy); with fewer than {MIN_N_FOR_CI} episodes no CI is printed",
+        *_evaluation_note(ind),
         "",
+        *_settings_lines(ind),
     ]
-    for setting, res in ind["settings"].items():
-        lines += [f"## {setting}" + (" (headline)" if setting == ind["headline"] else ""), "",
-                  methods_table(res["methods"]), ""]
-        calib = calibration_line(res["methods"])
-        if calib:
-            lines += [calib, ""]
-        gap = res.get("ncm_collective_minus_joint")
-        if gap:
-            few = isinstance(gap.get("n"), int) and gap["n"] < MIN_N_FOR_CI
-            excludes = "-" if few else "yes" if gap.get("ci_excludes_0") else "no"
-            lines += [f"ncm-collective - joint (paired over {gap['n']} episodes): "
-                      f"{_paired(gap).removesuffix(' *')}, CI excludes 0: {excludes}", ""]
     if ind.get("baselines"):
         lines += ["## Reference baselines", "",
                   "`ncm-*`, `joint` and `protonet` rows: cosine nearest class mean on frozen features, no "
