@@ -97,7 +97,9 @@ def test_save_individual_is_what_predict_reads(tmp_path):
     pre = {"image_size": 8, "channels": 1, "mean": [0.5], "std": [0.25]}
     save_individual(model, tmp_path / "m", classes=["cat", "dog"], preprocessing=pre, note="mine")
     back, meta = load_individual(tmp_path / "m")
-    assert meta["classes"] == ["cat", "dog"] and meta["preprocessing"] == pre and meta["note"] == "mine"
+    # the file reading is recorded too (defaults for a spec made without it): predict reads files the same way
+    assert meta["preprocessing"] == {**pre, "invert": False, "resize": "crop"}
+    assert meta["classes"] == ["cat", "dog"] and meta["note"] == "mine"
     x = torch.randn(3, 1, 8, 8)
     assert torch.equal(back(x), model(x))
     with pytest.raises(Exception, match="3 class names for a 2-way model"):

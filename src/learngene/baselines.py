@@ -152,13 +152,18 @@ def _block_index(network: nn.Module, last_layer: str) -> int:
     return names.index(last_layer)
 
 
-def block_features(network: nn.Module, last_layer: str) -> FeatureFn:
-    """Flattened output of ``network``'s conv blocks from the input up to and including ``last_layer``.
+def block_features(network: nn.Module, last_layer: str, pool: str = "flatten") -> FeatureFn:
+    """Output of ``network``'s conv blocks from the input up to and including ``last_layer``, flattened
+    (``pool="flatten"``) or globally average-pooled (``pool="avg"``).
 
     Why through the collective network: a gene is a window of its blocks, so the features "at the gene" are
     what the collective network computes there from the image; no fresh layers are involved.
     """
+    if pool not in ("flatten", "avg"):
+        raise ConfigError(f"block_features: pool must be 'flatten' or 'avg', got {pool!r}")
     stop = _block_index(network, last_layer) + 1
+    if pool == "avg":
+        return _frozen(network, lambda x: network.features[:stop](x).mean(dim=(2, 3)))
     return _frozen(network, lambda x: network.features[:stop](x))
 
 

@@ -61,18 +61,38 @@ def add_parsers(sub) -> None:
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N | auto (transformer genes; default cpu)")
     p.add_argument("--compare", choices=("scratch",),
                    help="also train the same architecture from scratch with the same budget and print both accuracies")
+    reading_args(p)
 
     p = sub.add_parser("predict", help="classify images with a model written by `learngene inherit`",
                        **docs("predict"))
     p.add_argument("--model", required=True, help="model directory written by `learngene inherit`")
     p.add_argument("images", nargs="+", help="image files or folders")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    reading_args(p, default_from="the model's")
 
     command("run")(_run)
     command("select")(_select)
     command("evaluate")(_evaluate)
     command("inherit")(_inherit)
     command("predict")(_predict)
+
+
+def _invert_flag(text: str) -> bool | str:
+    try:
+        return {"true": True, "false": False, "auto": "auto"}[text.strip().lower()]
+    except KeyError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected true, false or auto") from None
+
+
+def reading_args(p: argparse.ArgumentParser, default_from: str = "the gene's") -> None:
+    """--invert / --resize: override how image files are read (default: the input contract recorded in
+    the gene or model)."""
+    p.add_argument("--invert", type=_invert_flag, metavar="{true,false,auto}",
+                   help=f"invert image intensities (dark ink on light paper -> bright on dark); auto: when an "
+                        f"image's border is bright (default: {default_from} input contract)")
+    p.add_argument("--resize", choices=("crop", "pad", "stretch"),
+                   help=f"fit images to the model's size: centre crop, pad the short side, or stretch "
+                        f"(default: {default_from} input contract)")
 
 
 def _run_vit(args: argparse.Namespace, cfg) -> int:
@@ -207,7 +227,8 @@ def _inherit(args: argparse.Namespace) -> int:
         )
     out = check_writable_dir(args.out, overwrite=args.overwrite, resumable=False, kind="individual model")
     result = inherit(gene, args.support, out, query_dir=args.query, settings=cfg.individual, seed=args.seed,
-                     compare_scratch=args.compare == "scratch", curve_every=cfg.evaluate.curve_every)
+                     compare_scratch=args.compare == "scratch", curve_every=cfg.evaluate.curve_every,
+                     invert=args.invert, resize=args.resize)
     msg = f"trained an individual model on {result['images']} images of {len(result['classes'])} classes -> {out}"
     if "accuracy" in result:
         msg += f"; query accuracy {result['accuracy']:.3f} on {result['query_images']} images"
@@ -228,7 +249,7 @@ def _predict(args: argparse.Namespace) -> int:
 
     from learngene.prediction import SCORE_NOTE, predict
 
-    rows = predict(args.model, args.images)
+    rows = predict(args.model, args.images, invert=args.invert, resize=args.resize)
     if args.json:
         print(json.dumps(rows, indent=2, ensure_ascii=False))  # class names as written, not \u escapes
     else:

@@ -127,15 +127,29 @@ class IndividualConfig:
     pool_before: bool = True  # pools in the fresh layers so the gene sees the spatial size it saw in the source
     adapt: bool = True  # the last fresh layer before the gene outputs the gene's input channels
     hidden: list[int] = field(default_factory=list)
+    # how features reach the classifier: "avg" global average pooling (translation-robust), "flatten" the map
+    pool: str = "avg"
+    # "cosine": logits = scale * cos(feature, class row), imprinted with the class prototypes, so training starts
+    # as cosine nearest-class-mean on the inherited features; "linear": a plain Linear layer
+    classifier: str = "cosine"
     epochs: int = 30
+    # epochs of a first stage in which the inherited layers are frozen and only the fresh layers and the head
+    # learn (linear probe, then fine-tune); 0: no such stage
+    head_epochs: int = 0
     batch_size: int = 32
     lr: float = 0.01
+    schedule: str = "constant"  # constant | cosine (decay over the main stage's steps)
     momentum: float = 0.9
     weight_decay: float = 5e-4
     ewc_lambda: float = 50.0  # with the support-set Fisher scaled to max 1 (lambda * lr must stay < ~2)
     inherit_mode: str = "ewc"  # ewc | freeze | lr_scale | free
     lr_scale: float = 0.1
     imprint: bool = True
+    # inherited BatchNorm layers: "frozen" keeps the gene's statistics (a handful of support images cannot
+    # estimate them), "train" lets batch statistics replace them
+    bn: str = "frozen"
+    # augmentation of the support images while training: none | affine (drawings) | flip_crop (natural images)
+    augment: str = "affine"
 
 
 @dataclass
@@ -202,6 +216,11 @@ _CHOICES = {
     "train.on_nonfinite": ("stop", "skip"),
     "openset.method": ("msp", "energy", "maxlogit"),
     "individual.inherit_mode": ("ewc", "freeze", "lr_scale", "free"),
+    "individual.pool": ("avg", "flatten"),
+    "individual.classifier": ("cosine", "linear"),
+    "individual.schedule": ("constant", "cosine"),
+    "individual.bn": ("frozen", "train"),
+    "individual.augment": ("none", "affine", "flip_crop"),
 }
 
 _POSITIVE = (
@@ -215,7 +234,7 @@ _NON_NEGATIVE = (
     "train.momentum", "train.weight_decay", "train.ewc_lambda", "train.ewc_decay", "growth.noise",
     "train.memory_per_class", "train.distill",
     "individual.momentum", "individual.weight_decay", "individual.ewc_lambda", "individual.lr_scale",
-    "record.threshold",
+    "individual.head_epochs", "record.threshold",
 )
 
 

@@ -33,6 +33,7 @@ from learngene.distributed import SINGLE, DistInfo, all_gather_objects, barrier
 from learngene.errors import ConfigError
 from learngene.gene import Learngene
 from learngene.individual import build_individual, train_few_shot, weights_fingerprint
+from learngene.models.heads import make_classifier
 from learngene.registry import METHODS
 from learngene.runtime import derive_seed, progress_bar, seeded
 from learngene.stats import calibration, mean_ci95
@@ -49,6 +50,9 @@ class Trained:
     use_gene_ewc: bool = True
     train_prefixes: tuple[str, ...] | None = None
     inherited: int | None = None  # inherited parameters; None: the model's inherited_params() or all but the head
+    # name prefixes of the inherited (pretrained) parameters: held near their start, BatchNorm kept, frozen in a
+    # head stage (train_few_shot); () for a model trained from scratch
+    inherited_prefixes: tuple[str, ...] = ("gene.",)
 
 
 @dataclass
@@ -119,12 +123,12 @@ def list_methods() -> list[str]:
 class LinearProbe(nn.Module):
     """Frozen collective features (always in eval mode) + a new linear classifier."""
 
-    def __init__(self, backbone: nn.Module, ways: int):
+    def __init__(self, backbone: nn.Module, ways: int, classifier: str = "linear"):
         super().__init__()
         self.backbone = backbone.eval()
         for p in self.backbone.parameters():
             p.requires_grad_(False)
-        self.classifier = nn.Linear(backbone.classifier.in_features, ways)
+        self.classifier = make_classifier(classifier, backbone.classifier.in_features, ways)
 
     def train(self, mode: bool = True) -> LinearProbe:
         super().train(mode)
@@ -139,9 +143,9 @@ class LinearProbe(nn.Module):
         return self.classifier(self.forward_penultimate(x))
 
 
-def _finetune_model(network: nn.Module, ways: int) -> nn.Module:
+def _finetune_model(network: nn.Module, ways: int, classifier: str = "linear") -> nn.Module:
     model = copy.deepcopy(network)
-    model.classifier = nn.Linear(model.classifier.in_features, ways)
+    model.classifier = make_classifier(classifier, model.classifier.in_features, ways)
     return model
 
 
@@ -282,7 +286,7 @@ def evaluate_methods(
                 start = weights_fingerprint(part.state_dict()) if isinstance(part, nn.Module) else None
                 out = train_few_shot(model, sx, sy, job.settings, query_x=qx, query_y=qy, seed=init_seed,
                                      use_gene_ewc=job.use_gene_ewc, train_prefixes=job.train_prefixes,
-                                     curve_every=cfg.evaluate.curve_every)
+                                     curve_every=cfg.evaluate.curve_every, inherited=job.inherited_prefixes)
                 if job.inherited is not None:
                     inherited = job.inherited
                 elif hasattr(model, "inherited_params"):
@@ -313,19 +317,28 @@ def _learngene(ctx: MethodContext, ways: int, seed: int) -> Trained:
 
 def _scratch(ctx: MethodContext, ways: int, seed: int) -> Trained:
     model = build_individual(ctx.gene, ctx.cfg.individual, ways, seed=seed, inherit=False)
-    return Trained(model, replace(ctx.cfg.individual, inherit_mode="free"), use_gene_ewc=False, inherited=0)
+    return Trained(model, replace(ctx.cfg.individual, inherit_mode="free"), use_gene_ewc=False, inherited=0,
+                   inherited_prefixes=())
 
 
 def _finetune(ctx: MethodContext, ways: int, seed: int) -> Trained:
+    """The whole collective network with a new head, trained by the same recipe as the individual models (head,
+    BatchNorm, augmentation, stages) with every pretrained layer free: what a user would pick instead."""
     with seeded(seed):
-        model = _finetune_model(ctx.network, ways)
-    return Trained(model, replace(ctx.cfg.individual, inherit_mode="free"), use_gene_ewc=False)
+        model = _finetune_model(ctx.network, ways, ctx.cfg.individual.classifier)
+    return Trained(model, replace(ctx.cfg.individual, inherit_mode="free"), use_gene_ewc=False,
+                   inherited_prefixes=_all_but_classifier(model))
 
 
 def _linear_probe(ctx: MethodContext, ways: int, seed: int) -> Trained:
     with seeded(seed):
-        model = LinearProbe(copy.deepcopy(ctx.network), ways)
-    return Trained(model, ctx.cfg.individual, use_gene_ewc=False, train_prefixes=("classifier.",))
+        model = LinearProbe(copy.deepcopy(ctx.network), ways, ctx.cfg.individual.classifier)
+    return Trained(model, ctx.cfg.individual, use_gene_ewc=False, train_prefixes=("classifier.",),
+                   inherited_prefixes=("backbone.",))
+
+
+def _all_but_classifier(model: nn.Module) -> tuple[str, ...]:
+    return tuple(f"{name}." for name, _ in model.named_children() if name != "classifier")
 
 
 def _ablation(name: str) -> Callable[[MethodContext, int, int], Trained]:
@@ -350,7 +363,9 @@ def _ncm_gene(ctx: MethodContext) -> tuple[Callable, int]:
         raise ConfigError("ncm-gene computes the gene's features through the collective network, but "
                           "this gene's tensors are not that network's; evaluate it with its own run or "
                           "drop 'ncm-gene'")
-    return baselines.block_features(ctx.network, last), baselines.feature_params(ctx.network, last)
+    # pooled as the individual model's head pools them: the untrained gene with the same read-out
+    features = baselines.block_features(ctx.network, last, pool=ctx.cfg.individual.pool)
+    return features, baselines.feature_params(ctx.network, last)
 
 
 def _stream_baseline(name: str, train: Callable) -> Callable[[MethodContext], tuple[Callable, int]]:

@@ -170,6 +170,20 @@ def _validate_input_spec(spec: Any) -> dict:
             )
     if any(v <= 0 for v in spec["std"]):
         raise GeneError(f"input_spec: 'std' values must be positive, got {_short(spec['std'])}")
+    return validate_file_contract(spec, GeneError)
+
+
+def validate_file_contract(spec: dict, error: type[Exception]) -> dict:
+    """The file-reading half of an input spec: ``invert`` (how image files were turned into the training
+    tensors: false, true or "auto") and ``resize`` ("crop", "pad", "stretch"). Artifacts written before these
+    fields existed get the reading they were made with (no inversion, centre crop)."""
+    from learngene.data.images import INVERT_CHOICES, RESIZE_MODES
+
+    spec = {**spec, "invert": spec.get("invert", False), "resize": spec.get("resize", "crop")}
+    if not isinstance(spec["invert"], (bool, str)) or spec["invert"] not in INVERT_CHOICES:
+        raise error(f"input_spec: 'invert' must be true, false or \"auto\", got {_short(spec['invert'])}")
+    if spec["resize"] not in RESIZE_MODES:
+        raise error(f"input_spec: 'resize' must be one of {', '.join(RESIZE_MODES)}, got {_short(spec['resize'])}")
     return spec
 
 

@@ -43,13 +43,13 @@ def _paths(images: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) ->
     return paths
 
 
-def _read(paths: Sequence[Path], pre: Mapping[str, Any]) -> Tensor:
-    """Image files -> the model's normalized float input, by the model's preprocessing record."""
-    from learngene.data.images import load_image
+def _read(paths: Sequence[Path], pre: Mapping[str, Any], invert: bool | str | None, resize: str | None) -> Tensor:
+    """Image files -> the model's normalized float input, read by the model's input contract (size, channels,
+    inversion, resize mode; ``invert``/``resize`` override it) and normalized with its statistics."""
+    from learngene.data.contract import read_files
     from learngene.data.transforms import normalize
 
-    x = torch.stack([load_image(p, pre["image_size"], pre["channels"]) for p in paths])
-    return normalize(x, pre["mean"], pre["std"])
+    return normalize(read_files(paths, pre, invert=invert, resize=resize), pre["mean"], pre["std"])
 
 
 def _load(model: nn.Module | str | os.PathLike[str], classes: Sequence[str] | None,
@@ -67,14 +67,16 @@ def _load(model: nn.Module | str | os.PathLike[str], classes: Sequence[str] | No
 def predict(model: nn.Module | str | os.PathLike[str],
             images: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | Tensor, *,
             classes: Sequence[str] | None = None, preprocessing: Mapping[str, Any] | None = None,
-            batch_size: int = 64) -> list[dict[str, Any]]:
+            invert: bool | str | None = None, resize: str | None = None, batch_size: int = 64) -> list[dict[str, Any]]:
     """One row per image: ``{"image", "class", "label", "score"}``, in the order the images were given.
 
     ``model``: a model directory (its class names and preprocessing come from its ``model.json``) or an
     ``nn.Module`` (give ``classes`` to name its outputs, and ``preprocessing``, a gene's ``input_spec``, to read
     files or uint8 pixels). ``images``: an image file or folder, a list of them, or a tensor ``[N, C, H, W]``
     (uint8 pixels are normalized with ``preprocessing``; float images are taken as already normalized, e.g.
-    ``gene.preprocess(pixels)``). ``score`` is the top softmax output: see :data:`SCORE_NOTE`.
+    ``gene.preprocess(pixels)``). Files are read by the model's input contract; ``invert`` (True, False,
+    "auto") and ``resize`` ("crop", "pad", "stretch") override it, as ``--invert``/``--resize`` do. ``score`` is
+    the top softmax output: see :data:`SCORE_NOTE`.
     """
     net, names, pre = _load(model, classes, preprocessing)
     if isinstance(images, Tensor):
@@ -93,7 +95,7 @@ def predict(model: nn.Module | str | os.PathLike[str],
             raise DataError("predict: reading image files needs preprocessing= (the gene's input_spec: image_size, "
                             "channels, mean, std), or pass the model's directory, whose model.json records it")
         where = [str(p) for p in paths]
-        x = torch.cat([_read(paths[i : i + batch_size], pre) for i in range(0, len(paths), batch_size)])
+        x = torch.cat([_read(paths[i : i + batch_size], pre, invert, resize) for i in range(0, len(paths), batch_size)])
     check_images(net, x, "images", where="predict")
     device = next((p.device for p in net.parameters()), torch.device("cpu"))
     probs = softmax_scores(net, x.to(device), batch_size).cpu()

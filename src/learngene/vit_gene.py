@@ -34,6 +34,7 @@ from torch import Tensor, nn
 
 from learngene.artifacts import TRANSFORMER_GENE, load_artifact, save_artifact
 from learngene.errors import GeneError, ModelError
+from learngene.gene_format import validate_file_contract
 from learngene.models.expansion import ExpandedViT, rule_from_spec
 from learngene.models.vit import (
     BLOCK_PREFIX,
@@ -64,7 +65,7 @@ def _err(where: str, message: str) -> GeneError:
 
 
 def _check_spec(spec: Any, where: str = "") -> dict[str, Any]:
-    """The input preprocessing (image_size, channels, mean, std) that descendants expect."""
+    """The input preprocessing (image_size, channels, mean, std, invert, resize) that descendants expect."""
     if not isinstance(spec, Mapping) or not set(_SPEC_KEYS) <= set(spec):
         raise _err(where, f"'input_spec' must give {list(_SPEC_KEYS)} (prepare.input_spec of the source classes)")
     size, channels = spec["image_size"], spec["channels"]
@@ -80,8 +81,11 @@ def _check_spec(spec: Any, where: str = "") -> dict[str, Any]:
             raise _err(where, f"input_spec {key} must list {channels} finite number(s), got {vals!r}")
     if any(s <= 0 for s in spec["std"]):
         raise _err(where, f"input_spec std must be positive, got {spec['std']!r}")
-    return {"image_size": int(size), "channels": int(channels),
-            "mean": [float(v) for v in spec["mean"]], "std": [float(v) for v in spec["std"]]}
+    out = {"image_size": int(size), "channels": int(channels),
+           "mean": [float(v) for v in spec["mean"]], "std": [float(v) for v in spec["std"]]}
+    # how a user's files are read (inversion, resize mode) travels with the gene, as for CNN genes
+    contract = validate_file_contract({k: spec[k] for k in ("invert", "resize") if k in spec}, GeneError)
+    return {**out, "invert": contract["invert"], "resize": contract["resize"]}
 
 
 def _meta_vit(cfg: Mapping[str, Any], depth: int) -> nn.Module:

@@ -46,7 +46,7 @@ def test_tleg_round_trip_builds_every_depth(tmp_path, aux, ancestry, batch):
     assert set(loaded.tensors) == set(gene.tensors)
     assert all(torch.equal(loaded.tensors[k], gene.tensors[k]) for k in gene.tensors)
     assert loaded.stored_params == sum(v.numel() for v in aux.templates_state_dict().values())
-    assert loaded.ancestry["depth"] == 4 and loaded.input_spec == SPEC
+    assert loaded.ancestry["depth"] == 4 and loaded.input_spec == {**SPEC, "invert": False, "resize": "crop"}
     theta = aux.templates.state_dict()
     for depth in (2, 3, 7):  # 7 is deeper than both the auxiliary net (3) and the ancestry (4)
         d = build_descendant(loaded, depth=depth, num_classes=6, seed=1)

@@ -8,9 +8,11 @@ serializable.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import errno
 import json
+import logging
 import os
 import stat
 import threading
@@ -27,13 +29,19 @@ import torch.nn.functional as F
 
 from learngene.errors import ConfigError, DataError
 
+log = logging.getLogger(__name__)
+
 if TYPE_CHECKING:  # pragma: no cover
     from PIL import Image as PILImage
 
 __all__ = [
     "DEFAULT_MAX_IMAGE_PIXELS",
     "IMAGE_EXTENSIONS",
+    "INVERT_CHOICES",
+    "RESIZE_MODES",
     "ImageSet",
+    "check_preprocessing",
+    "crop_loss",
     "cache_dir",
     "convert_channels",
     "find_images",
@@ -62,6 +70,10 @@ class ImageSet:
     name: str
     # Optional: True for images of the source's official test split (e.g. CIFAR-100 test set).
     official_test: torch.Tensor | None = None
+    # How image files became these tensors (the input contract a gene records): ``invert`` (False, True or
+    # "auto": see :func:`load_image`) and ``resize`` ("crop", "pad" or "stretch"). Models trained on this set
+    # expect a user's files read the same way.
+    preprocessing: dict[str, Any] | None = None
     _index: dict[str, int] = field(default_factory=dict, init=False, repr=False, compare=False)
     _members: list[torch.Tensor] | None = field(default=None, init=False, repr=False, compare=False)
 
@@ -107,6 +119,7 @@ class ImageSet:
                 or tuple(ot.shape) != (imgs.shape[0],)
             ):
                 raise DataError(f"{where}: official_test must be a bool tensor [N]")
+        self.preprocessing = check_preprocessing(self.preprocessing, where)
         self._index = {c: i for i, c in enumerate(self.classes)}
         self._members = None
 
@@ -192,7 +205,8 @@ class ImageSet:
         x = self.images[idx].float().div_(255)
         mean = x.mean(dim=(0, 2, 3)).tolist()
         std = x.std(dim=(0, 2, 3)).clamp_min(1e-3).tolist()
-        return {"image_size": self.image_size, "channels": self.channels, "mean": mean, "std": std}
+        return {"image_size": self.image_size, "channels": self.channels, "mean": mean, "std": std,
+                **self.preprocessing}
 
     # ------------------------------------------------------------------ basic properties
     def __repr__(self) -> str:  # never dump the image tensor
@@ -298,6 +312,7 @@ class ImageSet:
             groups=[self.groups[self._index[n]] for n in names],
             name=name or self.name,
             official_test=None if self.official_test is None else self.official_test[idx],
+            preprocessing=dict(self.preprocessing),
         )
 
     def with_channels(self, channels: int | None) -> ImageSet:
@@ -311,7 +326,14 @@ class ImageSet:
             groups=list(self.groups),
             name=self.name,
             official_test=self.official_test,
+            preprocessing=dict(self.preprocessing),
         )
+
+    def with_preprocessing(self, **changes: Any) -> ImageSet:
+        """The same images recorded as read with other file settings (``invert``, ``resize``): what a source
+        declares about how its files became these tensors, so a gene trained on them can read a user's files
+        the same way."""
+        return dataclasses.replace(self, preprocessing={**self.preprocessing, **changes})
 
     def describe(self) -> str:
         return (
@@ -411,6 +433,7 @@ def save_imageset(data: ImageSet, path: str | Path, extra: dict[str, str] | None
         "name": data.name,
         "classes": json.dumps(data.classes),
         "groups": json.dumps(data.groups),
+        "preprocessing": json.dumps(data.preprocessing),
     }
     meta.update({f"extra.{k}": str(v) for k, v in (extra or {}).items()})
     atomic_write_bytes(path, save(tensors, metadata=meta))
@@ -439,6 +462,7 @@ def load_imageset(path: str | Path) -> ImageSet:
             groups=json.loads(meta["groups"]),
             name=meta.get("name", path.stem),
             official_test=ot,
+            preprocessing=json.loads(meta["preprocessing"]) if "preprocessing" in meta else None,
         )
     except DataError:
         raise
@@ -717,28 +741,67 @@ def open_image(path: str | Path, max_pixels: int | None = None) -> PILImage.Imag
         raise DataError(f"cannot read image {path}: {exc}; expected a PNG/JPEG/BMP/... image file") from exc
 
 
+INVERT_CHOICES = (False, True, "auto")
+RESIZE_MODES = ("crop", "pad", "stretch")
+_DEFAULT_PREPROCESSING = {"invert": False, "resize": "crop"}
+# centre-cropping that removes more than this share of an image's area is reported once per folder
+CROP_WARN_FRACTION = 0.1
+
+
+def check_preprocessing(pre: Any, where: str = "preprocessing") -> dict[str, Any]:
+    """The file-reading half of the input contract, with defaults for records made before it existed:
+    ``{"invert": False | True | "auto", "resize": "crop" | "pad" | "stretch"}``."""
+    if pre is None:
+        return dict(_DEFAULT_PREPROCESSING)
+    if not isinstance(pre, dict):
+        raise DataError(f"{where}: preprocessing must be a dict with 'invert' and 'resize', got {type(pre).__name__}")
+    unknown = sorted(set(pre) - set(_DEFAULT_PREPROCESSING))
+    if unknown:
+        raise DataError(f"{where}: unknown preprocessing keys {unknown}; known: invert, resize")
+    out = {**_DEFAULT_PREPROCESSING, **pre}
+    if out["invert"] not in INVERT_CHOICES or not isinstance(out["invert"], (bool, str)):
+        raise DataError(f"{where}: invert must be true, false or 'auto', got {out['invert']!r}")
+    if out["resize"] not in RESIZE_MODES:
+        raise DataError(f"{where}: resize must be one of {', '.join(RESIZE_MODES)}, got {out['resize']!r}")
+    return out
+
+
+def crop_loss(width: int, height: int) -> float:
+    """Share of an image's area that a centre crop to a square removes."""
+    return 1.0 - min(width, height) / max(width, height, 1)
+
+
 def load_image(
     path: str | Path,
     image_size: int,
     channels: int,
     invert: bool | str = False,
     max_pixels: int | None = None,
+    resize: str = "crop",
 ) -> torch.Tensor:
     """Read one image file into what a model expects: uint8 [channels, S, S] (see :func:`open_image`).
 
-    Transparent pixels become white, as a viewer shows them. The shorter side is resized to `image_size`
-    (antialiased) and the centre cropped, as torchvision's Resize+CenterCrop do. invert=True flips intensities
-    (dark-on-white drawings -> bright strokes, as the glyph/Omniglot models are trained); invert="auto" does so
-    for images whose border is bright.
+    Transparent pixels become white, as a viewer shows them. ``resize``: "crop" resizes the shorter side to
+    `image_size` (antialiased) and crops the centre, as torchvision's Resize+CenterCrop do; "pad" resizes the
+    longer side and pads the rest with the image's border colour (nothing is cut off); "stretch" resizes both
+    sides (the aspect ratio changes). invert=True flips intensities (dark-on-white drawings -> bright strokes, as
+    the glyph/Omniglot models are trained); invert="auto" does so for images whose border is bright.
     """
-    from PIL import Image
+    return _load_image(path, image_size, channels, invert, max_pixels, resize)[0]
+
+
+def _load_image(path, image_size: int, channels: int, invert, max_pixels, resize: str) -> tuple[torch.Tensor, tuple[int, int]]:
+    """:func:`load_image` and the file's size (width, height) before resizing."""
+    from PIL import Image, ImageOps
 
     if channels not in (1, 3):
         raise DataError(f"channels must be 1 or 3, got {channels}")
     if image_size < 1:
         raise DataError(f"image_size must be >= 1, got {image_size}")
-    if invert not in (True, False, "auto"):
+    if invert not in INVERT_CHOICES or not isinstance(invert, (bool, str)):
         raise DataError(f"invert must be True, False or 'auto', got {invert!r}")
+    if resize not in RESIZE_MODES:
+        raise DataError(f"resize must be one of {', '.join(RESIZE_MODES)}, got {resize!r}")
     im = open_image(path, max_pixels)
     try:
         if im.mode in ("RGBA", "LA", "P", "PA", "RGBa", "La"):
@@ -747,17 +810,27 @@ def load_image(
     except (OSError, ValueError) as exc:  # e.g. a colour space Pillow cannot convert
         raise DataError(f"cannot read image {path}: {exc}; expected a PNG/JPEG/BMP/... image file") from exc
     w, h = im.size
-    s = image_size / min(w, h)
-    nw, nh = max(image_size, round(w * s)), max(image_size, round(h * s))
-    im = im.resize((nw, nh), Image.Resampling.BILINEAR, reducing_gap=None if s >= 1 else 3.0)
-    left, top = (nw - image_size) // 2, (nh - image_size) // 2
-    im = im.crop((left, top, left + image_size, top + image_size))
+    if resize == "pad" and w != h:
+        border = np.concatenate([np.asarray(im)[[0, -1]].reshape(-1, channels),
+                                 np.asarray(im)[:, [0, -1]].reshape(-1, channels)])
+        fill = tuple(int(v) for v in np.median(border, axis=0))
+        im = ImageOps.pad(im, (image_size, image_size), Image.Resampling.BILINEAR,
+                          color=fill[0] if channels == 1 else fill)
+    elif resize == "stretch" or w == h:
+        s = image_size / min(w, h)
+        im = im.resize((image_size, image_size), Image.Resampling.BILINEAR, reducing_gap=None if s >= 1 else 3.0)
+    else:
+        s = image_size / min(w, h)
+        nw, nh = max(image_size, round(w * s)), max(image_size, round(h * s))
+        im = im.resize((nw, nh), Image.Resampling.BILINEAR, reducing_gap=None if s >= 1 else 3.0)
+        left, top = (nw - image_size) // 2, (nh - image_size) // 2
+        im = im.crop((left, top, left + image_size, top + image_size))
     t = torch.frombuffer(bytearray(im.tobytes()), dtype=torch.uint8)
     t = t.view(image_size, image_size, channels).permute(2, 0, 1).contiguous()
     if invert == "auto":
         border = torch.cat([t[:, 0, :], t[:, -1, :], t[:, :, 0], t[:, :, -1]], dim=1).float()
         invert = bool(border.mean() > 127.5)
-    return 255 - t if invert else t
+    return (255 - t if invert else t), (w, h)
 
 
 def is_gray_image(path: str | Path) -> bool:
@@ -777,12 +850,15 @@ def read_image_folder(
     name: str | None = None,
     min_per_class: int = 1,
     folders: list[tuple[str, list[Path]]] | None = None,
+    resize: str = "crop",
 ) -> ImageSet:
     """An ImageFolder tree root/<class>/<images> (a user's support or query folder, or a dataset) as an ImageSet.
 
     Files are found by :func:`image_class_folders` (or given as its result, ``folders``) and decoded by
     :func:`load_image`; labels follow the sorted class folder names. ``channels=None`` keeps gray images gray
-    (1 channel) unless any image is colour.
+    (1 channel) unless any image is colour. ``invert`` and ``resize`` are :func:`load_image`'s and are
+    recorded in the set's ``preprocessing``. When centre-cropping cuts off more than
+    :data:`CROP_WARN_FRACTION` of some images, one warning says how many and how to keep them whole.
     """
     root = Path(root).expanduser()
     folders = image_class_folders(root) if folders is None else folders
@@ -794,7 +870,10 @@ def read_image_folder(
     files = [f for _, fs in folders for f in fs]
     if channels is None:
         channels = 1 if all(is_gray_image(f) for f in files) else 3
-    images = torch.stack([load_image(f, image_size, channels, invert=invert) for f in files])
+    loaded = [_load_image(f, image_size, channels, invert, None, resize) for f in files]
+    images = torch.stack([t for t, _ in loaded])
+    if resize == "crop":
+        _warn_crops(root, files, [wh for _, wh in loaded], image_size)
     counts = torch.tensor([len(fs) for _, fs in folders])
     return ImageSet(
         images=images,
@@ -802,4 +881,17 @@ def read_image_folder(
         classes=[c for c, _ in folders],
         groups=[root.name or "imagefolder"] * len(folders),
         name=name or root.name or "imagefolder",
+        preprocessing={"invert": invert, "resize": resize},
     )
+
+
+def _warn_crops(root: Path, files: Sequence[Path], sizes: Sequence[tuple[int, int]], image_size: int) -> None:
+    losses = [crop_loss(w, h) for w, h in sizes]
+    cut = [i for i, v in enumerate(losses) if v > CROP_WARN_FRACTION]
+    if cut:
+        worst = max(cut, key=losses.__getitem__)
+        w, h = sizes[worst]
+        log.warning(
+            "%d of %d images under %s are not square: centre-cropping them to %dx%d cut off up to %.0f%% of an "
+            "image (%s, %dx%d); read them with resize='pad' (CLI: --resize pad) to keep whole images",
+            len(cut), len(files), root, image_size, image_size, 100 * losses[worst], files[worst].name, w, h)

@@ -111,6 +111,7 @@ def load_source(
             groups=data.groups,
             name=data.name,
             official_test=data.official_test,
+            preprocessing=data.preprocessing,
         )
     return data
 
@@ -207,7 +208,10 @@ def _glyphs_source(
     cache: bool = True,
 ) -> ImageSet:
     # root is ignored: the data is rendered from matplotlib's fonts and cached under cache_dir().
-    return load_glyphs(image_size, per_class, max_classes, min_fonts, seed, cache=cache)
+    data = load_glyphs(image_size, per_class, max_classes, min_fonts, seed, cache=cache)
+    # rendered as bright strokes on black: a user's files of characters are inverted when their border is
+    # bright (dark ink on light paper) and read as they are otherwise
+    return data.with_preprocessing(invert="auto", resize="crop")
 
 
 # ---------------------------------------------------------------------- Omniglot
@@ -305,7 +309,9 @@ def load_omniglot(
         json.dumps([_OMNIGLOT_CACHE_VERSION, image_size, fingerprint], sort_keys=True).encode()
     ).hexdigest()[:20]
     data = cached_build(cache_dir() / "omniglot" / f"omniglot-{image_size}-{key}.safetensors", build)
-    return data.with_channels(channels)
+    # the files are black ink on white paper and every one was inverted above: a gene trained on this set
+    # inverts a user's Omniglot-style files the same way
+    return data.with_channels(channels).with_preprocessing(invert=True, resize="crop")
 
 
 @register_source("omniglot")
