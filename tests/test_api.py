@@ -16,3 +16,13 @@ def test_import_learngene_does_not_import_torch():
     code = "import sys, learngene; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def test_dir_lists_the_public_api_only():
+    """Issue 19 item 2: `dir(learngene)` listed the module's helpers (Any, annotations, importlib)."""
+    import types
+
+    shown = {n for n in dir(learngene) if not n.startswith("__")}
+    submodules = {n for n in shown if isinstance(getattr(learngene, n), types.ModuleType)}
+    assert shown - submodules == set(learngene.__all__) - {"__version__"}
+    assert "predict" in shown and callable(learngene.predict)

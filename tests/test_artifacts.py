@@ -15,6 +15,7 @@ from learngene.artifacts import (
     GRADIENT_STATS,
     INDIVIDUAL,
     NETWORK,
+    TRANSFORMER_GENE,
     load_artifact,
     save_artifact,
 )
@@ -115,3 +116,24 @@ def test_saving_never_destroys_another_kind_of_artifact(tmp_path, first, second)
         save_artifact(tmp_path / "x", second, _tensors(), {})
     assert (tmp_path / "x" / first.weights).read_bytes() == before
     load_artifact(tmp_path / "x", first)  # still whole
+
+
+@pytest.mark.parametrize("kind", [*KINDS, TRANSFORMER_GENE], ids=lambda k: k.noun)
+def test_every_kind_refuses_a_hand_edited_field(tmp_path, kind):
+    """Issue 19 item 5: a field edit that leaves the tensors' shapes fitting (image size, pool, channels) is
+    caught by fields_sha256 for every kind, whatever the field holds (no list of keys to keep up to date)."""
+    fields = {"input_spec": {"image_size": 32, "channels": 1, "pool": True}, "provenance": {"seed": 0}}
+    for key, value in (("image_size", 64), ("pool", False), ("invert", True)):
+        save_artifact(tmp_path / key, kind, _tensors(), fields)
+        path = tmp_path / key / kind.manifest
+        m = json.loads(path.read_text())
+        m["input_spec"][key] = value
+        path.write_text(json.dumps(m, indent=4))  # reformatted as an editor would: only the values count
+        with pytest.raises(kind.error, match=f"{kind.manifest} was edited after learngene wrote it: 'input_spec' "
+                                             "differs"):
+            load_artifact(tmp_path / key, kind)
+    # the untouched manifest, reformatted, still loads
+    save_artifact(tmp_path / "same", kind, _tensors(), fields)
+    path = tmp_path / "same" / kind.manifest
+    path.write_text(json.dumps(json.loads(path.read_text()), indent=1, sort_keys=True))
+    load_artifact(tmp_path / "same", kind)

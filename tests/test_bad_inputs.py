@@ -81,6 +81,7 @@ def image_folder(root: Path, classes: list[str], per_class: int, seed: int = 0) 
 class Ctx:
     built: Built
     tmp: Path
+    mp: pytest.MonkeyPatch | None = None  # for the few rows that simulate what a test machine cannot do
 
     def copy(self, src: Path, name: str) -> Path:
         dst = self.tmp / name
@@ -196,6 +197,24 @@ def _gene_manifest_shape_mismatch(c: Ctx):
     return ["inspect", str(gene)]
 
 
+def _gene_manifest_edited_image_size(c: Ctx):
+    gene = c.gene_copy()  # the tensors still fit a 32x32 input: only the field checksum notices
+    edit_json(gene / "learngene.json", lambda m: m["input_spec"].update(image_size=2 * m["input_spec"]["image_size"]))
+    return ["inherit", "--gene", str(gene), "--support", str(c.built.support), "--out", str(c.tmp / "m")]
+
+
+def _gene_manifest_edited_pool(c: Ctx):
+    gene = c.gene_copy()
+    edit_json(gene / "learngene.json", lambda m: m["layers"][-1].update(pool=not m["layers"][-1]["pool"]))
+    return ["inspect", str(gene)]
+
+
+def _gene_manifest_checksums_removed(c: Ctx):
+    gene = c.gene_copy()
+    edit_json(gene / "learngene.json", lambda m: m.pop("fields_sha256"))
+    return ["inspect", str(gene)]
+
+
 def _gene_incompatible_version(c: Ctx):
     gene = c.gene_copy()
     edit_json(gene / "learngene.json", lambda m: m.update(version="99.0.0"))
@@ -231,10 +250,53 @@ def _unwritable_output_dir(c: Ctx):
     return ["run", *SMOKE, "--out", str(c.tmp / "a_file" / "out"), "--quiet"]
 
 
+def _read_only(c: Ctx) -> Path:
+    """An existing, empty folder on a (simulated) read-only filesystem: creating any file in it fails EROFS."""
+    import errno
+    import os
+    import tempfile
+
+    ro = c.tmp / "ro"
+    ro.mkdir()
+    real_open, real_mkstemp = os.open, tempfile.mkstemp
+
+    def refuse(where) -> None:
+        if Path(where).resolve().is_relative_to(ro.resolve()):
+            raise OSError(errno.EROFS, "Read-only file system", str(where))
+
+    def fake_open(path, flags, *args, **kwargs):
+        if flags & os.O_CREAT:
+            refuse(path)
+        return real_open(path, flags, *args, **kwargs)
+
+    def fake_mkstemp(*args, dir=None, **kwargs):
+        refuse(dir or ".")
+        return real_mkstemp(*args, dir=dir, **kwargs)
+
+    c.mp.setattr(os, "open", fake_open)
+    c.mp.setattr(tempfile, "mkstemp", fake_mkstemp)
+    return ro
+
+
+def _without_timm(c: Ctx) -> list[str]:
+    """As installed by the README's CPU-only command: timm (and torchvision) absent."""
+    import sys
+
+    for name in [n for n in sys.modules if n == "timm" or n.startswith("timm.")] or ["timm"]:
+        c.mp.setitem(sys.modules, name, None)
+    return ["run", "--preset", "vit-smoke", "--out", str(c.tmp / "v"), "--quiet", "--device", "cpu"]
+
+
 def _output_not_empty(c: Ctx):
     (c.tmp / "out").mkdir()
     (c.tmp / "out" / "old.txt").write_text("x")
     return ["run", *SMOKE, "--out", str(c.tmp / "out"), "--quiet"]
+
+
+def _tune_output_not_empty(c: Ctx):
+    (c.tmp / "t" / "trials").mkdir(parents=True)
+    (c.tmp / "t" / "tune.md").write_text("an earlier tuning")
+    return ["tune", *SMOKE, "--param", "train.epochs=1,3", "--out", str(c.tmp / "t"), "--quiet"]
 
 
 def _inherit_output_not_empty(c: Ctx):
@@ -333,6 +395,18 @@ def _model_manifest_edited(c: Ctx):
     return ["predict", "--model", str(model), str(c.built.support)]
 
 
+def _model_manifest_edited_preprocessing(c: Ctx):
+    model = c.copy(c.built.model, "model")
+    edit_json(model / "model.json", lambda m: m["preprocessing"].update(std=[2 * v for v in m["preprocessing"]["std"]]))
+    return ["predict", "--model", str(model), str(c.built.support)]
+
+
+def _network_manifest_edited(c: Ctx):
+    coll = c.collective_copy()
+    edit_json(coll / "model" / "network.json", lambda m: m["input_spec"].update(mean=[0.0] * len(m["input_spec"]["mean"])))
+    return ["select", "--run", str(coll), "--out", str(c.tmp / "g")]
+
+
 def _evaluate_output_under_file(c: Ctx):
     (c.tmp / "a_file").write_text("x")
     return ["evaluate", "--run", str(c.built.collective), "--gene", str(c.built.gene), "--out",
@@ -422,11 +496,58 @@ def _gene_labelled(c: Ctx, version: str):
     return ["inspect", str(gene)]
 
 
+# ------------------------------------------------------------------------------------------ the Python API (issue 19)
+def _few_shot(c: Ctx, *, x=None, y=None, ways: int = 3):
+    """train_few_shot on the smoke gene's individual model, with one argument spoiled."""
+    from learngene.config import IndividualConfig
+    from learngene.gene import Learngene
+    from learngene.individual import build_individual, train_few_shot
+
+    gene = Learngene.load(c.built.gene)
+    size, channels = gene.input_spec["image_size"], gene.input_spec["channels"]
+    settings = IndividualConfig(epochs=1)
+    model = build_individual(gene, settings, ways, seed=0)
+    x = x if x is not None else gene.preprocess(torch.randint(0, 256, (2 * ways, channels, size, size),
+                                                              dtype=torch.uint8))
+    y = y if y is not None else torch.arange(ways).repeat(2)
+    return Api(DataError, lambda: train_few_shot(model, x, y, settings))
+
+
+def _gray(n: int, size: int = 16, channels: int = 1) -> torch.Tensor:
+    return torch.randint(0, 256, (n, channels, size, size), dtype=torch.uint8)
+
+
+def _build_individual_zero_classes(c: Ctx):
+    from learngene.config import IndividualConfig
+    from learngene.gene import Learngene
+    from learngene.individual import build_individual
+
+    gene = Learngene.load(c.built.gene)
+    return Api(ModelError, lambda: build_individual(gene, IndividualConfig(), num_classes=0))
+
+
+def _tiny_imageset(n_classes: int):
+    from learngene.data import ImageSet
+
+    return ImageSet(_gray(4 * n_classes, 8), torch.arange(n_classes).repeat_interleave(4),
+                    [f"c{i}" for i in range(n_classes)], [f"g{i}" for i in range(n_classes)], "tiny")
+
+
+def _stream(n_classes: int, **kwargs):
+    from learngene.data import TaskStream
+
+    data = _tiny_imageset(n_classes)
+    return Api(DataError, lambda: TaskStream.from_dataset(data, **kwargs))
+
+
 # ------------------------------------------------------------------------------------------ the table
 # (id, how to provoke it, the exact key phrase the user sees)
 BAD_INPUTS: list[tuple[str, Callable[[Ctx], Any], str]] = [
     # data
-    ("missing_dataset_root", _missing_dataset_root, "Omniglot data folder not found"),
+    ("missing_dataset_root", _missing_dataset_root,
+     "/nowhere does not exist; learngene downloads nothing: get "
+     "images_background_small1.zip and images_background_small2.zip from the Omniglot repository "
+     "(github.com/brendenlake/omniglot, folder python/)"),
     ("support_folder_missing", _support_missing, "does not exist; expected a folder laid out as"),
     ("empty_class_folder", _empty_class_folder, "is empty: expected image files"),
     ("support_single_class", _support_single_class, "a classifier needs at least 2 classes"),
@@ -436,6 +557,11 @@ BAD_INPUTS: list[tuple[str, Callable[[Ctx], Any], str]] = [
     ("more_ways_than_novel_classes", lambda c: _evaluate(c, "50way1shot"), "asked for 50-way but only"),
     ("stream_ways_exceed_source", lambda c: _collective(c, "--set", "stream.ways=50"),
      "asked for 50 classes per task but the split has only"),
+    ("stream_one_novel_class", lambda c: _stream(5, n_tasks=3, ways=2),
+     "novel_fraction = 0.25 of 5 classes leaves 1 novel class(es); the individual models' few-shot tasks need at "
+     "least 2"),
+    ("stream_every_task_same_classes", lambda c: _stream(8, n_tasks=3, ways=6),
+     "ways = 6 is every source class, so all 3 tasks would hold the same 6 classes"),
     ("overlapping_splits", _overlapping_splits, "class split overlaps: 1 class(es) in both source and novel: b"),
     ("image_too_large_in_support", _image_too_large_in_support,
      "is 20000x10000 = 200,000,000 pixels, over the limit of 150,000,000 pixels"),
@@ -461,6 +587,8 @@ BAD_INPUTS: list[tuple[str, Callable[[Ctx], Any], str]] = [
     ("negative_epochs", lambda c: _collective(c, "--set", "train.epochs=-2"), "train.epochs = -2 must be > 0"),
     ("lr_for_untrained_method", lambda c: _collective(c, "--set", "evaluate.method_lr.joint=0.1"),
      "evaluate.method_lr.joint: 'joint' does not train on the target task"),
+    ("vit_without_timm", _without_timm,
+     "learngene run: error: the transformer learngenes need timm, which cannot be imported here ("),
     ("collective_with_vit_preset", lambda c: ["collective", "--preset", "vit-smoke", "--out", str(c.tmp / "o")],
      "is a stage of the CNN paradigm but this config has paradigm = 'vit'"),
     ("one_way_stream", lambda c: _collective(c, "--set", "stream.ways=1"),
@@ -489,10 +617,29 @@ BAD_INPUTS: list[tuple[str, Callable[[Ctx], Any], str]] = [
     # genes and models
     ("gene_before_channel_mismatch", _gene_before_channel_mismatch, "but the gene expects"),
     ("gene_layers_do_not_chain", _gene_layers_do_not_chain, "gene layers must chain"),
-    ("gene_manifest_shape_mismatch", _gene_manifest_shape_mismatch, "expected conv.weight shape [8, 7, 3, 3]"),
+    ("individual_zero_classes", _build_individual_zero_classes,
+     "num_classes = 0; a classifier needs at least 2 classes"),
+    ("few_shot_uint8_images", lambda c: _few_shot(c, x=_gray(6)),
+     "support images are uint8 pixels, but the model takes normalized float images; pass gene.preprocess(images)"),
+    ("few_shot_wrong_image_size", lambda c: _few_shot(c, x=_gray(6, 28).float()),
+     "support images are 28x28 but the model takes 16x16; resize them first"),
+    ("few_shot_wrong_channels", lambda c: _few_shot(c, x=_gray(6, channels=3).float()),
+     "support images have 3 channel(s) but the model takes 1; convert the images first"),
+    ("few_shot_labels_count_mismatch", lambda c: _few_shot(c, y=torch.arange(3).repeat(2)[:5]),
+     "the support set has 6 images but 5 labels; give exactly one label per image"),
+    ("few_shot_label_out_of_range", lambda c: _few_shot(c, y=torch.tensor([0, 1, 2, 3, 0, 1])),
+     "the support set labels range over 0..3 but the model has 3 outputs (classes 0..2)"),
+    ("gene_manifest_shape_mismatch", _gene_manifest_shape_mismatch,
+     "learngene.json was edited after learngene wrote it: 'layers' differs (checked by fields_sha256)"),
+    ("gene_manifest_edited_image_size", _gene_manifest_edited_image_size,
+     "learngene.json was edited after learngene wrote it: 'input_spec' differs (checked by fields_sha256); an edited "
+     "manifest would make learngene use the tensors otherwise than they were made for"),
+    ("gene_manifest_edited_pool", _gene_manifest_edited_pool, "was edited after learngene wrote it: 'layers' differs"),
+    ("gene_manifest_checksums_removed", _gene_manifest_checksums_removed,
+     "has no 'fields_sha256', which every learngene written by learngene 0.2 or later records"),
     ("gene_incompatible_version", _gene_incompatible_version, "made by learngene 99.0.0"),
-    ("gene_newer_version", lambda c: _gene_labelled(c, "0.2.0"),
-     "incompatible format, written by a newer learngene; upgrade learngene to 0.2 or later"),
+    ("gene_newer_version", lambda c: _gene_labelled(c, "0.3.0"),
+     "incompatible format, written by a newer learngene; upgrade learngene to 0.3 or later"),
     ("gene_older_version", lambda c: _gene_labelled(c, "0.0.9"),
      "incompatible format, written by an older learngene"),
     ("gene_malformed_version", lambda c: _gene_labelled(c, "0.1"),
@@ -501,18 +648,39 @@ BAD_INPUTS: list[tuple[str, Callable[[Ctx], Any], str]] = [
     ("foreign_file_as_gene", _foreign_file_as_gene, "not a learngene"),
     ("foreign_manifest_as_gene", _foreign_manifest_as_gene, "has format 'onnx', expected 'learngene/v1'"),
     ("run_dir_as_gene", _run_dir_as_gene, "not a learngene (no learngene.json in"),
+    ("inspect_run_dir", lambda c: ["inspect", str(c.built.run)],
+     "holds a run, not a learngene; its learngene is"),
     ("predict_dir_not_model", _predict_dir_not_model, "not an individual model (no model.json in"),
     ("predict_missing_image", _predict_missing_image, "does not exist; pass image files or folders of images"),
     ("tampered_model", _tampered_model, "tampered: sha256 mismatch"),
-    ("model_manifest_edited", _model_manifest_edited, "'classes' must list the model's 3 class names"),
+    ("model_manifest_edited", _model_manifest_edited, "model.json was edited after learngene wrote it: 'classes' differs"),
+    ("model_manifest_edited_preprocessing", _model_manifest_edited_preprocessing,
+     "model.json was edited after learngene wrote it: 'preprocessing' differs"),
+    ("network_manifest_edited", _network_manifest_edited,
+     "network.json was edited after learngene wrote it: 'input_spec' differs"),
     # output directories, runs and checkpoints
     ("unwritable_output_dir", _unwritable_output_dir, "cannot create output directory"),
+    ("read_only_output_dir", lambda c: ["collective", *SMOKE, "--out", str(_read_only(c)), "--quiet"],
+     "ro: Read-only file system; choose a location on a writable filesystem"),
+    ("run_read_only_output_dir", lambda c: ["run", *SMOKE, "--out", str(_read_only(c)), "--quiet"],
+     "ro: Read-only file system; choose a location on a writable filesystem"),
+    ("output_name_too_long", lambda c: [*_inherit_from(c, c.built.support)[:-1], str(c.tmp / ("x" * 300) / "m")],
+     "File name too long (at most 255 characters per folder or file name, 4096 for the whole path); choose a "
+     "shorter path"),
+    ("run_output_path_too_long", lambda c: ["run", *SMOKE, "--quiet", "--out",
+                                            str(c.tmp.joinpath(*["d" * 200] * 25))],
+     "File name too long (at most 255 characters per folder or file name, 4096 for the whole path)"),
     ("evaluate_output_under_file", _evaluate_output_under_file, "cannot create output directory"),
     ("output_not_empty", _output_not_empty, "is not empty (1 entries); pass --overwrite"),
+    ("tune_output_not_empty", _tune_output_not_empty,
+     "is not empty (2 entries); pass --overwrite to write into it anyway, --resume to continue a run there"),
     ("inherit_output_not_empty", _inherit_output_not_empty,
      "is not empty (1 entries); pass --overwrite to write into it anyway, or choose an empty directory"),
     ("depth_for_cnn_gene", lambda c: [*_inherit_from(c, c.built.support), "--depth", "4"],
      "--depth builds transformer descendants, but"),
+    ("missing_gene_with_depth", lambda c: ["inherit", "--gene", str(c.tmp / "DOES-NOT-EXIST"), "--depth", "5",
+                                           "--support", str(c.built.support), "--out", str(c.tmp / "m")],
+     "DOES-NOT-EXIST: no such file or directory; pass a learngene directory"),
     ("inherit_over_gene", _inherit_over_gene,
      "holds a learngene, not an individual model; learngene never writes one kind of artifact over another"),
     ("select_into_collective_run", _select_into_collective,
@@ -531,7 +699,7 @@ BAD_INPUTS: list[tuple[str, Callable[[Ctx], Any], str]] = [
     ("corrupt_checkpoint", _corrupt_checkpoint, "fails its checksum"),
     ("select_on_paradigm_dir", _select_on_paradigm_dir, "this looks like the output of `learngene run`"),
     # training
-    ("non_finite_loss", lambda c: _collective(c, "--set", "train.lr=1e30"), "at task 0, epoch 0, batch"),
+    ("non_finite_loss", lambda c: _collective(c, "--set", "train.lr=1e30"), "at task 1/3, epoch 1, batch"),
 ]
 
 
@@ -544,7 +712,7 @@ def built(tmp_path_factory) -> Built:
 def test_bad_input(row_id, provoke, phrase, built, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)  # a relative default (../shared/data) must not find real data by accident
     monkeypatch.delenv("LEARNGENE_DEBUG", raising=False)
-    how = provoke(Ctx(built, tmp_path))
+    how = provoke(Ctx(built, tmp_path, monkeypatch))
     capsys.readouterr()  # drop what building the shared artifacts printed
     if isinstance(how, Api):
         with pytest.raises(how.error) as info:
@@ -602,3 +770,21 @@ def test_disk_full_while_plotting_keeps_checkpoints_and_resumes(tmp_path, capsys
     monkeypatch.setattr(os, "fsync", real_fsync)
     assert main([*args, "--resume"]) == 0
     assert (out / "report.json").is_file() and (out / "collective" / "plots" / "forgetting_curve.png").is_file()
+
+
+@pytest.mark.parametrize("fmt", [[], ["--json"]], ids=["text", "json"])
+def test_predict_into_a_closed_pipe_stops_quietly(built, tmp_path, fmt):
+    """`learngene predict ... | head -1` (issue 19 item 3): the reader goes away; no BrokenPipeError traceback."""
+    import os
+    import subprocess
+    import sys
+
+    src = Path(__file__).resolve().parents[1] / "src"
+    env = {**os.environ, "PYTHONPATH": str(src)}
+    env.pop("LEARNGENE_DEBUG", None)
+    proc = subprocess.Popen([sys.executable, "-m", "learngene", "predict", "--model", str(built.model),
+                             str(built.support), *fmt], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    proc.stdout.close()  # the reader is gone before anything is written
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141, err
+    assert "Traceback" not in err and "BrokenPipe" not in err, err

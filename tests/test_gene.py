@@ -6,6 +6,7 @@ import copy
 import json
 import os
 import pickle
+import re
 import tempfile
 import time
 from collections.abc import Callable
@@ -75,10 +76,17 @@ def gene_dir(tmp_path: Path) -> Path:
     return _gene().save(tmp_path / "gene")
 
 
-def _edit_manifest(directory: Path, edit: Callable[[dict], Any]) -> None:
+def _edit_manifest(directory: Path, edit: Callable[[dict], Any], resign: bool = True) -> None:
+    """Edit learngene.json; ``resign`` recomputes fields_sha256 as a tool that wrote the edit would, so the
+    validators behind the checksum are reached (a plain hand edit stops at the checksum: test_hand_edits_...)."""
+    from learngene.artifacts import GENE, fields_sha256
+
     path = directory / MANIFEST_FILE
     manifest = json.loads(path.read_text())
     edit(manifest)
+    if resign and isinstance(manifest, dict) and isinstance(manifest.get("fields_sha256"), dict):
+        reserved = ("format", "version", "fields_sha256", "tensors", "sha256")
+        manifest["fields_sha256"] = fields_sha256(GENE, {k: v for k, v in manifest.items() if k not in reserved})
     path.write_text(json.dumps(manifest))
 
 
@@ -304,6 +312,45 @@ def test_edited_manifest_is_refused(gene_dir: Path, edit: Callable[[dict], None]
     _edit_manifest(gene_dir, edit)
     with pytest.raises(GeneError, match=match):
         Learngene.load(gene_dir)
+
+
+@pytest.mark.parametrize(
+    ("edit", "field"),
+    [
+        (_set(["input_spec", "image_size"], 64), "'input_spec' differs"),  # shapes still fit: used to load
+        (_set(["input_spec", "mean"], [0.9]), "'input_spec' differs"),
+        (_set(["input_spec", "invert"], True), "'input_spec' differs"),  # a field added later is covered too
+        (_set(["layers", 1, "pool"], False), "'layers' differs"),
+        (_set(["layers", 0, "in_channels"], 7), "'layers' differs"),
+        (_delete("input_spec"), "'input_spec' was removed"),
+        (_set(["extra"], {"resize": "pad"}), "'extra' was added"),
+        (_delete("fields_sha256"), "has no 'fields_sha256', which every learngene written by learngene 0.2"),
+        (_set(["fields_sha256"], "abc"), "'fields_sha256' must map field names to SHA-256 digests"),
+    ],
+)
+def test_hand_edits_that_change_how_the_weights_are_used_are_refused(gene_dir, edit, field) -> None:
+    """Issue 19 item 5: image_size 32 -> 64 or pool true -> false loaded, because only the tensors were hashed."""
+    _edit_manifest(gene_dir, edit, resign=False)
+    with pytest.raises(GeneError, match=re.escape(field)) as info:
+        Learngene.load(gene_dir)
+    assert "restore the original learngene.json or re-export the gene with learngene select" in str(info.value)
+
+
+@pytest.mark.parametrize("edit", [_set(["provenance", "note"], "trained on the lab GPU"),
+                                  _set(["criterion", "reason"], "chosen by hand")])
+def test_descriptive_fields_stay_editable(gene_dir, edit) -> None:
+    _edit_manifest(gene_dir, edit, resign=False)
+    Learngene.load(gene_dir)
+
+
+def test_a_gene_from_before_fields_were_checksummed_still_loads(gene_dir) -> None:
+    """0.1.x genes have no fields_sha256: they load by the version rule (only the tensor checksum applies)."""
+    def older(m: dict) -> None:
+        m.pop("fields_sha256")
+        m["version"] = "0.1.0"
+
+    _edit_manifest(gene_dir, older, resign=False)
+    assert Learngene.load(gene_dir).made_by == "0.1.0"
 
 
 def test_layer_shape_mismatch_names_layer_and_shapes(gene_dir: Path) -> None:

@@ -31,3 +31,30 @@ def test_library_logs_reach_a_users_own_handler(tmp_path, caplog):
     with caplog.at_level(logging.INFO, logger="learngene"):
         run_collective(load_config("smoke", overrides=["stream.tasks=2"]), tmp_path / "run", progress=False)
     assert any("task 2/2: avg acc" in r.getMessage() for r in caplog.records)
+
+
+def test_no_progress_bar_frames_in_a_redirected_log(tmp_path, capsys):
+    """Issue 19 item 10: tqdm's redraws (carriage returns) ended up in stderr redirected to a file; off a terminal
+    only the log lines remain."""
+    assert main([*ARGS, "--out", str(tmp_path / "r")]) == 0  # no --quiet: bars wanted, but stderr is no TTY
+    err = capsys.readouterr().err
+    assert "task 1/2: avg acc" in err and "\r" not in err and "it/s" not in err
+
+
+def test_progress_bar_draws_on_a_terminal(monkeypatch):
+    import io
+
+    from learngene.runtime import progress_bar
+
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    out = Tty()
+    for _ in progress_bar(range(3), desc="x", file=out, mininterval=0):
+        pass
+    assert "\r" in out.getvalue() and "3/3" in out.getvalue()
+    off = Tty()
+    for _ in progress_bar(range(3), enabled=False, file=off):
+        pass
+    assert off.getvalue() == ""

@@ -46,6 +46,9 @@ def test_report_schema(run_dir):
     assert ind["methods"]["learngene"]["inherited_params"] > 0
     assert set(ind["settings"]) == set(report["config"]["evaluate"]["settings"])
     assert report["criterion"]["selected"] and all(n.startswith("features.") for n in report["criterion"]["selected"])
+    trained = [m for m in METHODS if m not in NCM_METHODS]
+    assert all(0 <= ind["methods"][m]["ece_mean"] <= 1 for m in trained)  # calibration of the trained rows
+    assert "ece_mean" not in ind["methods"]["ncm-collective"]
     assert 0.0 <= report["collective"]["open_world"]["auroc"] <= 1.0
     assert report["seed"] == 0 and report["config"]["preset"] == "smoke"
     split = report["split"]
@@ -55,7 +58,8 @@ def test_report_schema(run_dir):
         assert (run_dir / name).is_file(), name
     md = (run_dir / "report.md").read_text()
     assert "| learngene |" in md and "| ncm-collective |" in md and "| protonet |" in md
-    assert "vs scratch (paired, 95% CI)" in md and "ncm-collective - joint" in md
+    assert "vs scratch (paired)" in md and "ncm-collective - joint" in md
+    assert "calibration (ECE of the top softmax score" in md and "not probabilities" in md
 
 
 def test_inspect(run_dir, capsys):
@@ -85,12 +89,30 @@ def test_inherit_and_predict(run_dir, tmp_path, capsys):
     args = ["inherit", "--gene", str(run_dir / "gene"), "--support", str(tmp_path / "support"),
             "--query", str(tmp_path / "query"), "--out", str(tmp_path / "model"), "--preset", "smoke"]
     assert main(args) == 0
-    assert "query accuracy" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "query accuracy" in out and "calibration error (ECE)" in out and "not probabilities" in out
     manifest = json.loads((tmp_path / "model" / "model.json").read_text())
+    cal = manifest["query_calibration"]  # issue 19 item 9: measured on the query folder, kept with the model
+    assert 0 <= cal["ece"] <= 1 and cal["accuracy"] == pytest.approx(manifest["query_accuracy"])
+    # issue 19 item 10: inspect describes a model instead of saying "not a learngene"
+    assert main(["inspect", str(tmp_path / "model")]) == 0
+    shown = capsys.readouterr().out
+    assert shown.startswith("individual model") and ", ".join(manifest["classes"]) in shown
+    assert "query accuracy" in shown and "not calibrated probabilities" in shown
     assert manifest["classes"] == sorted(c.replace("+", "_") for c in classes)
     assert main(["predict", "--model", str(tmp_path / "model"), str(tmp_path / "query"), "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
-    assert len(rows) == 9 and all(r["class"] in manifest["classes"] and 0 < r["confidence"] <= 1 for r in rows)
+    assert len(rows) == 9 and all(r["class"] in manifest["classes"] and 0 < r["score"] <= 1 for r in rows)
+    # the same call from Python (issue 19 item 2): same rows, and the same scores from a tensor of pixels
+    import learngene as lg
+    from learngene.data.images import load_image
+
+    assert lg.predict(tmp_path / "model", tmp_path / "query") == rows
+    model, meta = lg.load_individual(tmp_path / "model")
+    pre = meta["preprocessing"]
+    pixels = torch.stack([load_image(r["image"], pre["image_size"], pre["channels"]) for r in rows])
+    again = lg.predict(model, pixels, classes=meta["classes"], preprocessing=pre)
+    assert [(r["class"], r["score"]) for r in again] == [(r["class"], r["score"]) for r in rows]
     # an existing output directory is refused without --overwrite
     assert main(args) == 2
     assert "--overwrite" in capsys.readouterr().err
@@ -195,6 +217,12 @@ def test_rerunning_evaluate_reuses_the_cached_baselines(run_dir, tmp_path, monke
     assert again["baselines"] == first["baselines"]  # the report does not depend on the cache's state
     for name in ("joint", "protonet", "ncm-collective"):
         assert again["methods"][name]["accuracies"] == first["methods"][name]["accuracies"]
+    # issue 19 item 10: a report and plots beside evaluation.json, as `run` writes them
+    md = (tmp_path / "eval" / "evaluation.md").read_text()
+    assert md.startswith("# learngene evaluation") and "| learngene |" in md and "vs scratch (paired)" in md
+    for setting in again["settings"]:
+        assert (tmp_path / "eval" / "plots" / f"accuracy_{setting}.png").is_file()
+        assert (tmp_path / "eval" / "plots" / f"convergence_{setting}.png").is_file()
 
 
 @pytest.mark.parametrize(
@@ -278,3 +306,36 @@ def test_a_criterion_that_scores_no_pseudo_tasks_needs_no_pseudo_task_data(run_d
     args = ["select", "--run", str(run_dir / "collective"), "--out", str(tmp_path / "g"), "--set",
             "criterion.name='gradient_stability'", "--set", "criterion.pseudo_shots=8"]
     assert main(args) == 0
+
+
+def test_run_resume_needs_no_preset(run_dir, tmp_path, capsys):
+    """Issue 19 item 10: `run --out R --resume` demanded --preset or --config although the run stores its config."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    assert main(["run", "--out", str(run), "--resume", "--quiet", "--device", "cpu"]) == 0
+    before = json.loads((run_dir / "report.json").read_text())
+    after = json.loads((run / "report.json").read_text())
+    assert after["config"] == before["config"] and after["criterion"]["selected"] == before["criterion"]["selected"]
+    # a changed key is still refused, as with --preset
+    assert main(["run", "--out", str(run), "--resume", "--quiet", "--set", "train.epochs=7"]) == 2
+    assert "different configuration (train.epochs differ)" in capsys.readouterr().err
+
+
+def test_predict_json_keeps_class_names_as_written(run_dir, tmp_path, capsys):
+    """Issue 19 item 10: `predict --json` printed "caf\\u00e9" for a class folder named café."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    for name in ("café", "日本語", "😀-emoji"):
+        (tmp_path / "support" / name).mkdir(parents=True)
+        for k in range(2):
+            Image.fromarray(rng.integers(0, 256, (20, 20), dtype=np.uint8)).save(tmp_path / "support" / name / f"{k}.png")
+    assert main(["inherit", "--gene", str(run_dir / "gene"), "--support", str(tmp_path / "support"), "--out",
+                 str(tmp_path / "m"), "--preset", "smoke", "--set", "individual.epochs=1"]) == 0
+    capsys.readouterr()
+    assert main(["predict", "--model", str(tmp_path / "m"), str(tmp_path / "support"), "--json"]) == 0
+    out = capsys.readouterr().out
+    assert "\\\\u" not in out and "café" in out
+    assert {r["class"] for r in json.loads(out)} <= {"café", "日本語", "😀-emoji"}

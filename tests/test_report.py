@@ -1,5 +1,9 @@
 """report.md says what its numbers mean: no CI on too few episodes, the gene's shares, paired gains."""
 
+import math
+
+import pytest
+
 from learngene.report import methods_table, render
 
 
@@ -15,9 +19,17 @@ def test_no_confidence_interval_on_too_few_episodes():
     few = methods_table({"learngene": _row(2, ci=1.27, gain=0.1), "scratch": _row(2)})
     assert "±1.270" not in few and "n = 2: too few for a CI" in few
     many = methods_table({"learngene": _row(30, gain=0.1), "scratch": _row(30)})
-    assert "±0.050" in many and "+0.100 ±0.020 | yes" in many
+    assert "±0.050" in many and "+0.100 ±0.020 * |" in many and "n = 30 tasks per row" in many
     high = methods_table({"learngene": _row(30, acc=0.98, ci=0.05)})
     assert "[0.930, 1.000]" in high and "±0.050" not in high  # an accuracy's interval stops at 1
+
+
+def test_method_tables_stay_narrow():
+    """Issue 19 item 9: rows were about 150 characters wide."""
+    methods = {"gene-random-layers (= learngene)": {**_row(36, gain=-0.1234), "params": 1_234_567,
+                                                    "inherited_params": 1_000_000, "train_seconds_mean": 123.45},
+               "scratch": _row(36)}
+    assert max(len(line) for line in methods_table(methods).splitlines()) <= 110
 
 
 def test_report_states_gene_shares_and_what_epochs_to_90_means():
@@ -86,8 +98,8 @@ def test_error_bars_stay_within_0_and_1(tmp_path):
 
     fig = plot_bars({"high": 0.98, "low": 0.02, "mid": 0.5, "none": 0.5},
                     {"high": 0.05, "low": 0.05, "mid": 0.05, "none": float("nan")}, tmp_path / "b.png")
-    segments = fig.axes[0].collections[0].get_segments()  # the vertical error bars
-    ys = [y for seg in segments for _, y in seg]
+    segments = fig.axes[0].collections[0].get_segments()  # the (horizontal) error bars
+    ys = [x for seg in segments for x, _ in seg]
     assert min(ys) >= 0.0 and max(ys) <= 1.0
     assert max(ys) == 1.0 and min(ys) == 0.0 and 0.55 in [round(y, 6) for y in ys]
 
@@ -136,3 +148,72 @@ def test_headline_verdict_says_who_wins_by_how_much_and_whether_the_ci_excludes_
     few = headline_verdict(_ind(0.2, 0.5, n=2))
     assert "too few to tell" in few
     assert headline_verdict({"headline": "5way1shot", "methods": {}}).startswith("At the headline setting")
+
+
+def _overlapping(labels) -> list[tuple[str, str]]:
+    boxes = [(t.get_text(), t.get_window_extent()) for t in labels if t.get_text()]
+    return [(a, b) for i, (a, x) in enumerate(boxes) for b, y in boxes[i + 1:] if x.overlaps(y)]
+
+
+def test_accuracy_bars_name_every_method_once_without_overlap(tmp_path):
+    """Issue 19 item 9: the labels of accuracy_5way1shot.png overlapped, and gene-bottom, a copy of the learngene
+    run, had a bar of its own."""
+    from learngene.evaluate import list_methods
+    from learngene.plots import plot_bars
+
+    names = [*list_methods(), "a-method-with-a-long-registered-name"]
+    means = {n: 0.5 + 0.02 * i for i, n in enumerate(names)}
+    fig = plot_bars(means, {n: 0.05 for n in names}, tmp_path / "b.png", aliases={"gene-bottom": "learngene"})
+    ax = fig.axes[0]
+    fig.canvas.draw()
+    labels = [t.get_text() for t in ax.get_yticklabels()]
+    assert "learngene (= gene-bottom)" in labels and "gene-bottom" not in labels
+    assert len(ax.patches) == len(names) - 1  # one bar per distinct run
+    assert not _overlapping(ax.get_yticklabels() + ax.get_xticklabels())
+
+
+def test_criterion_plot_names_layers_as_the_report_does_on_a_unit_axis(tmp_path):
+    from learngene.plots import plot_criterion
+
+    cands = [{"layers": ["features.0"], "score": 1.0}, {"layers": ["features.0", "features.1"], "score": 0.8}]
+    ax = plot_criterion(cands, ["features.0"], tmp_path / "k.png").axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["features.0", "features.0, features.1"]
+    assert ax.get_xlim() == (0.0, 1.0)  # a score in [0, 1] on a [0, 1] axis, labels outside the bars
+    # gradient_stability scores are -(mean + std): negative, and still on the axis
+    neg = [{"layers": ["features.1"], "score": -0.2}, {"layers": ["features.2"], "score": -0.05}]
+    ax = plot_criterion(neg, ["features.2"]).axes[0]
+    low, high = ax.get_xlim()
+    assert low < -0.2 and high >= 0.0
+
+
+def test_tasks_are_counted_from_1_in_every_plot(tmp_path):
+    """Issue 19 item 9: the accuracy matrix and the gradient heatmap said 0-7 where the console said 1-8."""
+    import torch
+
+    from learngene.collective.recorder import GradientRecorder
+    from learngene.plots import plot_accuracy_matrix
+
+    ax = plot_accuracy_matrix([[0.9, None, None], [0.8, 0.7, None], [0.6, 0.7, 0.8]]).axes[0]
+    ax.figure.canvas.draw()
+    shown = [t.get_text() for t in ax.get_xticklabels() if t.get_text()]
+    assert shown == ["1", "2", "3"]
+    assert [t.get_text() for t in ax.get_yticklabels() if t.get_text()][0] == "1"
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3))
+    rec = GradientRecorder()
+    rec.attach(model)
+    for t in range(3):
+        model[0].weight.grad = torch.ones_like(model[0].weight)
+        rec.after_backward()
+        rec.end_epoch(task=t, epoch=0)
+    ax = rec.plot_heatmap(tmp_path / "h.png").axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["1", "2", "3"]
+
+
+def test_expected_calibration_error():
+    from learngene.stats import expected_calibration_error as ece
+
+    assert ece([1.0, 1.0, 1.0, 1.0], [True, False, True, False]) == 0.5  # sure of every answer, right half the time
+    assert ece([0.5, 0.5, 0.9] * 10, [True, False, True] * 10) == pytest.approx(0.1 / 3)
+    assert ece([0.75] * 4, [True, True, True, False]) == 0.0
+    assert math.isnan(ece([], []))

@@ -23,7 +23,7 @@ STAGES: list[tuple[int, tuple[str, ...]]] = [
     (3, ("learngene.collective", "learngene.distill")),
     (4, ("learngene.criterion", "learngene.linearity")),
     (5, ("learngene.gene", "learngene.gene_format", "learngene.vit_gene")),
-    (6, ("learngene.individual", "learngene.descendants")),
+    (6, ("learngene.individual", "learngene.descendants", "learngene.prediction")),
     (7, ("learngene.evaluate", "learngene.baselines")),
     (8, ("learngene.report", "learngene.pipeline", "learngene.paradigm", "learngene.tune", "learngene.vit_paradigm")),
     (9, ("learngene.cli", "learngene.cli_common", "learngene.cli_individual", "learngene.__main__")),

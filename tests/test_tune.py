@@ -50,7 +50,8 @@ def test_tune_scores_on_pseudo_tasks_and_resumes(tmp_path, monkeypatch):
         raise AssertionError("a finished trial was trained again")
 
     monkeypatch.setattr(t, "run_trial", boom)
-    again = tune(base, [parse_param("train.ewc_lambda=0,40")], out, setting="3way1shot", episodes=3, progress=False)
+    again = tune(base, [parse_param("train.ewc_lambda=0,40")], out, setting="3way1shot", episodes=3, progress=False,
+                 resume=True)
     assert again["rows"] == json.loads(json.dumps(summary["rows"]))
 
 
@@ -103,3 +104,25 @@ def test_tune_individual_settings_share_one_collective_run(tmp_path, monkeypatch
     assert all(0.0 <= r["individual"] <= 1.0 and r["gene"] for r in summary["rows"])
     assert summary["rows"][0]["individual"] >= summary["rows"][1]["individual"]
     assert "learngene 3way1shot" in (tmp_path / "t" / "tune.md").read_text()
+
+
+def test_tune_refuses_a_non_empty_out_like_every_command(tmp_path, capsys):
+    """Issue 19 item 4: a second tune into the same --out replaced tune.md and trials/001-seed0.json silently."""
+    out = tmp_path / "t"
+    args = ["tune", "--preset", "smoke", "--set", "stream.tasks=2", "--set", "train.epochs=1", "--setting",
+            "3way1shot", "--episodes", "2", "--out", str(out), "--quiet"]
+    assert main([*args, "--param", "train.epochs=1,2"]) == 0
+    before = {p.name: p.read_bytes() for p in (out / "trials").iterdir()}
+    md = (out / "tune.md").read_bytes()
+    capsys.readouterr()
+    assert main([*args, "--param", "train.epochs=1,3"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is not empty" in err[0] and "--overwrite" in err[0] and "--resume" in err[0], err
+    assert {p.name: p.read_bytes() for p in (out / "trials").iterdir()} == before  # nothing was touched
+    assert (out / "tune.md").read_bytes() == md
+    # --overwrite starts afresh: the earlier trials are gone, not mixed with the new ones
+    assert main([*args, "--param", "train.epochs=1,3", "--overwrite"]) == 0
+    assert "train.epochs=3" in (out / "tune.md").read_text() and "train.epochs=2" not in (out / "tune.md").read_text()
+    assert main(["tune", "--preset", "smoke", "--param", "train.epochs=1", "--out", str(tmp_path / "new"),
+                 "--resume"]) == 2
+    assert "--resume given but" in capsys.readouterr().err

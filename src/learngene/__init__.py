@@ -7,9 +7,6 @@ and the CLI's ``--help`` stay instant (no torch until a name that needs it is to
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
 from learngene.errors import (
     CheckpointError,
     ConfigError,
@@ -21,7 +18,7 @@ from learngene.errors import (
     NonFiniteError,
 )
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 # public name -> module that defines it (in the order of the data flow)
 _API = {
@@ -64,6 +61,7 @@ _API = {
     "train_few_shot": "learngene.individual",
     "save_individual": "learngene.individual",
     "load_individual": "learngene.individual",
+    "predict": "learngene.prediction",
     # transformer learngenes
     "TransformerGene": "learngene.vit_gene",
     "extract_tleg": "learngene.vit_gene",
@@ -92,7 +90,9 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> object:
+    import importlib  # here, not at the top: the package namespace holds the public API only
+
     module = _API.get(name)
     if module is None:
         raise AttributeError(f"module 'learngene' has no attribute {name!r}")
@@ -102,5 +102,9 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_API))
+    """The public API (and the submodules imported so far); not the helpers of this file."""
+    return sorted({n for n in globals() if not n.startswith("_") or n.startswith("__")} | set(_API))
+
+
+del annotations  # the __future__ import's flag is not part of the API
 

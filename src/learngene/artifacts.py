@@ -2,7 +2,8 @@
 
 * ``<weights>.safetensors`` -- the tensors, loaded without unpickling anything;
 * ``<manifest>.json`` -- ``format`` (the layout, e.g. ``learngene/v1``), ``version`` (the learngene release that
-  wrote it), the kind's own fields, an index of every tensor (shape, dtype) and the SHA-256 of the tensor file.
+  wrote it), the kind's own fields, ``fields_sha256`` (the SHA-256 of each of those fields), an index of every
+  tensor (shape, dtype) and the SHA-256 of the tensor file.
 
 The kinds are the learngene (:data:`GENE`), the collective network (:data:`NETWORK`), an individual model
 (:data:`INDIVIDUAL`), a cached baseline network (:data:`BASELINE`) and the gradient statistics
@@ -14,6 +15,14 @@ single weight is returned, and says what to do about it. The kind-specific field
 Versions (:func:`check_version`): ``format`` must match exactly; of ``version`` (MAJOR.MINOR.PATCH) the patch
 never matters; a newer MAJOR.MINOR than this learngene's is refused (it may store something this release would
 read wrongly), an older one loads if it has the same major and is not older than :data:`OLDEST_READABLE`.
+
+Fields (:func:`check_fields`): the tensors' checksum alone let a hand-edited manifest load whenever the shapes
+still fit (``channels`` 1 -> 3, ``image_size`` 32 -> 64, ``pool`` true -> false), and then the weights are used
+in a way they were never trained for. So every field of the manifest that can change how the tensors are used
+is checksummed too, one SHA-256 per top-level field over its canonical JSON (sorted keys, no spaces): a field
+added to ``input_spec`` or to a layer spec later is covered without being listed anywhere. Only the fields a
+kind declares ``descriptive`` (where the artifact came from, how a criterion scored it) are left out. Manifests
+of releases before :data:`FIELDS_CHECKED_SINCE` have no ``fields_sha256`` and still load by the version rule.
 """
 
 from __future__ import annotations
@@ -33,6 +42,7 @@ from learngene.safeio import _a, atomic_write_bytes, atomic_write_json, sha256_b
 
 __all__ = [
     "BASELINE",
+    "FIELDS_CHECKED_SINCE",
     "GENE",
     "GRADIENT_STATS",
     "INDIVIDUAL",
@@ -40,6 +50,7 @@ __all__ = [
     "OLDEST_READABLE",
     "TRANSFORMER_GENE",
     "ArtifactKind",
+    "check_fields",
     "check_version",
     "load_artifact",
     "package_version",
@@ -59,6 +70,8 @@ class ArtifactKind:
     remake: str = "write it again"  # how a user gets a good copy
     plural: str = ""  # "genes"; default noun + "s"
     where_from: str = ""  # which directory to pass instead, e.g. "the --out directory of `learngene inherit`"
+    # fields that only describe the artifact (provenance, scores): left out of fields_sha256, editable by hand
+    descriptive: tuple[str, ...] = ()
 
     @property
     def nouns(self) -> str:
@@ -67,15 +80,18 @@ class ArtifactKind:
 
 GENE = ArtifactKind("learngene", "learngene/v1", "learngene.json", error=GeneError,
                     remake="re-export the gene with learngene select", plural="genes",
-                    where_from="a learngene directory (the --out of `learngene select`, or the gene/ folder of a run)")
+                    where_from="a learngene directory (the --out of `learngene select`, or the gene/ folder of a run)",
+                    descriptive=("criterion", "provenance"))
 TRANSFORMER_GENE = ArtifactKind("transformer learngene", "learngene-vit/v1", "learngene.json", error=GeneError,
                                 remake="re-export the gene with learngene select", plural="transformer genes",
-                                where_from="a transformer learngene directory")
+                                where_from="a transformer learngene directory",
+                                descriptive=("criterion", "provenance"))
 NETWORK = ArtifactKind("collective network", "learngene-network/v1", "network.json",
                        remake="run the collective training again")
 INDIVIDUAL = ArtifactKind("individual model", "learngene-individual/v1", "model.json",
                           remake="run `learngene inherit` again",
-                          where_from="the --out directory of `learngene inherit` (or of save_individual)")
+                          where_from="the --out directory of `learngene inherit` (or of save_individual)",
+                          descriptive=("gene", "support", "provenance"))
 BASELINE = ArtifactKind("baseline", "learngene-baseline/v1", "baseline.json", remake="it is retrained when needed")
 GRADIENT_STATS = ArtifactKind("gradient statistics", "learngene-gradient-stats/v1", "gradient_stats.json",
                               weights="gradient_stats.safetensors", remake="run the collective training again",
@@ -86,6 +102,10 @@ KINDS = (GENE, TRANSFORMER_GENE, NETWORK, INDIVIDUAL, BASELINE, GRADIENT_STATS)
 # The oldest release whose artifacts this one reads (MAJOR, MINOR): 0.1 is the first release of these formats.
 # Raise it in the release that changes what a manifest or its tensors mean; change a kind's format for the layout.
 OLDEST_READABLE = (0, 1)
+# The first release whose manifests carry fields_sha256: from it on, a manifest without one was edited.
+FIELDS_CHECKED_SINCE = (0, 2)
+FIELDS_KEY = "fields_sha256"
+_RESERVED = ("format", "version", FIELDS_KEY, "tensors", "sha256")
 _MAX_MANIFEST_BYTES = 16 * 1024 * 1024  # far above any real manifest: a hostile file cannot make us allocate much
 _MAX_HEADER_BYTES = 16 * 1024 * 1024
 _SHA_RE = re.compile(r"[0-9a-f]{64}")
@@ -153,6 +173,48 @@ def check_version(made_by: Any, manifest_path: Path, kind: ArtifactKind = GENE) 
         )
 
 
+def _canonical_sha256(value: Any) -> str:
+    """SHA-256 of a JSON value's canonical text: the same value gives the same digest however it was formatted."""
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return sha256_bytes(text.encode("utf-8"))
+
+
+def fields_sha256(kind: ArtifactKind, fields: dict[str, Any]) -> dict[str, str]:
+    """The checksum of every field that is not ``kind.descriptive`` (what :func:`serialize` records)."""
+    return {k: _canonical_sha256(v) for k, v in sorted(fields.items()) if k not in kind.descriptive}
+
+
+def check_fields(manifest: dict[str, Any], kind: ArtifactKind, manifest_path: Path) -> None:
+    """Refuse a manifest whose fields differ from those it was written with (see the module docstring)."""
+    recorded = manifest.get(FIELDS_KEY)
+    fix = f"restore the original {kind.manifest} or {kind.remake}"
+    if recorded is None:
+        if _major_minor(manifest["version"], kind) < FIELDS_CHECKED_SINCE:
+            return  # written before fields were checksummed: the tensor checksum and the kind's checks apply
+        since = ".".join(map(str, FIELDS_CHECKED_SINCE))
+        raise kind.error(
+            f"{manifest_path} has no {FIELDS_KEY!r}, which every {kind.noun} written by learngene {since} or later "
+            f"records: the manifest was edited by hand or written by another tool; {fix}"
+        )
+    if not isinstance(recorded, dict) or not all(isinstance(v, str) and _SHA_RE.fullmatch(v) for v in recorded.values()):
+        raise kind.error(f"{manifest_path}: {FIELDS_KEY!r} must map field names to SHA-256 digests; the manifest was "
+                         f"edited or is corrupt; {fix}")
+    fields = {k: v for k, v in manifest.items() if k not in _RESERVED}
+    try:
+        now = fields_sha256(kind, fields)
+    except ValueError as err:  # allow_nan=False: a NaN cannot have been written by learngene
+        raise kind.error(f"{manifest_path}: a field holds a value learngene never writes ({err}); {fix}") from None
+    changed = sorted(k for k in set(now) | set(recorded) if now.get(k) != recorded.get(k))
+    if changed:
+        how = [f"{k!r} {'was removed' if k not in now else 'was added' if k not in recorded else 'differs'}"
+               for k in changed]
+        raise kind.error(
+            f"{manifest_path} was edited after learngene wrote it: {', '.join(how[:5])} (checked by {FIELDS_KEY}); "
+            f"an edited manifest would make learngene use the tensors otherwise than they were made for (another "
+            f"input size, channel count, pooling, normalization or class list); {fix}"
+        )
+
+
 def safetensors_header(data: bytes, where: Path, kind: ArtifactKind = GENE) -> tuple[dict, dict]:
     """Parse the safetensors JSON header (u64 little-endian length, then JSON) without trusting it."""
     if len(data) < 8:
@@ -181,13 +243,15 @@ def serialize(kind: ArtifactKind, tensors: dict[str, Tensor], fields: dict[str, 
         # order and the file (and its sha256) would differ between two saves of the same artifact
         metadata={"format": kind.format},
     )
-    reserved = {"format", "version", "tensors", "sha256"} & set(fields)
+    reserved = set(_RESERVED) & set(fields)
     if reserved:
         raise ValueError(f"artifact fields may not use the reserved names {sorted(reserved)}")
+    plain = json.loads(json.dumps(fields))
     manifest = {
         "format": kind.format,
         "version": version or package_version(),
-        **json.loads(json.dumps(fields)),
+        **plain,
+        FIELDS_KEY: fields_sha256(kind, plain),
         "tensors": {k: {"shape": list(v.shape), "dtype": dtype_name(v.dtype)} for k, v in sorted(tensors.items())},
         "sha256": sha256_bytes(data),
     }
@@ -256,6 +320,7 @@ def _read_manifest(path: Path, kind: ArtifactKind) -> tuple[Path, dict[str, Any]
             "(a file of another tool, or a newer format this version cannot read)"
         )
     check_version(manifest.get("version"), manifest_path, kind)
+    check_fields(manifest, kind, manifest_path)
     return directory, manifest
 
 

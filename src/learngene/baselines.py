@@ -37,7 +37,7 @@ from learngene.data.transforms import BatchAugment, normalize
 from learngene.errors import ConfigError, LearngeneError, NonFiniteError
 from learngene.models import model_from_config
 from learngene.models.io import load_network, save_network
-from learngene.runtime import derive_seed, generator, seeded
+from learngene.runtime import derive_seed, generator, progress_bar, seeded
 from learngene.safeio import sha256_bytes
 
 __all__ = [
@@ -301,8 +301,6 @@ def train_joint(
     Same optimizer settings, batch size and augmentation as the collective model; ``joint_plan`` sets the
     epochs.
     """
-    from tqdm.auto import tqdm
-
     plan = joint_plan(stream, cfg, budget_images)
     seed = derive_seed(cfg.seed, "baseline", "joint") % (2**31)
     model = _fresh_backbone(architecture, seed, device)
@@ -314,7 +312,7 @@ def train_joint(
     tick = time.perf_counter()
     losses: list[float] = []
     model.train()
-    for epoch in tqdm(range(plan["epochs"]), desc="joint baseline", disable=not progress, leave=False):
+    for epoch in progress_bar(range(plan["epochs"]), enabled=progress, desc="joint baseline"):
         with seeded(derive_seed(seed, "dropout", epoch) % (2**31)):  # dropout draws: the caller's global RNG is left alone
             gen = generator(derive_seed(seed, "epoch", epoch))
             order = idx[torch.randperm(len(idx), generator=gen)]
@@ -352,8 +350,6 @@ def train_protonet(
     the evaluation's NCM applies, so training and evaluation use one metric. Episode ``e`` has
     ``shots[e % len(shots)]`` support images per class (``protonet_plan``); SGD at ``baseline.protonet_lr``.
     """
-    from tqdm.auto import tqdm
-
     plan = protonet_plan(stream, cfg, budget_images)
     seed = derive_seed(cfg.seed, "baseline", "protonet") % (2**31)
     model = _fresh_backbone(architecture, seed, device)
@@ -366,7 +362,7 @@ def train_protonet(
     tick = time.perf_counter()
     losses: list[float] = []
     model.train()
-    for e in tqdm(range(plan["episodes"]), desc="protonet baseline", disable=not progress, leave=False):
+    for e in progress_bar(range(plan["episodes"]), enabled=progress, desc="protonet baseline"):
         shots = plan["shots"][e % len(plan["shots"])]
         with seeded(derive_seed(seed, "dropout", e) % (2**31)):  # dropout draws: the caller's global RNG is left alone
             chosen = [classes[i] for i in torch.randperm(len(classes), generator=gen)[:ways].tolist()]

@@ -18,8 +18,10 @@ from pathlib import Path
 from learngene import __version__, cli_individual
 from learngene.cli_common import (
     _COMMANDS,
+    OVERWRITE_HELP,
     command,
     config_args,
+    docs,
     load_cfg,
     output_args,
     refuse_vit,
@@ -37,15 +39,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"learngene {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("collective", help="train the collective model on an open-world task stream")
+    p = sub.add_parser("collective", help="train the collective model on an open-world task stream", **docs("collective"))
     config_args(p)
     output_args(p)
 
-    p = sub.add_parser("tune", help="choose settings on source-class pseudo-tasks (never the novel classes)")
+    p = sub.add_parser("tune", help="choose settings on source-class pseudo-tasks (never the novel classes)",
+                       **docs("tune"))
     config_args(p)
     p.add_argument("--param", dest="params", action="append", default=[], metavar="KEY=V1,V2,...",
                    help="a config key and the values to try, e.g. train.ewc_lambda=10,20,40 (repeatable: the grid)")
     p.add_argument("--out", required=True, help="directory for tune.json, tune.md and the finished trials")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted tuning in --out: finished trials are kept, the others trained")
+    p.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     p.add_argument("--seeds", type=int, nargs="+", default=[0], help="collective seeds per combination (default 0)")
     p.add_argument("--setting", help="pseudo-task setting, e.g. 20way1shot (default: evaluate.headline)")
     p.add_argument("--episodes", type=int, default=20, help="pseudo-tasks per seed (default 20)")
@@ -60,13 +66,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also train the joint reference per seed and report each trial's gap to it")
     verbosity_args(p)
 
-    sub.add_parser("presets", help="list the shipped presets")
+    sub.add_parser("presets", help="list the shipped presets", **docs("presets"))
 
-    p = sub.add_parser("inspect", help="print a learngene's manifest as a table")
-    p.add_argument("gene", help="a learngene directory (or its learngene.json)")
+    p = sub.add_parser("inspect", help="describe a learngene or an individual model", **docs("inspect"))
+    p.add_argument("gene", help="a learngene directory (or its learngene.json), or a model directory")
     p.add_argument("--json", action="store_true", help="print the raw manifest as JSON")
 
-    p = sub.add_parser("list", help="list what a config may name: models, sources, criteria, methods, ...")
+    p = sub.add_parser("list", help="list what a config may name: models, sources, criteria, methods, ...",
+                       **docs("list"))
     p.add_argument("what", nargs="?", choices=LISTABLE, help="one registry (default: all of them)")
 
     cli_individual.add_parsers(sub)
@@ -102,7 +109,8 @@ def _tune(args: argparse.Namespace) -> int:
     refuse_vit(cfg, "tune")
     params = [parse_param(p) for p in args.params]
     summary = tune(cfg, params, args.out, seeds=args.seeds, setting=args.setting, episodes=args.episodes,
-                   joint=args.joint, progress=not args.quiet, score=args.score, method=args.method)
+                   joint=args.joint, progress=not args.quiet, score=args.score, method=args.method,
+                   resume=args.resume, overwrite=args.overwrite)
     from learngene.tune import tune_markdown
 
     print(tune_markdown(summary))
@@ -111,10 +119,12 @@ def _tune(args: argparse.Namespace) -> int:
 
 @command("presets")
 def _presets(args: argparse.Namespace) -> int:
-    from learngene.config import list_presets
+    from learngene.config import list_presets, preset_description
 
-    for name in list_presets():
-        print(name)
+    names = list_presets()
+    width = max(map(len, names))
+    for name in names:
+        print(f"{name.ljust(width)}  {preset_description(name)}")
     return 0
 
 
@@ -123,8 +133,22 @@ def _inspect(args: argparse.Namespace) -> int:
     import json
 
     from learngene.gene import Learngene
+    from learngene.safeio import artifact_kind, read_json
     from learngene.vit_gene import TransformerGene, is_transformer_gene
 
+    target = Path(args.gene)
+    held = artifact_kind(target.parent if target.name == "model.json" else target)
+    if held == "individual model":  # a model from `learngene inherit`: describe it rather than refuse it
+        from learngene.prediction import describe_model
+
+        where = target.parent if target.name == "model.json" else target
+        print(json.dumps(read_json(where / "model.json", "model manifest"), indent=2, ensure_ascii=False)
+              if args.json else describe_model(where))
+        return 0
+    if held in ("run", "collective run", "tuning run"):
+        hint = (f"its learngene is {target / 'gene'}: learngene inspect {target / 'gene'}" if held == "run" else
+                f"choose its learngene first: learngene select --run {target} --out GENE_DIR")
+        raise LearngeneError(f"{target} holds {'an' if held[0] in 'aeiou' else 'a'} {held}, not a learngene; {hint}")
     gene = TransformerGene.load(args.gene) if is_transformer_gene(args.gene) else Learngene.load(args.gene)
     manifest = gene.manifest() if isinstance(gene, Learngene) else gene.manifest_fields()
     print(json.dumps(manifest, indent=2) if args.json else gene.describe())
@@ -138,7 +162,7 @@ def _after_interrupt(args: argparse.Namespace) -> str:
         return "run the same command again"
     out = Path(out)
     saved = any((d / "checkpoints" / "latest.json").is_file() or (d / "collective.json").is_file()
-                for d in (out, out / "collective"))
+                for d in (out, out / "collective")) or (out / "trials").is_dir()  # a tuning run's finished trials
     if saved:
         return "continue with the same command and --resume"
     return (f"nothing was saved yet in {out}; start again with the same command and --overwrite "
@@ -152,13 +176,13 @@ LISTABLE = ("models", "architectures", "sources", "criteria", "methods", "preset
 def _list(args: argparse.Namespace) -> int:
     """Registered names, so a user can see what ``--set model.name=...`` etc. accept (their own ones too)."""
     from learngene import registry
-    from learngene.config import list_presets
+    from learngene.config import list_presets, preset_description
 
     tables = {"models": registry.MODELS, "architectures": registry.ARCHITECTURES, "sources": registry.SOURCES,
               "criteria": registry.CRITERIA, "methods": registry.METHODS}
     for what in [args.what] if args.what else LISTABLE:
         if what == "presets":
-            names = [(n, "") for n in list_presets()]
+            names = [(n, preset_description(n)) for n in list_presets()]
         elif what == "methods":
             names = [(n, registry.METHODS.get(n).description) for n in registry.METHODS.in_order()]
         else:
@@ -170,12 +194,30 @@ def _list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _reader_gone() -> int:
+    """stdout's reader closed the pipe (``learngene predict ... | head -1``): stop quietly, as Unix tools do.
+
+    Python's advice: point stdout at /dev/null so the flush at exit does not raise a second time. The status is
+    128 + SIGPIPE, what a shell reports for a tool stopped the same way.
+    """
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # stdout is not a real file (tests capture it)
+        pass
+    return 141
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     setup_logging(args)
     try:
-        return _COMMANDS[args.command](args)
+        rc = _COMMANDS[args.command](args)
+        sys.stdout.flush()  # here, so a reader that went away (`| head -1`) is met below, not at exit
+        return rc
+    except BrokenPipeError:
+        return _reader_gone()
     except LearngeneError as err:
         if os.environ.get("LEARNGENE_DEBUG"):
             raise

@@ -25,11 +25,79 @@ def command(name: str) -> Callable[[Command], Command]:
     return deco
 
 
+# What each subcommand does and how it is typically called: `learngene CMD --help` prints both.
+_DOCS: dict[str, tuple[str, str]] = {
+    "collective": (
+        "Stage 1: train the collective model on an open-world stream of tasks drawn from the source classes "
+        "(growth, EWC, replay, gradient statistics), with a checkpoint after every epoch.",
+        "learngene collective --preset omniglot --out runs/og\n"
+        "learngene collective --preset omniglot --out runs/og --resume      # after Ctrl-C or a crash",
+    ),
+    "tune": (
+        "Choose settings on pseudo-tasks from source classes the stream never used (never the novel classes): "
+        "every combination of the --param values is trained and scored; tune.md is the ranked table.",
+        "learngene tune --preset omniglot --param train.ewc_lambda=0,40 --param train.memory_per_class=0,5 "
+        "--out runs/tune\n"
+        "learngene tune ... --out runs/tune --resume                        # keep the finished trials",
+    ),
+    "presets": ("List the presets shipped with learngene, with what each is for.", "learngene presets"),
+    "inspect": (
+        "Show what an artifact holds: a learngene (CNN or transformer) as a table of layers, input, criterion "
+        "and provenance; an individual model (from `learngene inherit`) by its classes and layers.",
+        "learngene inspect runs/og/gene\nlearngene inspect runs/og/gene --json\nlearngene inspect my_model",
+    ),
+    "list": ("List what a config may name: registered models, sources, criteria, evaluation methods, presets.",
+             "learngene list methods\nlearngene list"),
+    "run": (
+        "The whole paradigm in one directory: collective model -> criterion -> learngene -> individual models "
+        "and baselines on novel-class few-shot tasks -> report.json, report.md and plots. vit-* presets run "
+        "the transformer learngenes (TLEG, Heur-LG).",
+        "learngene run --preset default --out runs/default\n"
+        "learngene run --out runs/default --resume                          # the run's own config is reused\n"
+        "learngene run --preset vit-smoke --out runs/vit",
+    ),
+    "select": (
+        "Apply the criterion (criterion.name: validation, gradient_stability or fixed) to a finished collective "
+        "run and save the chosen layers as a learngene (model.safetensors + learngene.json).",
+        "learngene select --run runs/og --out runs/og-gene\n"
+        "learngene select --run runs/og --out runs/og-gene2 --set criterion.name=gradient_stability",
+    ),
+    "evaluate": (
+        "Compare individual models built on a learngene with the baselines on the same novel-class few-shot "
+        "tasks; writes evaluation.json, evaluation.md and plots/.",
+        "learngene evaluate --run runs/og --gene runs/og-gene --out runs/og-eval",
+    ),
+    "inherit": (
+        "Train an individual model on your own few examples: fresh layers + the learngene + a new head. "
+        "--support is a folder with one subfolder of images per class; images of any size or mode are "
+        "converted to the gene's size, channels and normalization. The model is saved for `learngene predict`.",
+        "learngene inherit --gene runs/og-gene --support my_support/ --query my_query/ --out my_model\n"
+        "learngene inherit --gene runs/vit/genes/tleg --depth 6 --support my_support/ --out my_vit",
+    ),
+    "predict": (
+        "Classify images with a model written by `learngene inherit`. The score is the top softmax output, "
+        "not a calibrated probability.",
+        "learngene predict --model my_model photo.png folder/\nlearngene predict --model my_model folder/ --json",
+    ),
+}
+
+
+def docs(name: str) -> dict[str, object]:
+    """``add_parser`` keywords for a subcommand: its description and examples (printed by ``--help``)."""
+    import textwrap
+
+    description, examples = _DOCS[name]
+    return {"description": textwrap.fill(description, 100), "epilog": "examples:\n" + "\n".join(f"  {line}" for line in examples.splitlines()),
+            "formatter_class": argparse.RawDescriptionHelpFormatter}
+
+
+SET_HELP = "override one config key, e.g. --set train.epochs=3 (repeatable; `learngene list` names the choices)"
+
+
 def config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", help="a preset shipped with learngene (see `learngene presets`)")
     p.add_argument("--config", help="a TOML config file (applied after --preset)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override one config key, e.g. --set train.epochs=3 (repeatable)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help=SET_HELP)
     p.add_argument("--data-root", help="dataset root (default: $LEARNGENE_DATA/<source> or ../shared/data/<source>)")
 
 
@@ -87,8 +155,25 @@ def load_cfg(args: argparse.Namespace):
     if getattr(args, "data_root", None):
         overrides.append(f"data.root={_toml_str(args.data_root)}")
     if args.preset is None and args.config is None:
+        stored = _stored_config(args)
+        if stored is not None:
+            from learngene.config import apply_overrides, config_from_dict
+            from learngene.safeio import read_json
+
+            logging.getLogger("learngene").info("resuming with the configuration stored in %s", stored)
+            return apply_overrides(config_from_dict(read_json(stored, "run config")), overrides)
         raise ConfigError("give --preset NAME or --config FILE (see `learngene presets`)")
     return load_config(args.preset, args.config, overrides)
+
+
+def _stored_config(args: argparse.Namespace):
+    """With --resume, the config.json that the run in --out wrote when it started (a run keeps its own)."""
+    from pathlib import Path
+
+    if not getattr(args, "resume", False) or not getattr(args, "out", None):
+        return None
+    out = Path(args.out)
+    return next((p for p in (out / "config.json", out / "collective" / "config.json") if p.is_file()), None)
 
 
 def _toml_str(s: str) -> str:

@@ -10,36 +10,42 @@ from learngene.cli_common import (
     OVERWRITE_HELP,
     command,
     config_args,
+    docs,
     load_cfg,
     output_args,
     refuse_vit,
     verbosity_args,
 )
-from learngene.errors import DataError, LearngeneError
+from learngene.errors import LearngeneError
 
 
 def add_parsers(sub) -> None:
 
-    p = sub.add_parser("run", help="the whole paradigm: collective -> criterion -> gene -> individuals + baselines")
+    p = sub.add_parser("run", help="the whole paradigm: collective -> criterion -> gene -> individuals + baselines",
+                       **docs("run"))
     config_args(p)
     output_args(p)
 
-    p = sub.add_parser("select", help="choose the learngene of a finished collective run and save it")
+    p = sub.add_parser("select", help="choose the learngene of a finished collective run and save it",
+                       **docs("select"))
     p.add_argument("--run-dir", "--run", dest="run", required=True, help="collective run directory (under torchrun spell it --run-dir)")
     p.add_argument("--out", required=True, help="learngene directory to write")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override criterion keys, e.g. --set criterion.name=gradient_stability")
     p.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
-
-    p = sub.add_parser("evaluate", help="compare individual models with baselines on novel-class few-shot tasks")
-    p.add_argument("--run-dir", "--run", dest="run", required=True, help="collective run directory (under torchrun spell it --run-dir)")
-    p.add_argument("--gene", required=True, help="learngene directory")
-    p.add_argument("--out", required=True, help="where to write evaluation.json")
-    p.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     verbosity_args(p)
 
-    p = sub.add_parser("inherit", help="train an individual model on your own few examples")
+    p = sub.add_parser("evaluate", help="compare individual models with baselines on novel-class few-shot tasks",
+                       **docs("evaluate"))
+    p.add_argument("--run-dir", "--run", dest="run", required=True, help="collective run directory (under torchrun spell it --run-dir)")
+    p.add_argument("--gene", required=True, help="learngene directory")
+    p.add_argument("--out", required=True, help="where to write evaluation.json, evaluation.md and plots/")
+    p.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override the run's config for the evaluation, e.g. --set evaluate.episodes=50")
+    verbosity_args(p)
+
+    p = sub.add_parser("inherit", help="train an individual model on your own few examples", **docs("inherit"))
     p.add_argument("--gene", required=True, help="learngene directory")
     p.add_argument("--support", required=True, help="ImageFolder-style folder: one subfolder of images per class")
     p.add_argument("--query", help="optional folder of the same layout to measure accuracy")
@@ -47,15 +53,18 @@ def add_parsers(sub) -> None:
     p.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     p.add_argument("--preset", help="take the [individual] settings of a preset")
     p.add_argument("--config", help="take the [individual] settings of a TOML file")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override an [individual] setting, e.g. --set individual.epochs=50 (repeatable)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the fresh layers' initialization and of the training order (default 0)")
     p.add_argument("--depth", type=int, help="transformer genes: the descendant's number of blocks")
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N | auto (transformer genes; default cpu)")
     p.add_argument("--compare", choices=("scratch",),
                    help="also train the same architecture from scratch with the same budget and print both accuracies")
     reading_args(p)
 
-    p = sub.add_parser("predict", help="classify images with a model written by `learngene inherit`")
+    p = sub.add_parser("predict", help="classify images with a model written by `learngene inherit`",
+                       **docs("predict"))
     p.add_argument("--model", required=True, help="model directory written by `learngene inherit`")
     p.add_argument("images", nargs="+", help="image files or folders")
     p.add_argument("--json", action="store_true", help="machine-readable output")
@@ -145,7 +154,7 @@ def _select(args: argparse.Namespace) -> int:
 
     cfg = _run_cfg(args.run, args.overrides)
     refuse_vit(cfg, "select")
-    gene, result = select_gene(args.run, args.out, cfg=cfg, overwrite=args.overwrite)
+    gene, result = select_gene(args.run, args.out, cfg=cfg, overwrite=args.overwrite, progress=not args.quiet)
     print(gene.describe())
     print(f"\nselected {result['selected']} by {result['name']}: {result['reason']}")
     return 0
@@ -154,9 +163,9 @@ def _select(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     from learngene.distributed import init_distributed
     from learngene.gene import Learngene
-    from learngene.paradigm import evaluate_run
+    from learngene.paradigm import evaluate_run, write_evaluation
     from learngene.report import methods_table
-    from learngene.safeio import atomic_write_json, check_writable_dir, jsonable
+    from learngene.safeio import check_writable_dir
 
     cfg = _run_cfg(args.run, args.overrides)
     refuse_vit(cfg, "evaluate")
@@ -167,10 +176,11 @@ def _evaluate(args: argparse.Namespace) -> int:
     result = evaluate_run(args.run, gene, cfg=cfg, progress=not args.quiet, dist=dist)
     if not dist.is_main:
         return 0
-    atomic_write_json(Path(args.out) / "evaluation.json", jsonable(result))
+    write_evaluation(result, args.out, run_dir=args.run, gene_dir=args.gene)
     for setting, res in result["settings"].items():
         print(f"\n{setting}:")
         print(methods_table(res["methods"]))
+    print(f"\nreport: {Path(args.out) / 'evaluation.md'}")
     return 0
 
 
@@ -209,12 +219,12 @@ def _inherit(args: argparse.Namespace) -> int:
     from learngene.gene import Learngene
     from learngene.individual import inherit
 
+    gene = Learngene.load(args.gene)  # first: a missing or broken --gene is named as such, whatever else is given
     if args.depth is not None:
         raise LearngeneError(
             f"--depth builds transformer descendants, but {args.gene} is a CNN learngene (its individual model's "
             "size is set by individual.before / individual.after); drop --depth"
         )
-    gene = Learngene.load(args.gene)
     out = check_writable_dir(args.out, overwrite=args.overwrite, resumable=False, kind="individual model")
     result = inherit(gene, args.support, out, query_dir=args.query, settings=cfg.individual, seed=args.seed,
                      compare_scratch=args.compare == "scratch", curve_every=cfg.evaluate.curve_every,
@@ -222,6 +232,10 @@ def _inherit(args: argparse.Namespace) -> int:
     msg = f"trained an individual model on {result['images']} images of {len(result['classes'])} classes -> {out}"
     if "accuracy" in result:
         msg += f"; query accuracy {result['accuracy']:.3f} on {result['query_images']} images"
+        cal = result.get("calibration")
+        if cal:
+            msg += (f"\nmean top score {cal['mean_score']:.3f}, calibration error (ECE) {cal['ece']:.3f}: the "
+                    "scores `predict` prints are softmax outputs, not probabilities")
     print(msg)
     if "scratch" in result:
         acc = result["scratch"].get("accuracy")
@@ -230,36 +244,17 @@ def _inherit(args: argparse.Namespace) -> int:
     return 0
 
 
-def _image_paths(items: list[str]) -> list[Path]:
-    """The files `learngene predict` classifies: found by the same rule as inherit's support folder."""
-    from learngene.data.images import IMAGE_EXTENSIONS, find_images
-
-    paths = [p for item in items for p in find_images(item)]
-    if not paths:
-        raise DataError(f"no images found in {items} (looked for {', '.join(IMAGE_EXTENSIONS)})")
-    return paths
-
-
 def _predict(args: argparse.Namespace) -> int:
-    import torch
+    import sys
 
-    from learngene.data.contract import read_files
-    from learngene.data.transforms import normalize
-    from learngene.individual import load_individual
+    from learngene.prediction import SCORE_NOTE, predict
 
-    model, meta = load_individual(args.model)
-    pre = meta["preprocessing"]
-    rows = []
-    for path in _image_paths(args.images):
-        x = read_files([path], pre, invert=args.invert, resize=args.resize)
-        with torch.no_grad():
-            prob = model(normalize(x, pre["mean"], pre["std"])).softmax(1)[0]
-        k = int(prob.argmax())
-        rows.append({"image": str(path), "class": meta["classes"][k], "confidence": float(prob[k])})
+    rows = predict(args.model, args.images, invert=args.invert, resize=args.resize)
     if args.json:
-        print(json.dumps(rows, indent=2))
+        print(json.dumps(rows, indent=2, ensure_ascii=False))  # class names as written, not \u escapes
     else:
         width = max(len(r["image"]) for r in rows)
         for r in rows:
-            print(f"{r['image']:<{width}}  {r['class']}  {r['confidence']:.3f}")
+            print(f"{r['image']:<{width}}  {r['class']}  {r['score']:.3f}")
+        print(f"note: {SCORE_NOTE}", file=sys.stderr)
     return 0

@@ -438,6 +438,19 @@ def list_presets() -> list[str]:
     return sorted(p.name[: -len(".toml")] for p in files.iterdir() if p.name.endswith(".toml"))
 
 
+def preset_description(name: str) -> str:
+    """The first sentence of a preset's leading comment: the one description, kept beside the settings."""
+    text = resources.files("learngene").joinpath("presets", f"{name}.toml").read_text()
+    comment = []
+    for line in text.splitlines():
+        if not line.startswith("#"):
+            break
+        comment.append(line.lstrip("#").strip())
+    words = " ".join(c for c in comment if c)
+    end = words.find(". ")
+    return words[: end + 1] if end >= 0 else words
+
+
 def _read_toml(text: str, origin: str) -> dict[str, Any]:
     try:
         return tomllib.loads(text)

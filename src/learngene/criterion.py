@@ -5,10 +5,17 @@ carry task-independent knowledge (it ends up with the last blocks). We implement
 (``gradient_stability``) and a ``validation`` criterion that measures, for every candidate window, how
 well an individual model built on it learns pseudo-target tasks drawn from classes the collective model
 never trained on (never the novel ones). Both write the gradient statistic next to each candidate's score.
+
+When the scores cannot separate the best windows (a tie: e.g. every window reaches 100% on pseudo-tasks that are
+too easy), a warning says so and :func:`choose` breaks the tie by evidence rather than by list order: first the
+paper's gradient statistic (lower mean + across-task std), when it was recorded; then the larger window (the
+most of the collective model's knowledge that the evidence allows); then the deeper one (the paper's hypothesis
+that the learngene lies in the last layers). The record names the tied windows and the rule that decided.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,6 +27,9 @@ from torch import nn
 from learngene.config import Config
 from learngene.errors import ConfigError, LearngeneError
 from learngene.registry import CRITERIA
+from learngene.runtime import progress_bar
+
+log = logging.getLogger(__name__)
 
 CriterionFn = Callable[["CriterionContext"], "CriterionResult"]
 def register_criterion(name: str) -> Callable[[CriterionFn], CriterionFn]:
@@ -44,6 +54,7 @@ class CriterionContext:
     input_spec: dict[str, Any] = field(default_factory=dict)
     # the validation criterion's scorer: score_window(layers, inherit=True) -> mean pseudo-task accuracy
     score_window: Any = None
+    progress: bool = False  # a progress bar over the candidates (the validation criterion trains for minutes)
 
 
 @dataclass
@@ -52,6 +63,7 @@ class CriterionResult:
     selected: list[str]
     candidates: list[dict[str, Any]]  # each: {"layers": [...], "score": float, "grad_fraction": float, ...}
     reason: str
+    tie: dict[str, Any] | None = None  # {"windows": [...], "broken_by": "..."} when the best score was shared
 
     def to_dict(self) -> dict[str, Any]:
         from learngene.safeio import jsonable
@@ -59,8 +71,11 @@ class CriterionResult:
         scores = {"+".join(c["layers"]): c["score"] for c in self.candidates
                   if isinstance(c["score"], float) and math.isfinite(c["score"])}
         # undefined statistics (NaN) become null: the gene manifest is strict JSON
-        return {"name": self.name, "selected": self.selected, "scores": scores,
-                "candidates": jsonable(self.candidates), "reason": self.reason}
+        out = {"name": self.name, "selected": self.selected, "scores": scores,
+               "candidates": jsonable(self.candidates), "reason": self.reason}
+        if self.tie is not None:
+            out["tie"] = jsonable(self.tie)
+        return out
 
 
 def windows(n_layers: int, size: int | None) -> list[tuple[int, int]]:
@@ -91,6 +106,49 @@ def _nanstd(x: torch.Tensor) -> torch.Tensor:
     return x.std() if len(x) > 1 else torch.tensor(0.0)
 
 
+# scores that agree to this many decimals are a tie (pseudo-task accuracies are multiples of 1/queries anyway)
+_TIE_DECIMALS = 6
+
+
+def _instability(cand: dict[str, Any]) -> float:
+    """The paper's penalty (mean + across-task std of the gradient statistic); inf where it was not recorded."""
+    mean, std = cand.get("grad_fraction_mean"), cand.get("grad_fraction_std_over_tasks")
+    if mean is None or std is None or not (math.isfinite(mean) and math.isfinite(std)):
+        return math.inf
+    return mean + std
+
+
+def choose(name: str, cands: list[dict[str, Any]], layer_names: list[str]) -> tuple[dict[str, Any], dict | None]:
+    """The best candidate by score, and the tie record when several share the best score (module docstring).
+
+    A tie is logged as a warning: the criterion could not tell those windows apart, so the choice among them
+    rests on the tie-break, not on the criterion.
+    """
+    top = max(round(c["score"], _TIE_DECIMALS) for c in cands)
+    tied = [c for c in cands if round(c["score"], _TIE_DECIMALS) == top]
+    if len(tied) == 1:
+        return tied[0], None
+
+    def key(c: dict[str, Any]) -> tuple[float, int, int]:
+        return (_instability(c), -len(c["layers"]), -layer_names.index(c["layers"][-1]))
+
+    best = min(tied, key=key)
+    recorded = math.isfinite(_instability(best)) and len({_instability(c) for c in tied}) > 1
+    rule = ("the lowest gradient statistic (the paper's rule)" if recorded
+            else "the larger, then the deeper window (no gradient statistic separates them)")
+    windows_ = ["+".join(c["layers"]) for c in tied]
+    log.warning(
+        "criterion %s cannot separate %d of the %d candidate windows (all score %.4g): %s; chose %s by %s. "
+        "Harder pseudo-tasks (more ways, fewer shots: criterion.pseudo_shots) or criterion.name = "
+        "'gradient_stability' would decide on evidence", name, len(tied), len(cands), top, ", ".join(windows_),
+        "+".join(best["layers"]), rule)
+    return best, {"windows": windows_, "score": top, "broken_by": rule}
+
+
+def _tie_note(tie: dict[str, Any] | None) -> str:
+    return "" if tie is None else f"; {len(tie['windows'])} windows tied at {tie['score']:.4g}, broken by {tie['broken_by']}"
+
+
 @register_criterion("gradient_stability")
 def gradient_stability(ctx: CriterionContext) -> CriterionResult:
     """The paper's rule: the window whose gradient fraction is lowest and most stable across tasks."""
@@ -103,11 +161,11 @@ def gradient_stability(ctx: CriterionContext) -> CriterionResult:
         st = _layer_stat(ctx, a, b)
         score = -(st["grad_fraction_mean"] + st["grad_fraction_std_over_tasks"])  # higher is better
         cands.append({"layers": ctx.layer_names[a:b], "score": score, **st})
-    best = max(cands, key=lambda c: c["score"])
+    best, tie = choose("gradient_stability", cands, ctx.layer_names)
     return CriterionResult(
         "gradient_stability", best["layers"], cands,
         f"window of {size} blocks with the lowest mean + across-task std of the fraction of weight-gradient entries "
-        f"above the threshold ({ctx.cfg.record.threshold:g}); score = -(mean + std)",
+        f"above the threshold ({ctx.cfg.record.threshold:g}); score = -(mean + std){_tie_note(tie)}", tie,
     )
 
 
@@ -138,16 +196,20 @@ def validation(ctx: CriterionContext) -> CriterionResult:
             "the validation criterion needs at least 2 classes outside the stream and the novel split for pseudo-tasks; "
             "use criterion.name = 'gradient_stability' or a split with open-world classes"
         )
+    spans = windows(len(ctx.layer_names), ctx.cfg.criterion.n_layers)
+    log.info("criterion validation: training individual models on %s for each of %d candidate windows "
+             "(and a scratch reference)", score.describe(), len(spans))
     cands = []
-    for a, b in windows(len(ctx.layer_names), ctx.cfg.criterion.n_layers):
+    for a, b in progress_bar(spans, enabled=ctx.progress, desc="criterion: windows"):
         cands.append({"layers": ctx.layer_names[a:b], "score": score(ctx.layer_names[a:b]), **_layer_stat(ctx, a, b)})
     # reference: the same individual architecture from scratch on the same pseudo-tasks
     scratch = score(ctx.layer_names[:1], inherit=False)
-    best = max(cands, key=lambda cand: (round(cand["score"], 6), -len(cand["layers"])))
+    best, tie = choose("validation", cands, ctx.layer_names)
     return CriterionResult(
         "validation", best["layers"], cands,
         f"highest mean query accuracy over {score.describe()} from {len(ctx.pseudo_classes)} {ctx.pseudo_pool} "
-        f"classes (never the novel ones); scratch reference {scratch:.3f}, best {best['score']:.3f}",
+        f"classes (never the novel ones); scratch reference {scratch:.3f}, best {best['score']:.3f}{_tie_note(tie)}",
+        tie,
     )
 
 

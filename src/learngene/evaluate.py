@@ -34,8 +34,8 @@ from learngene.gene import Learngene
 from learngene.individual import build_individual, train_few_shot, weights_fingerprint
 from learngene.models.heads import make_classifier
 from learngene.registry import METHODS
-from learngene.runtime import derive_seed, seeded
-from learngene.stats import excludes_zero, mean_ci95
+from learngene.runtime import derive_seed, progress_bar, seeded
+from learngene.stats import calibration, excludes_zero, mean_ci95
 
 __all__ = ["Method", "MethodContext", "Trained", "evaluate_methods", "list_methods", "register_method"]
 
@@ -229,8 +229,6 @@ def evaluate_methods(
     and gathered: each episode's result depends only on its own seeds, so the report equals the single-process
     one; rank 0 trains the baselines and the other ranks load them from the cache.
     """
-    from tqdm.auto import tqdm
-
     explicit = methods is not None
     methods = list(methods or cfg.evaluate.methods or list_methods())
     for m in methods:
@@ -263,9 +261,8 @@ def evaluate_methods(
     for (setting, seed), episodes in drawn.items():
         ways, shots = parse_setting(setting)
         per = results.setdefault(setting, {m: [] for m in methods})
-        bar = tqdm(enumerate(episodes), total=len(episodes), desc=f"{setting} seed {seed}",
-                   disable=not (progress and dist.is_main),
-                   leave=False, dynamic_ncols=True)
+        bar = progress_bar(enumerate(episodes), total=len(episodes), desc=f"{setting} seed {seed}",
+                           enabled=progress and dist.is_main)
         for i, ep in bar:
             if i % dist.world_size != dist.rank:
                 continue
@@ -304,7 +301,8 @@ def evaluate_methods(
                 done[m] = {"episode": i, "seed": seed, "accuracy": out["accuracy"], "curve": out["curve"],
                            "curve_epochs": out["curve_epochs"],
                            "train_seconds": out["train_seconds"], "params": _n_params(model),
-                           "inherited_params": inherited, "lr": job.settings.lr}
+                           "inherited_params": inherited, "lr": job.settings.lr,
+                           "ece": calibration(model, qx, qy)["ece"]}
                 if start is not None:
                     done[m]["start_sha256"] = start
                 per[m].append(done[m])
@@ -478,6 +476,9 @@ def summarize(results: dict[str, dict[str, list[dict[str, Any]]]], cfg: Config) 
                 "runs": [{k: r[k] for k in ("seed", "episode", "accuracy", "start_sha256") if k in r}
                          for r in runs],
             }
+            eces = [r["ece"] for r in runs if r.get("ece") is not None]
+            if eces:  # trained rows: how far their softmax scores are from their accuracy (not probabilities)
+                methods[m]["ece_mean"] = sum(eces) / len(eces)
             if "scratch" in per and m != "scratch":
                 methods[m]["vs_scratch"] = paired_difference(runs, per["scratch"])
             twin = next((r["same_as"] for r in runs if "same_as" in r), None)
@@ -504,6 +505,9 @@ def summarize(results: dict[str, dict[str, list[dict[str, Any]]]], cfg: Config) 
               "(conditional on them: the variation between collective models is not in it)",
         "paired_ci": "vs_scratch and ncm_collective_minus_joint: mean and 95% Student-t interval of the "
                      "per-(episode, seed) accuracy differences, on the same tasks",
+        "calibration": "ece_mean: expected calibration error of the top softmax score on the query images (15 "
+                       "bins), mean over tasks; 0 = a score of 0.9 is right 90% of the time. The scores of "
+                       "few-shot models are far from that: they are not probabilities",
     }
 
 

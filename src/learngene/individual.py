@@ -27,10 +27,12 @@ from learngene.collective.fisher import diagonal_fisher
 from learngene.config import IndividualConfig
 from learngene.errors import LearngeneError, ModelError, NonFiniteError
 from learngene.models.heads import imprint, make_classifier
+from learngene.models.inputs import check_few_shot_inputs
 from learngene.models.io import load_network, save_network
 from learngene.models.layers import ConvBlock
 from learngene.models.registry import register_architecture
 from learngene.runtime import seeded
+from learngene.stats import calibration
 
 GENE_PREFIX = "gene."
 POOLS = ("flatten", "avg")
@@ -190,6 +192,9 @@ def plan_individual(gene_layers: Sequence[dict[str, Any]], input_spec: dict[str,
 def build_individual(gene, spec: IndividualConfig, num_classes: int, *, seed: int = 0,
                      inherit: bool = True) -> IndividualModel:
     """A descendant around ``gene``; ``inherit=False`` gives the same architecture with random init (scratch)."""
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+        raise ModelError(f"build_individual: num_classes = {num_classes!r}; a classifier needs at least 2 classes "
+                         "(the number of classes of the target task)")
     cfg = plan_individual(gene.layers, gene.input_spec, spec, num_classes)
     with seeded(seed):  # the fresh layers' initialization depends on the seed only
         model = IndividualModel.from_config(cfg)
@@ -283,6 +288,7 @@ def train_few_shot(model: nn.Module, support_x: torch.Tensor, support_y: torch.T
     ``train_prefixes``: only parameters whose names start with one of them train (a linear probe:
     ``("classifier.",)``). Dropout draws come from ``seed`` without touching the caller's global RNG.
     """
+    check_few_shot_inputs(model, support_x, support_y, query_x, query_y)
     with seeded(seed):
         return _train_few_shot(model, support_x, support_y, s, query_x, query_y, seed, use_gene_ewc,
                                train_prefixes, curve_every, tuple(inherited))
@@ -529,6 +535,7 @@ def inherit(gene, support_dir: str | os.PathLike[str], out: str | os.PathLike[st
                                 "reading": {k: reading[k] for k in ("invert", "resize")}}
     if "accuracy" in result:
         out_info["accuracy"], out_info["query_images"] = result["accuracy"], len(qy)
+        out_info["calibration"] = calibration(model, qx, qy)  # scores vs accuracy: they are not probabilities
     if compare_scratch:
         scratch = build_individual(gene, settings, len(classes), seed=seed, inherit=False)
         ref = train_few_shot(scratch, x, y, replace(settings, inherit_mode="free"), query_x=qx, query_y=qy,
@@ -540,6 +547,7 @@ def inherit(gene, support_dir: str | os.PathLike[str], out: str | os.PathLike[st
             gene={"layers": gene.layer_names, "provenance": gene.manifest().get("provenance")},
             support={"dir": str(Path(support_dir).resolve()), "images": len(y)},
             params=out_info["params"], inherited_params=out_info["inherited_params"],
-            query_accuracy=result.get("accuracy"), scratch=out_info.get("scratch"),
+            query_accuracy=result.get("accuracy"), query_calibration=out_info.get("calibration"),
+            scratch=out_info.get("scratch"),
         )
     return out_info

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import datetime as _dt
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +23,17 @@ from learngene.individual import PseudoTaskScorer
 from learngene.pipeline import check_same_config, load_collective_run, locked_output, run_collective
 from learngene.plots import plot_bars, plot_criterion, plot_curves
 from learngene.prepare import load_data, make_split, make_stream
-from learngene.report import write_report
-from learngene.safeio import atomic_write_json, check_writable_dir, jsonable, read_json, remove_outputs
+from learngene.report import render_evaluation, write_report
+from learngene.safeio import (
+    atomic_write_bytes,
+    atomic_write_json,
+    check_writable_dir,
+    fresh_output,
+    jsonable,
+    read_json,
+)
+
+log = logging.getLogger(__name__)
 
 
 def _pseudo_pool(stream: TaskStream) -> tuple[list[str], str]:
@@ -60,15 +70,23 @@ def preflight(cfg: Config, data) -> None:
 def select_learngene(network, stream: TaskStream, *, cfg: Config | None = None,
                      recorder: GradientRecorder | None = None, input_spec: dict[str, Any] | None = None,
                      criterion: str | None = None, provenance: dict[str, Any] | None = None,
-                     ) -> tuple[Learngene, dict[str, Any]]:
+                     progress: bool = True) -> tuple[Learngene, dict[str, Any]]:
     """Choose the learngene of a trained collective ``network`` with a criterion; returns (gene, criterion record).
 
     ``recorder`` holds the gradient statistics recorded while it learned ``stream`` (the gradient_stability
     criterion needs them; ``trainer.plugin("recorder").recorder``); the validation criterion scores windows on
-    pseudo-tasks from source classes the stream never used. ``criterion`` overrides ``cfg.criterion.name``.
+    pseudo-tasks from source classes the stream never used (it trains individual models for every candidate
+    window: minutes, with a progress bar). ``criterion`` overrides ``cfg.criterion.name``. With neither, a
+    ``recorder`` means the paper's rule (``gradient_stability``: the statistics were recorded for it) and no
+    recorder means ``validation``; the choice is logged.
     """
     from learngene.config import Config as _Config
 
+    if criterion is None and cfg is None:
+        criterion = "gradient_stability" if recorder is not None else "validation"
+        log.info("select_learngene: criterion %r (%s; pass criterion= to choose)", criterion,
+                 "the paper's rule, from the recorder's gradient statistics" if recorder is not None else
+                 "no recorder given: windows scored on source-class pseudo-tasks")
     cfg = copy.deepcopy(cfg) if cfg is not None else _Config()
     if criterion is not None:
         cfg.criterion.name = criterion
@@ -89,7 +107,7 @@ def select_learngene(network, stream: TaskStream, *, cfg: Config | None = None,
     scorer = PseudoTaskScorer(network, data, pseudo, spec, cfg) if min(cfg.stream.ways, len(pseudo)) >= 2 else None
     ctx = CriterionContext(network=network, layer_names=layer_names, grad_stats=fractions, grad_norms=norms,
                            cfg=cfg, data=data, pseudo_classes=pseudo, pseudo_pool=pool, input_spec=spec,
-                           score_window=scorer)
+                           score_window=scorer, progress=progress)
     result = select_layers(ctx)
     prov = {
         "task_index": len(stream) - 1,
@@ -105,8 +123,8 @@ def select_learngene(network, stream: TaskStream, *, cfg: Config | None = None,
 
 
 def select_gene(run_dir: str | Path, gene_dir: str | Path, *, cfg: Config | None = None, data=None,
-                overwrite: bool = False, dist: DistInfo = SINGLE,
-                part_of_run: bool = False) -> tuple[Learngene, dict[str, Any]]:
+                overwrite: bool = False, dist: DistInfo = SINGLE, part_of_run: bool = False,
+                progress: bool = True) -> tuple[Learngene, dict[str, Any]]:
     """Apply the configured criterion to a finished collective run and save the learngene.
 
     ``gene_dir`` is checked before the criterion runs, so a refused directory costs nothing.
@@ -118,7 +136,7 @@ def select_gene(run_dir: str | Path, gene_dir: str | Path, *, cfg: Config | None
     data = data if data is not None else load_data(cfg)
     stream = TaskStream.from_manifest(data, run["stream_manifest"])
     gene, result = select_learngene(run["network"], stream, cfg=cfg, recorder=GradientRecorder.load(run_dir),
-                                    input_spec=run["meta"]["input_spec"],
+                                    input_spec=run["meta"]["input_spec"], progress=progress and dist.is_main,
                                     provenance={"collective_run": str(Path(run_dir).resolve())})
     if dist.is_main:  # every rank computed the same selection; one writes it
         gene.save(gene_dir)
@@ -151,6 +169,27 @@ def evaluate_run(run_dir: str | Path, gene: Learngene, *, cfg: Config | None = N
                             cache_dir=Path(run_dir) / BASELINES_DIR, device=device, budget_images=budget)
 
 
+def plot_settings(individual: dict[str, Any], plots: Path) -> None:
+    """Per evaluation setting: query accuracy after each epoch, and mean accuracy with its CI per method."""
+    for setting, res in individual["settings"].items():
+        ms = res["methods"]
+        aliases = {m: r["same_as"] for m, r in ms.items() if r.get("same_as")}
+        # untrained rows (nearest class mean) have no curve: they are drawn as horizontal reference lines
+        plot_curves({m: (r["curve_epochs"], r["curve"]) for m, r in ms.items() if r["curve"]},
+                    plots / f"convergence_{setting}.png", title=f"query accuracy after each epoch, {setting}",
+                    references={m: r["acc_mean"] for m, r in ms.items() if not r["curve"]}, aliases=aliases)
+        plot_bars({m: r["acc_mean"] for m, r in ms.items()}, {m: r["acc_ci95"] for m, r in ms.items()},
+                  plots / f"accuracy_{setting}.png", title=f"{setting}: mean accuracy with 95% CI", aliases=aliases)
+
+
+def write_evaluation(result: dict[str, Any], out: str | Path, *, run_dir: str | Path, gene_dir: str | Path) -> None:
+    """What `learngene evaluate` leaves in ``out``: evaluation.json, evaluation.md (the tables) and plots/."""
+    out = Path(out)
+    atomic_write_json(out / "evaluation.json", jsonable(result))
+    atomic_write_bytes(out / "evaluation.md", render_evaluation(result, run_dir=run_dir, gene_dir=gene_dir).encode())
+    plot_settings(result, out / "plots")
+
+
 @locked_output
 def run_paradigm(cfg: Config, out: str | Path, *, resume: bool = False, overwrite: bool = False,
                  device: torch.device | str = "cpu", progress: bool = True,
@@ -158,8 +197,8 @@ def run_paradigm(cfg: Config, out: str | Path, *, resume: bool = False, overwrit
     """collective -> criterion -> gene -> individuals + baselines -> report.json / report.md / plots."""
     out = Path(out)
     if not resume and dist.is_main:
-        check_writable_dir(out, overwrite=overwrite, kind="run")
-        remove_outputs(out, ("collective", "gene", "report.json", "report.md", "plots"))  # nothing stale survives
+        fresh_output(out, kind="run", outputs=("collective", "gene", "report.json", "report.md", "plots"),
+                     overwrite=overwrite)
     barrier(dist)
     coll_dir = out / "collective"
     if resume and not ((coll_dir / "collective.json").is_file() or (coll_dir / "checkpoints" / "latest.json").is_file()):
@@ -176,7 +215,7 @@ def run_paradigm(cfg: Config, out: str | Path, *, resume: bool = False, overwrit
                        overwrite=True, device=device, progress=progress, data=data, dist=dist, part_of_run=True)
         collective = read_json(coll_dir / "collective.json", "collective report")
     gene, criterion = select_gene(coll_dir, out / "gene", cfg=cfg, data=data, dist=dist, overwrite=True,
-                                  part_of_run=True)
+                                  part_of_run=True, progress=progress)
     individual = evaluate_run(coll_dir, gene, cfg=cfg, data=data, progress=progress, dist=dist,
                               device=device)
     if not dist.is_main:
@@ -207,15 +246,7 @@ def run_paradigm(cfg: Config, out: str | Path, *, resume: bool = False, overwrit
     atomic_write_json(out / "report.json", jsonable(report))
     write_report(report, out / "report.md")
     plots = out / "plots"
-    for setting, res in individual["settings"].items():
-        ms = res["methods"]
-        # untrained rows (nearest class mean) have no curve: they are drawn as horizontal reference lines
-        plot_curves({m: (r["curve_epochs"], r["curve"]) for m, r in ms.items() if r["curve"]},
-                    plots / f"convergence_{setting}.png", title=f"query accuracy after each epoch, {setting}",
-                    references={m: r["acc_mean"] for m, r in ms.items() if not r["curve"]},
-                    aliases={m: r["same_as"] for m, r in ms.items() if r.get("same_as")})
-        plot_bars({m: r["acc_mean"] for m, r in ms.items()}, {m: r["acc_ci95"] for m, r in ms.items()},
-                  plots / f"accuracy_{setting}.png", title=f"{setting}: mean accuracy with 95% CI")
+    plot_settings(individual, plots)
     # the scores that chose the gene, chosen window marked (the gradient heatmap stays in collective/plots/)
     plot_criterion(criterion.get("candidates") or [], criterion["selected"], plots / "criterion_scores.png",
                    title=f"criterion `{criterion['name']}`: score of every candidate window")

@@ -24,11 +24,10 @@ from learngene.plots import plot_accuracy_matrix, plot_forgetting_curve, plot_pa
 from learngene.prepare import input_spec, load_data, make_split, make_stream
 from learngene.safeio import (
     atomic_write_json,
-    check_writable_dir,
+    fresh_output,
     jsonable,
     output_lock,
     read_json,
-    remove_outputs,
 )
 
 MODEL_DIR = "model"
@@ -97,10 +96,8 @@ def run_collective(
             )
         check_same_config(out, cfg)
     elif dist.is_main:
-        check_writable_dir(out, overwrite=overwrite, kind="collective run", part_of_run=part_of_run)
-        # a fresh start replaces an earlier run here entirely: a stale report, model or checkpoint left behind
-        # would later pass for this run's (a --resume would find "finished" work it never did)
-        remove_outputs(out, COLLECTIVE_OUTPUTS)
+        fresh_output(out, kind="collective run", outputs=COLLECTIVE_OUTPUTS, overwrite=overwrite,
+                     part_of_run=part_of_run)
     barrier(dist)
     data = data if data is not None else load_data(cfg)
     split = make_split(cfg, data)

@@ -45,6 +45,16 @@ def _integer_ticks(ax, *axes: str) -> None:
         getattr(ax, f"{name}axis").set_major_locator(MaxNLocator(integer=True))
 
 
+def _task_ticks(ax, n: int, *axes: str) -> None:
+    """Image axes index tasks from 0; people count them from 1, as the console and the other plots do."""
+    from matplotlib.ticker import FuncFormatter
+
+    _integer_ticks(ax, *axes)
+    label = FuncFormatter(lambda v, _pos: f"{int(round(v)) + 1}" if 0 <= round(v) < n else "")
+    for name in axes:
+        getattr(ax, f"{name}axis").set_major_formatter(label)
+
+
 def _start(ax, figsize: tuple[float, float]):
     fig = ax.figure if ax is not None else new_figure(figsize)
     return fig, (ax or fig.add_subplot(111))
@@ -79,7 +89,7 @@ def plot_accuracy_matrix(matrix: Sequence[Sequence[float]], path: str | Path | N
     im = ax.imshow(data, vmin=0, vmax=1, cmap="viridis")
     ax.set_xlabel("evaluated on task j")
     ax.set_ylabel("after training task i")
-    _integer_ticks(ax, "x", "y")
+    _task_ticks(ax, len(data), "x", "y")
     ax.set_title(title)
     fig.colorbar(im, ax=ax)
     return _finish(fig, path)
@@ -138,25 +148,37 @@ def plot_criterion(candidates: Sequence[dict[str, Any]], selected: Sequence[str]
                    ax=None, title: str = "criterion: score of every candidate window"):
     """The scores that chose the learngene, one bar per candidate window, the chosen one marked.
 
-    A candidate without a score (e.g. a fixed choice) is drawn at 0 and labelled so.
+    Windows are named by their layers as the report names them (``features.0, features.1``). Scores in [0, 1]
+    (validation: a mean accuracy) get a [0, 1] axis; others (gradient stability: minus the gradient statistic)
+    an axis around their own range. The numbers stand right of the axes, clear of the bars. A candidate without
+    a score (a fixed choice) is drawn at 0 and labelled so.
     """
+    from matplotlib.transforms import blended_transform_factory
+
     chosen = list(selected)
-    labels = [", ".join(c["layers"]).replace("features.", "") for c in candidates]
+    labels = [", ".join(c["layers"]) for c in candidates]
     scores = [c.get("score") for c in candidates]
-    fig, ax = _start(ax, (6.0, max(2.5, 0.35 * len(candidates) + 1.2)))
+    fig, ax = _start(ax, (7.0, max(2.5, 0.35 * len(candidates) + 1.2)))
     colors = ["tab:orange" if list(c["layers"]) == chosen else "tab:blue" for c in candidates]
     values = [v if isinstance(v, (int, float)) and not math.isnan(v) else 0.0 for v in scores]
     ax.barh(range(len(candidates)), values, color=colors)
-    ax.set_yticks(range(len(candidates)), [f"blocks {lab}" for lab in labels])
+    ax.set_yticks(range(len(candidates)), labels)
+    right = blended_transform_factory(ax.transAxes, ax.transData)
     for i, (c, v) in enumerate(zip(candidates, scores)):
         frac = c.get("grad_fraction_mean")
         text = ("no score" if not isinstance(v, (int, float)) else f"{v:.3f}") + \
             (f"  (grad fraction {frac:.3f})" if isinstance(frac, (int, float)) else "") + \
             ("  <- chosen" if list(c["layers"]) == chosen else "")
-        ax.text(values[i], i, " " + text, va="center", fontsize=7)
+        ax.text(1.02, i, text, va="center", fontsize=7, transform=right)
     ax.invert_yaxis()
-    ax.set_xlim(0, max([*values, 1e-9]) * 1.7)  # room for the labels right of the bars
-    ax.set_xlabel("criterion score")
+    if all(0.0 <= v <= 1.0 for v in values):
+        ax.set_xlim(0, 1)
+        ax.set_xlabel("criterion score (in [0, 1], higher is better)")
+    else:
+        low, high = min([*values, 0.0]), max([*values, 0.0])
+        pad = 0.05 * (high - low or 1.0)
+        ax.set_xlim(low - pad, high + pad)
+        ax.set_xlabel("criterion score (higher is better)")
     ax.set_ylabel("candidate window")
     ax.set_title(title)
     ax.grid(axis="x", alpha=0.3)
@@ -164,19 +186,34 @@ def plot_criterion(candidates: Sequence[dict[str, Any]], selected: Sequence[str]
 
 
 def plot_bars(means: dict[str, float], cis: dict[str, float], path: str | Path | None = None, ax=None,
-              ylabel: str = "accuracy", title: str = "", bounds: tuple[float, float] | None = (0.0, 1.0)):
-    """Bar chart with 95% confidence intervals; an accuracy's bar stops at ``bounds`` (no bar without an interval)."""
-    fig, ax = _start(ax, (6.5, 3.5))
-    names = list(means)
+              ylabel: str = "accuracy", title: str = "", aliases: dict[str, str] | None = None,
+              bounds: tuple[float, float] | None = (0.0, 1.0)):
+    """Mean with its 95% confidence interval, one horizontal bar per method (long names never overlap); an
+    accuracy's error bar stops at ``bounds`` and a bar without an interval (NaN) gets none.
+
+    ``aliases`` maps a method that is a copy of another (``same_as``) to it: one bar, named for both.
+    """
+    aliases = aliases or {}
+    copies: dict[str, list[str]] = {}
+    for copy_name, original in aliases.items():
+        copies.setdefault(original, []).append(copy_name)
+    names = [n for n in means if n not in aliases]
+    labels = [n + (f" (= {', '.join(copies[n])})" if n in copies else "") for n in names]
+    fig, ax = _start(ax, (6.5, max(2.5, 0.32 * len(names) + 1.2)))
+    values = [means[n] if means[n] is not None else float("nan") for n in names]
     lo, hi = bounds if bounds is not None else (-math.inf, math.inf)
-    half = [c if math.isfinite(c := cis.get(n, 0.0)) else 0.0 for n in names]
-    yerr = [[min(h, means[n] - lo) for n, h in zip(names, half)], [min(h, hi - means[n]) for n, h in zip(names, half)]]
-    ax.bar(names, [means[n] for n in names], yerr=yerr, capsize=4, color="tab:blue")
-    ax.set_xlabel("method")
-    ax.set_ylabel(ylabel)
+    half = [c if isinstance(c := cis.get(n), (int, float)) and math.isfinite(c) else 0.0 for n in names]
+    xerr = [[min(h, v - lo) if math.isfinite(v) else 0.0 for v, h in zip(values, half)],
+            [min(h, hi - v) if math.isfinite(v) else 0.0 for v, h in zip(values, half)]]
+    ax.barh(range(len(names)), values, xerr=xerr, capsize=3, color="tab:blue")
+    ax.set_yticks(range(len(names)), labels)
+    ax.invert_yaxis()
+    if all(0.0 <= v <= 1.0 for v in values if not math.isnan(v)):  # accuracies: the whole scale
+        ax.set_xlim(0, 1)
+    ax.set_xlabel(ylabel)
+    ax.set_ylabel("method")
     ax.set_title(title)
-    ax.tick_params(axis="x", rotation=30)
-    ax.grid(axis="y", alpha=0.3)
+    ax.grid(axis="x", alpha=0.3)
     return _finish(fig, path)
 
 

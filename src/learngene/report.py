@@ -31,32 +31,50 @@ def _ci(ci: Any, n: Any, mean: Any = None) -> str:
     return f"±{_f(ci)}"
 
 
-def _paired(d: dict[str, Any] | None) -> tuple[str, str]:
-    """'+0.050 ±0.031' and whether its interval excludes 0 ('yes'/'no'), or dashes without a comparison."""
+def _paired(d: dict[str, Any] | None) -> str:
+    """'+0.050 ±0.031 *' (the star: its interval excludes 0), or a dash without a comparison."""
     if not d:
-        return "-", "-"
+        return "-"
     mean = d.get("mean")
     sign = "+" if isinstance(mean, float) and mean >= 0 else ""
     n = d.get("n")
     if isinstance(n, int) and n < MIN_N_FOR_CI:
-        return f"{sign}{_f(mean)} ({_ci(None, n)})", "-"
-    return f"{sign}{_f(mean)} {_ci(d.get('ci95'), n)}", "yes" if d.get("ci_excludes_0") else "no"
+        return f"{sign}{_f(mean)} ({_ci(None, n)})"
+    return f"{sign}{_f(mean)} {_ci(d.get('ci95'), n)}" + (" *" if d.get("ci_excludes_0") else "")
 
 
 def methods_table(methods: dict[str, Any]) -> str:
-    rows = ["| method | accuracy | 95% CI | vs scratch (paired, 95% CI) | CI excludes 0 | n | params | "
-            "inherited | epochs to 90% | train s/task |",
-            "|---|---|---|---|---|---|---|---|---|---|"]
+    """One row per method, about 90 characters wide: accuracy with its CI, the paired difference to scratch,
+    parameters with the inherited ones in brackets; the number of tasks is stated once below when it is
+    the same for every row (it is, on shared episodes)."""
+    ns = {r["n"] for r in methods.values()}
+    same_n = len(ns) == 1
+    head = ["method", "accuracy ±95% CI", "vs scratch (paired)", "params (inherited)", "epochs to 90%", "s/task"]
+    if not same_n:
+        head.insert(3, "n")
+    rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for m, r in methods.items():
         name = f"{m} (= {r['same_as']})" if r.get("same_as") else m
-        gain, excludes = _paired(r.get("vs_scratch"))
-        rows.append(
-            f"| {name} | {_f(r['acc_mean'])} | {_ci(r['acc_ci95'], r['n'], r['acc_mean'])} | {gain} | {excludes} | "
-            f"{r['n']} | "
-            f"{_f(r['params'])} | {_f(r['inherited_params'])} | {_f(r.get('epochs_to_90pct_final'))} | "
-            f"{_f(r['train_seconds_mean'], 2)} |"
-        )
+        ci = _ci(r["acc_ci95"], r["n"], r["acc_mean"])
+        acc = f"{_f(r['acc_mean'])} " + (ci if ci.startswith(("±", "[")) else f"({ci})")
+        cells = [name, acc, _paired(r.get("vs_scratch")), f"{_f(r['params'])} ({_f(r['inherited_params'])})",
+                 _f(r.get("epochs_to_90pct_final")), _f(r["train_seconds_mean"], 2)]
+        if not same_n:
+            cells.insert(3, str(r["n"]))
+        rows.append("| " + " | ".join(cells) + " |")
+    n = f"n = {ns.pop()} tasks per row; " if same_n and ns else ""
+    rows += ["", f"{n}* the paired 95% CI of the difference to scratch excludes 0"]
     return "\n".join(rows)
+
+
+def calibration_line(methods: dict[str, Any]) -> str:
+    """The trained rows' calibration error: their softmax scores are not probabilities, and this says how far."""
+    eces = {m: r["ece_mean"] for m, r in methods.items() if r.get("ece_mean") is not None and not r.get("same_as")}
+    if not eces:
+        return ""
+    return ("calibration (ECE of the top softmax score on the query images, mean over tasks; 0 = a score of 0.9 is "
+            "right 90% of the time): " + ", ".join(f"{m} {_f(v)}" for m, v in eces.items())
+            + ". The scores are softmax outputs, not probabilities.")
 
 
 def baselines_lines(baselines: dict[str, Any]) -> list[str]:
@@ -119,6 +137,44 @@ def _gene_line(gene: dict[str, Any], final: dict[str, Any], individual: dict[str
             + (f" ({eff:,} effective{share})" if eff else "") + of_ind)
 
 
+def _settings_lines(ind: dict[str, Any]) -> list[str]:
+    """Each evaluation setting's table, its calibration line and the collective-vs-joint gap."""
+    lines: list[str] = []
+    for setting, res in ind["settings"].items():
+        lines += [f"## {setting}" + (" (headline)" if setting == ind["headline"] else ""), "",
+                  methods_table(res["methods"]), ""]
+        calib = calibration_line(res["methods"])
+        if calib:
+            lines += [calib, ""]
+        gap = res.get("ncm_collective_minus_joint")
+        if gap:
+            few = isinstance(gap.get("n"), int) and gap["n"] < MIN_N_FOR_CI
+            excludes = "-" if few else "yes" if gap.get("ci_excludes_0") else "no"
+            lines += [f"ncm-collective - joint (paired over {gap['n']} episodes): "
+                      f"{_paired(gap).removesuffix(' *')}, CI excludes 0: {excludes}", ""]
+    return lines
+
+
+def _evaluation_note(ind: dict[str, Any]) -> list[str]:
+    return [
+        f"- evaluation: {ind['episodes_per_seed']} episodes x seeds {ind['seeds']}, {ind['queries_per_class']} "
+        f"queries per class; {ind['ci']}" + (f"; {ind['paired_ci']}" if ind.get("paired_ci") else ""),
+        *([lr_line(ind.get("learning_rates"))] if ind.get("learning_rates") else []),
+        "- \"vs scratch\" is the paired difference to `scratch` on the same episodes; \"epochs to 90%\" is the "
+        "first evaluated epoch at which the mean query accuracy reaches 90% of that method's final accuracy "
+        f"(a convergence speed, not an accuracy); with fewer than {MIN_N_FOR_CI} episodes no CI is printed",
+    ]
+
+
+def render_evaluation(ind: dict[str, Any], *, run_dir: Any, gene_dir: Any) -> str:
+    """evaluation.md of `learngene evaluate`: the same tables as report.md, for one gene on one run."""
+    lines = ["# learngene evaluation", "", f"- collective run: `{run_dir}`", f"- learngene: `{gene_dir}`",
+             *_evaluation_note(ind), "", *_settings_lines(ind)]
+    if ind.get("baselines"):
+        lines += ["## Reference baselines", "", *baselines_lines(ind["baselines"]), ""]
+    return "\n".join(lines) + "\n"
+
+
 def render(report: dict[str, Any]) -> str:
     ind = report["individual"]
     coll = report["collective"]
@@ -138,25 +194,13 @@ def render(report: dict[str, Any]) -> str:
         _widths_line(coll),
         _gene_line(report.get("gene") or {}, coll["final"], ind),
         f"- criterion `{crit['name']}` selected {', '.join(crit['selected'])}: {crit['reason']}",
-        f"- evaluation: {ind['episodes_per_seed']} episodes x seeds {ind['seeds']}, {ind['queries_per_class']} "
-        f"queries per class; {ind['ci']}" + (f"; {ind['paired_ci']}" if ind.get("paired_ci") else ""),
-        *([lr_line(ind.get("learning_rates"))] if ind.get("learning_rates") else []),
+        *_evaluation_note(ind),
         f"- one collective model (seed {report['seed']}): every interval here is over its target tasks; the "
         "interval over collective models, the outer random stage, needs several collective seeds "
         "(`python -m bench.seeds`: per-seed means, Student t with seeds - 1 degrees of freedom)",
-        "- \"vs scratch\" is the paired difference to `scratch` on the same episodes; \"epochs to 90%\" is the "
-        "first evaluated epoch at which the mean query accuracy reaches 90% of that method's final accuracy "
-        f"(a convergence speed, not an accuracy); with fewer than {MIN_N_FOR_CI} episodes no CI is printed",
         "",
+        *_settings_lines(ind),
     ]
-    for setting, res in ind["settings"].items():
-        lines += [f"## {setting}" + (" (headline)" if setting == ind["headline"] else ""), "",
-                  methods_table(res["methods"]), ""]
-        gap = res.get("ncm_collective_minus_joint")
-        if gap:
-            value, excludes = _paired(gap)
-            lines += [f"ncm-collective - joint (paired over {gap['n']} episodes): {value}, "
-                      f"CI excludes 0: {excludes}", ""]
     if ind.get("baselines"):
         lines += ["## Reference baselines", "",
                   "`ncm-*`, `joint` and `protonet` rows: cosine nearest class mean on frozen features, no "

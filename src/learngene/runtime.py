@@ -84,6 +84,22 @@ def grad_scaler(device: torch.device, amp: bool) -> torch.amp.GradScaler:
 
 
 
+def progress_bar(iterable: Any = None, *, enabled: bool = True, **kwargs: Any) -> Any:
+    """A tqdm bar that draws only on a terminal: redirected stderr (a log file, a pipe, CI) gets no frames.
+
+    Why: tqdm redraws its line with carriage returns; in a log file every redraw stays, so a run's log fills with
+    hundreds of half-drawn bars. ``disable=None`` is tqdm's own rule for that (draw only when the stream is a
+    TTY); ``enabled=False`` (``--quiet``, rank > 0) turns the bar off everywhere.
+    """
+    from tqdm.auto import tqdm
+
+    kwargs.setdefault("leave", False)
+    kwargs.setdefault("dynamic_ncols", True)
+    # a notebook draws a widget, not carriage returns: there the bar stays on (its stream is never a TTY)
+    widget = any(c.__module__ == "tqdm.notebook" for c in tqdm.__mro__)
+    return tqdm(iterable, disable=(False if widget else None) if enabled else True, **kwargs)
+
+
 def machine_info(device: torch.device) -> dict[str, Any]:
     info: dict[str, Any] = {
         "torch": torch.__version__,

@@ -33,6 +33,7 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_write_json",
     "check_writable_dir",
+    "fresh_output",
     "jsonable",
     "read_json",
     "safe_torch_load",
@@ -287,17 +288,31 @@ def read_json(path: str | os.PathLike[str], what: str) -> dict:
     return obj
 
 
+def shown_path(path: str | os.PathLike[str], limit: int = 160) -> str:
+    """A path for a one-line message: a path of thousands of characters is shown by its start and end."""
+    text = str(path)
+    return text if len(text) <= limit else f"{text[:100]}...{text[-50:]} ({len(text)} characters)"
+
+
+def _os_problem(err: OSError) -> str:
+    """What went wrong, and the fix where it is specific (a name too long, a read-only filesystem)."""
+    what = err.strerror or str(err)
+    if err.errno == errno.ENAMETOOLONG:
+        return f"{what} (at most 255 characters per folder or file name, 4096 for the whole path); choose a shorter path"
+    if err.errno == errno.EROFS:
+        return f"{what}; choose a location on a writable filesystem"
+    return f"{what}; choose a writable location"
+
+
 def _make_output_dir(path: str | os.PathLike[str]) -> Path:
     """Create an output directory (and its parents), with a clear message when that is impossible."""
     p = Path(path)
-    if p.exists() and not p.is_dir():
-        raise ConfigError(f"output directory {p} is an existing file; choose a directory path")
     try:
+        if p.exists() and not p.is_dir():
+            raise ConfigError(f"output directory {shown_path(p)} is an existing file; choose a directory path")
         p.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise ConfigError(
-            f"cannot create output directory {p}: {err.strerror or err}; choose a writable location"
-        ) from err
+        raise ConfigError(f"cannot create output directory {shown_path(p)}: {_os_problem(err)}") from err
     return p
 
 
@@ -424,9 +439,17 @@ def check_writable_dir(
         os.close(fd)
         os.unlink(probe)
     except OSError as err:
-        raise ConfigError(
-            f"output directory {p} is not writable: {err.strerror or err}; choose another location"
-        ) from err
+        raise ConfigError(f"output directory {shown_path(p)} is not writable: {_os_problem(err)}") from err
+    return p
+
+
+def fresh_output(path: str | os.PathLike[str], *, kind: str, outputs: Iterable[str], overwrite: bool = False,
+                 part_of_run: bool = False) -> Path:
+    """The start of every command that writes a run directory afresh (no ``--resume``): a non-empty directory is
+    refused unless ``overwrite`` (:func:`check_writable_dir`), then the earlier output's own ``outputs`` are
+    deleted, so nothing stale passes for this run's (a later ``--resume`` would find work it never did)."""
+    p = check_writable_dir(path, overwrite=overwrite, kind=kind, part_of_run=part_of_run)
+    remove_outputs(p, outputs)
     return p
 
 
@@ -494,6 +517,8 @@ def output_lock(directory: str | os.PathLike[str]):
                 f"{other.get('host', '?')}, since {other.get('started', '?')}); wait for it to finish or choose "
                 f"another --out (if that run is gone, delete {path})"
             ) from None
+        except OSError as err:  # a read-only filesystem, no permission: the run could write nothing there
+            raise ConfigError(f"cannot write in output directory {shown_path(d)}: {_os_problem(err)}") from err
         with os.fdopen(fd, "w") as f:
             f.write(json.dumps(me))
             f.flush()

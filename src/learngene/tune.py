@@ -27,7 +27,7 @@ from typing import Any
 from learngene.baselines import ncm_episodes, penultimate_features, train_joint
 from learngene.config import Config, apply_overrides, config_from_dict, parse_setting
 from learngene.data import TaskStream, sample_episodes
-from learngene.errors import ConfigError
+from learngene.errors import CheckpointError, ConfigError
 from learngene.evaluate import evaluate_methods
 from learngene.gene import Learngene
 from learngene.paradigm import _pseudo_pool, select_gene
@@ -35,10 +35,19 @@ from learngene.pipeline import load_collective_run, run_collective
 from learngene.prepare import load_data
 from learngene.registry import METHODS
 from learngene.runtime import derive_seed
-from learngene.safeio import atomic_write_bytes, atomic_write_json, check_writable_dir, jsonable, read_json
+from learngene.safeio import (
+    atomic_write_bytes,
+    atomic_write_json,
+    check_writable_dir,
+    fresh_output,
+    jsonable,
+    read_json,
+)
 from learngene.stats import MIN_N_CI, format_ci, mean_ci95, nested_ci95
 
 log = logging.getLogger(__name__)
+
+TUNE_OUTPUTS = ("tune.json", "tune.md", "trials", "runs")  # what --overwrite replaces
 
 
 def parse_param(spec: str) -> tuple[str, list[str]]:
@@ -180,7 +189,8 @@ def run_trial(cfg: Config, data, *, setting: str, episodes: int, joint: bool, pr
 
 def tune(base: Config, params: Sequence[tuple[str, list[str]]], out: str | Path, *, seeds: Sequence[int] = (0,),
          setting: str | None = None, episodes: int = 20, joint: bool = False, progress: bool = True,
-         data=None, score: str = "ncm", method: str = "learngene") -> dict[str, Any]:
+         data=None, score: str = "ncm", method: str = "learngene", resume: bool = False,
+         overwrite: bool = False) -> dict[str, Any]:
     """Run the grid, write ``tune.json`` and ``tune.md`` into ``out``; returns the summary (best first).
 
     ``score="ncm"`` ranks by the collective model's NCM accuracy; ``score="individual"`` by the accuracy of the
@@ -188,6 +198,8 @@ def tune(base: Config, params: Sequence[tuple[str, list[str]]], out: str | Path,
     pseudo-tasks, for settings of the later stages; ``method`` names the comparison method scored that way
     (``scratch``, ``finetune``, ... for their ``evaluate.method_lr``; ``protonet`` for ``baseline.protonet_*``).
     Collective runs are kept in ``out/runs/`` and shared by every trial that differs only in later-stage settings.
+    Like every command, a non-empty ``out`` is refused unless ``overwrite`` (start afresh) or ``resume`` (keep
+    the finished trials and collective runs there).
     """
     if score not in ("ncm", "individual"):
         raise ConfigError(f"tune score must be 'ncm' or 'individual', got {score!r}")
@@ -199,7 +211,13 @@ def tune(base: Config, params: Sequence[tuple[str, list[str]]], out: str | Path,
     combos = grid(params)
     for combo in combos:  # every combination is a valid config before anything trains
         _trial_config(base, combo, seeds[0])
-    out = check_writable_dir(out, overwrite=True, kind="tuning run")  # a tuning run resumes its own trials
+    if resume:  # finished trials (and collective runs) are reused; a changed trial is trained again
+        if not ((Path(out) / "trials").is_dir() or (Path(out) / "runs").is_dir()):
+            raise CheckpointError(f"--resume given but {out} holds no tuning trials (no trials/ or runs/ folder); "
+                                  "start without --resume")
+        out = check_writable_dir(out, overwrite=True, kind="tuning run")
+    else:
+        out = fresh_output(out, kind="tuning run", outputs=TUNE_OUTPUTS, overwrite=overwrite)
     (out / "trials").mkdir(parents=True, exist_ok=True)
     data = data if data is not None else load_data(base)
     rows = []

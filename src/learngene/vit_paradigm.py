@@ -251,8 +251,9 @@ def _optimizer_factory(lr: float, weight_decay: float, hook: Callable | None = N
 def vit_shape(cfg: Config, image_size: int, channels: int, num_classes: int) -> dict[str, Any]:
     """The ancestry's ViT shape record: the ``vit.ancestry`` preset with the ``[vit]`` overrides and the data's
     image size and channels."""
-    from learngene.models.vit import VIT_PRESETS, vit_preset_config
+    from learngene.models.vit import VIT_PRESETS, require_timm, vit_preset_config
 
+    require_timm()  # a missing timm is not a wrong setting
     v = cfg.vit
     if v.ancestry not in VIT_PRESETS:
         raise ConfigError(f"config key vit.ancestry = {v.ancestry!r} is not a registered ViT preset; choose one of "

@@ -108,7 +108,7 @@ def test_nonfinite_loss_stops_with_location(smoke):
     cfg = load_config("smoke", overrides=["train.lr=1e30"])
     model = _model(cfg, data)
     model.start_task(0)
-    with pytest.raises(NonFiniteError, match=r"task 0, epoch \d+, batch \d+.*lower learning rate"):
+    with pytest.raises(NonFiniteError, match=r"task 1/\d+, epoch \d+, batch \d+.*lower learning rate"):
         for e in range(3):
             model.train_epoch(0, e)
 

@@ -205,6 +205,14 @@ def test_save_load_round_trip_and_errors(tmp_path):
     rec.save(tmp_path / "run2")
     meta["tasks"] = [0]
     (tmp_path / "run2" / "gradient_stats.json").write_text(json.dumps(meta))
+    with pytest.raises(DataError, match="was edited after learngene wrote it: 'tasks' differs"):
+        GradientRecorder.load(tmp_path / "run2")
+    # written so by another tool, checksums and all: the recorder's own check still refuses it
+    from learngene.artifacts import GRADIENT_STATS, fields_sha256
+
+    reserved = ("format", "version", "fields_sha256", "tensors", "sha256")
+    meta["fields_sha256"] = fields_sha256(GRADIENT_STATS, {k: v for k, v in meta.items() if k not in reserved})
+    (tmp_path / "run2" / "gradient_stats.json").write_text(json.dumps(meta))
     with pytest.raises(DataError, match="inconsistent"):
         GradientRecorder.load(tmp_path / "run2")
 

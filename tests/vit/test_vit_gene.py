@@ -113,6 +113,14 @@ def test_tensors_that_do_not_match_the_manifest_are_refused(tmp_path, aux, ances
     manifest = json.loads(path.read_text())
     manifest["block_indices"] = [1, 2, 3]
     path.write_text(json.dumps(manifest))
+    with pytest.raises(GeneError, match=r"learngene.json was edited after learngene wrote it: 'block_indices' differs"):
+        TransformerGene.load(tmp_path / "heur")
+    # the same claim written with consistent field checksums (another tool): the gene's own check refuses it
+    from learngene.artifacts import fields_sha256
+
+    manifest["fields_sha256"] = fields_sha256(TRANSFORMER_GENE, {
+        k: v for k, v in manifest.items() if k not in ("format", "version", "fields_sha256", "tensors", "sha256")})
+    path.write_text(json.dumps(manifest))
     with pytest.raises(GeneError, match=r"do not match its manifest.*missing \['blocks.1"):
         TransformerGene.load(tmp_path / "heur")
     # the tensor index of the manifest edited: the artifact layer refuses it before the gene looks

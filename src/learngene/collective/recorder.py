@@ -543,7 +543,7 @@ class GradientRecorder:
             self._append(r)
 
     # -- plotting --------------------------------------------------------------------------------------------
-    def plot_heatmap(self, path: str | os.PathLike[str], stat: str = "fraction") -> None:
+    def plot_heatmap(self, path: str | os.PathLike[str], stat: str = "fraction") -> Any:
         """Layers x tasks heatmap (per-task mean of ``stat``) as a PNG; grey where a layer did not exist."""
         _check_stat(stat)
         if not self.records:
@@ -560,7 +560,7 @@ class GradientRecorder:
         fig = new_figure((max(4.0, 0.6 * len(tasks) + 2.5), max(3.0, 0.35 * len(names) + 1.5)))
         ax = fig.add_subplot(111)
         im = ax.imshow(masked, aspect="auto", cmap=cmap, interpolation="nearest")
-        ax.set_xticks(range(len(tasks)), [str(t) for t in tasks])
+        ax.set_xticks(range(len(tasks)), [str(t + 1) for t in tasks])  # counted from 1, as everywhere
         ax.set_yticks(range(len(names)), names)
         ax.set_xlabel("task")
         ax.set_ylabel("layer")
@@ -573,3 +573,4 @@ class GradientRecorder:
         fig.colorbar(im, ax=ax, label=label)
         fig.tight_layout()
         save_figure(fig, path)
+        return fig

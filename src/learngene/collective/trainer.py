@@ -36,7 +36,15 @@ from learngene.distributed import SINGLE, DistInfo, all_reduce_sum, all_true, br
 from learngene.errors import CheckpointError, ConfigError, NonFiniteError
 from learngene.models.growth import plan_expand_classes
 from learngene.models.width import effective_widths, width_report
-from learngene.runtime import autocast, derive_seed, generator, grad_scaler, machine_info, seeded
+from learngene.runtime import (
+    autocast,
+    derive_seed,
+    generator,
+    grad_scaler,
+    machine_info,
+    progress_bar,
+    seeded,
+)
 
 log = logging.getLogger(__name__)
 
@@ -244,7 +252,7 @@ class CollectiveTrainer:
         if n_seen > self.network.num_classes:
             if not hasattr(self.network, "expand_classes"):
                 raise ConfigError(
-                    f"task {t} brings the classes seen to {n_seen} but {type(self.network).__name__} has "
+                    f"task {t + 1} brings the classes seen to {n_seen} but {type(self.network).__name__} has "
                     f"{self.network.num_classes} outputs and no expand_classes(); build it with num_classes >= "
                     f"{len(self.stream.split.source)} (every source class) or use an expandable model"
                 )
@@ -335,7 +343,7 @@ class CollectiveTrainer:
                 continue
             finite = all_true(self.dist, bool(loss_ok & bool(torch.isfinite(gnorm))), self.device)
             if not finite:
-                where = f"task {t}, epoch {epoch}, batch {b}"
+                where = f"task {t + 1}/{len(self.stream)}, epoch {epoch + 1}, batch {b + 1}"  # counted from 1
                 what = "loss" if not torch.isfinite(loss.detach()) else "gradient"
                 if self.on_nonfinite == "stop":
                     raise NonFiniteError(
@@ -467,8 +475,6 @@ class CollectiveTrainer:
         ``ckpt_dir`` is where a :class:`~learngene.collective.learner.CheckpointPlugin` writes (and ``resume``
         reads) the run's checkpoints.
         """
-        from tqdm.auto import tqdm
-
         from learngene.checkpoint import has_checkpoint, load_latest
 
         self.ckpt_dir = Path(ckpt_dir) if ckpt_dir is not None else None
@@ -482,8 +488,8 @@ class CollectiveTrainer:
             t, start_epoch = self.position["task"], self.position["epoch"]
             if start_epoch == 0 and (not self.tasks or self.tasks[-1]["task"] != t):
                 self.start_task(t)
-            bar = tqdm(range(start_epoch, self.epochs), desc=f"task {t + 1}/{n}",
-                       disable=not (progress and self.dist.is_main), leave=False, dynamic_ncols=True)
+            bar = progress_bar(range(start_epoch, self.epochs), desc=f"task {t + 1}/{n}",
+                               enabled=progress and self.dist.is_main)
             tick = time.perf_counter()
             for epoch in bar:
                 row = self.train_epoch(t, epoch)

@@ -45,6 +45,10 @@ __all__ = [
 
 _OMNIGLOT_CACHE_VERSION = 1
 _HINT = "set LEARNGENE_DATA or pass --data-root"
+# where the files come from: learngene downloads nothing, so the message says where a user gets them
+_OMNIGLOT_HINT = ("learngene downloads nothing: get images_background_small1.zip and images_background_small2.zip "
+                  "from the Omniglot repository (github.com/brendenlake/omniglot, folder python/) into a folder "
+                  "omniglot/, then set LEARNGENE_DATA to its parent or pass --data-root omniglot/")
 
 Loader = Callable[..., ImageSet]
 
@@ -225,8 +229,7 @@ def _omniglot_entries(root: Path) -> tuple[list[_OmniEntry], list]:
     dirs = sorted({d for b in bases if b.is_dir() for d in b.glob("images_background*") if d.is_dir()})
     if not zips and not dirs:
         raise DataError(
-            f"no images_background_small*.zip or images_background*/ folder under {root}; {_HINT} "
-            "(expected the Omniglot files images_background_small1.zip and images_background_small2.zip)"
+            f"no images_background_small*.zip or images_background*/ folder under {root}; {_OMNIGLOT_HINT}"
         )
     entries: list[_OmniEntry] = []
     fingerprint: list = []
@@ -259,7 +262,7 @@ def load_omniglot(
     kept once, from the first archive. Decoding is cached under cache_dir()/omniglot, keyed by the
     files' checksums and image_size, so later loads take a fraction of a second."""
     root = Path(root).expanduser() if root is not None else default_data_root() / "omniglot"
-    _require_dir(root, "Omniglot data folder")
+    _require_dir(root, "Omniglot data folder", _OMNIGLOT_HINT)
     entries, fingerprint = _omniglot_entries(root)
 
     def build() -> ImageSet:

@@ -115,6 +115,12 @@ class TaskStream:
                 f"stream: asked for {ways} classes per task but the split has only {len(split.source)} source "
                 f"classes; lower ways or move classes into the source part"
             )
+        if ways == len(split.source) and n_tasks > 1:
+            raise DataError(
+                f"stream: ways = {ways} is every source class, so all {n_tasks} tasks would hold the same {ways} "
+                f"classes and no task would bring a new one; lower ways below {ways} or give the source part more "
+                "classes (or use n_tasks = 1)"
+            )
         self.data = data
         self.split = split
         self.n_tasks = n_tasks
@@ -355,6 +361,12 @@ class TaskStream:
             raise DataError(
                 f"stream: {n} classes leave {n - n_novel - n_open} source classes after the novel "
                 f"({n_novel}) and open-world ({n_open}) ones, fewer than ways = {ways}; lower the fractions or ways"
+            )
+        if 0 < novel_fraction and n_novel < 2:
+            raise DataError(
+                f"stream: novel_fraction = {novel_fraction:g} of {n} classes leaves {n_novel} novel class(es); "
+                "the individual models' few-shot tasks need at least 2 novel classes; raise novel_fraction or use "
+                "a dataset with more classes (novel_fraction = 0 keeps none, for a collective model only)"
             )
         split = ClassSplit.random_classes(data, n - n_novel - n_open, n_open, n_novel, seed=seed)
         return cls(data, split, n_tasks=n_tasks, ways=ways, seed=seed, **stream_options)

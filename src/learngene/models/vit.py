@@ -168,8 +168,24 @@ def _act_layer(name: str) -> Any:
     return get_act_layer({"timm_gelu": "gelu", "timm_gelu_tanh": "gelu_tanh"}.get(name, name))
 
 
+def require_timm() -> None:
+    """One clear line where timm cannot be imported: not installed (the CPU-only install of the README leaves it
+    out), or installed beside a torchvision built for another torch (``operator torchvision::nms does not
+    exist``: timm imports torchvision)."""
+    try:
+        import timm  # noqa: F401
+    except (ImportError, RuntimeError, OSError) as err:
+        raise ModelError(
+            f"the transformer learngenes need timm, which cannot be imported here ({type(err).__name__}: "
+            f"{str(err).splitlines()[0][:160] if str(err) else 'not installed'}); install the full set as the README's "
+            "first command does (pip install torch==2.14.1 torchvision==0.29.1 && pip install -e .), or use the "
+            "CNN paradigm (presets without vit-), which needs neither timm nor torchvision"
+        ) from None
+
+
 def _vit_kwargs(cfg: Mapping[str, Any], *, allow_depth_zero: bool = False) -> dict[str, Any]:
     """Validate a shape record and turn it into ``VisionTransformer`` keyword arguments."""
+    require_timm()  # every ViT (a preset, a gene's record, a descendant) is built from a record checked here
     if not isinstance(cfg, Mapping):
         raise ModelError(f"ViT config must be a dict (from vit_config()), got {type(cfg).__name__}")
     name = cfg.get("name", "vit")
