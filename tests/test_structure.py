@@ -20,13 +20,15 @@ STAGES: list[tuple[int, tuple[str, ...]]] = [
          "learngene.plots", "learngene.distributed", "learngene.checkpoint")),
     (1, ("learngene.data", "learngene.prepare")),
     (2, ("learngene.models",)),
-    (3, ("learngene.collective", "learngene.distill")),
-    (4, ("learngene.criterion", "learngene.linearity")),
-    (5, ("learngene.gene", "learngene.gene_format", "learngene.vit_gene")),
-    (6, ("learngene.individual", "learngene.descendants")),
-    (7, ("learngene.evaluate", "learngene.baselines")),
-    (8, ("learngene.report", "learngene.pipeline", "learngene.paradigm", "learngene.tune", "learngene.vit_paradigm")),
-    (9, ("learngene.cli", "learngene.cli_common", "learngene.cli_individual", "learngene.__main__")),
+    (3, ("learngene.engine", "learngene.vit.train")),
+    (4, ("learngene.collective", "learngene.vit.auxiliary", "learngene.vit.ancestry")),
+    (5, ("learngene.criterion", "learngene.vit.linearity")),
+    (6, ("learngene.gene", "learngene.gene_format", "learngene.vit.gene")),
+    (7, ("learngene.individual", "learngene.vit.descendants", "learngene.vit.criterion", "learngene.vit.inherit")),
+    (8, ("learngene.evaluate", "learngene.baselines", "learngene.vit.methods")),
+    (9, ("learngene.report", "learngene.pipeline", "learngene.paradigm", "learngene.tune", "learngene.vit",
+         "learngene.vit.run", "learngene.vit.report")),
+    (10, ("learngene.cli", "learngene.cli_common", "learngene.cli_individual", "learngene.__main__")),
 ]
 
 

@@ -65,12 +65,12 @@ _API = {
     "save_individual": "learngene.individual",
     "load_individual": "learngene.individual",
     # transformer learngenes
-    "TransformerGene": "learngene.vit_gene",
-    "extract_tleg": "learngene.vit_gene",
-    "extract_heur_lg": "learngene.vit_gene",
+    "TransformerGene": "learngene.vit.gene",
+    "extract_tleg": "learngene.vit.gene",
+    "extract_heur_lg": "learngene.vit.gene",
     "ExpandedViT": "learngene.models.expansion",
-    "build_descendant": "learngene.descendants",
-    "run_vit": "learngene.vit_paradigm",
+    "build_descendant": "learngene.vit.descendants",
+    "run_vit": "learngene.vit.run",
     # evaluation and whole runs
     "register_method": "learngene.evaluate",
     "run_collective": "learngene.pipeline",

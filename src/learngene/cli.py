@@ -119,11 +119,10 @@ def _inspect(args: argparse.Namespace) -> int:
     import json
 
     from learngene.gene import Learngene
-    from learngene.vit_gene import TransformerGene, is_transformer_gene
+    from learngene.vit.gene import TransformerGene, is_transformer_gene
 
     gene = TransformerGene.load(args.gene) if is_transformer_gene(args.gene) else Learngene.load(args.gene)
-    manifest = gene.manifest() if isinstance(gene, Learngene) else gene.manifest_fields()
-    print(json.dumps(manifest, indent=2) if args.json else gene.describe())
+    print(json.dumps(gene.manifest(), indent=2) if args.json else gene.describe())
     return 0
 
 

@@ -70,7 +70,8 @@ def _run_vit(args: argparse.Namespace, cfg) -> int:
     """The transformer path: ancestry -> TLEG and Heur-LG learngenes -> descendants of every depth."""
     from learngene.runtime import resolve_device
     from learngene.safeio import check_writable_dir
-    from learngene.vit_paradigm import render_vit_report, run_vit
+    from learngene.vit.report import render_vit_report
+    from learngene.vit.run import run_vit
 
     if not args.resume:  # --resume reuses the cached ancestry, auxiliary net and finished descendants
         check_writable_dir(args.out, overwrite=args.overwrite, kind="run")
@@ -160,12 +161,12 @@ def _inherit(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.preset, args.config, args.overrides) if (args.preset or args.config or args.overrides) \
         else Config()
-    from learngene.vit_gene import is_transformer_gene
+    from learngene.vit.gene import is_transformer_gene
 
     if args.compare not in (None, "scratch"):
         raise LearngeneError(f"--compare {args.compare!r}: the only comparison is 'scratch'")
     if is_transformer_gene(args.gene):
-        from learngene.vit_paradigm import inherit_vit
+        from learngene.vit.inherit import inherit_vit
 
         if args.depth is None:
             raise LearngeneError(f"{args.gene} is a transformer learngene: give the descendant's depth, e.g. --depth 6")

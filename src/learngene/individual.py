@@ -390,11 +390,12 @@ class PseudoTaskScorer:
 
 
 def read_support_query(support_dir: str | os.PathLike[str], query_dir: str | os.PathLike[str] | None,
-                       input_spec: Mapping[str, Any]):
+                       input_spec: Mapping[str, Any], *, normalized: bool = True):
     """A user's ImageFolder support set (and optional query set), read as the gene's inputs.
 
     Returns ``(classes, support_x, support_y, query_x, query_y)`` (query tensors None without a query folder),
-    normalized with the gene's statistics; labels follow the support folder's sorted class names.
+    normalized with the gene's statistics (``normalized=False``: uint8, for per-batch augmentation); labels
+    follow the support folder's sorted class names.
     """
     from learngene.data.images import read_image_folder
     from learngene.data.transforms import normalize
@@ -408,7 +409,7 @@ def read_support_query(support_dir: str | os.PathLike[str], query_dir: str | os.
             f"support folder {support_dir} has {len(classes)} class folder ({', '.join(classes)}); a classifier "
             "needs at least 2 classes, one subfolder of images per class"
         )
-    x = normalize(support.images, input_spec["mean"], input_spec["std"])
+    x = normalize(support.images, input_spec["mean"], input_spec["std"]) if normalized else support.images
     y = support.labels.long()
     qx = qy = None
     if query_dir is not None:
@@ -416,7 +417,7 @@ def read_support_query(support_dir: str | os.PathLike[str], query_dir: str | os.
         extra = [c for c in query.classes if c not in classes]
         if extra:
             raise DataError(f"query folder {query_dir} has classes {extra} that the support folder {support_dir} lacks")
-        qx = normalize(query.images, input_spec["mean"], input_spec["std"])
+        qx = normalize(query.images, input_spec["mean"], input_spec["std"]) if normalized else query.images
         qy = torch.tensor([classes.index(query.classes[int(i)]) for i in query.labels])
     return classes, x, y, qx, qy
 

@@ -21,7 +21,7 @@ from typing import Any, Generic, TypeVar
 
 from learngene.errors import ConfigError, LearngeneError, ModelError
 
-__all__ = ["ARCHITECTURES", "CRITERIA", "METHODS", "MODELS", "SOURCES", "Registry"]
+__all__ = ["ARCHITECTURES", "CRITERIA", "DESCENDANT_METHODS", "METHODS", "MODELS", "SOURCES", "Registry"]
 
 T = TypeVar("T")
 
@@ -130,3 +130,4 @@ ARCHITECTURES: Registry[Callable[[dict[str, Any]], Any]] = Registry(
 SOURCES: Registry[Callable[..., Any]] = Registry("data source", ("learngene.data.sources",))
 CRITERIA: Registry[Callable[..., Any]] = Registry("criterion", ("learngene.criterion",))
 METHODS: Registry[Any] = Registry("evaluation method", ("learngene.evaluate",))
+DESCENDANT_METHODS: Registry[Any] = Registry("transformer method")

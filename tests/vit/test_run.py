@@ -14,8 +14,9 @@ from learngene.artifacts import INDIVIDUAL
 from learngene.config import load_config
 from learngene.errors import ConfigError, DataError
 from learngene.models.io import load_network
-from learngene.vit_gene import TransformerGene
-from learngene.vit_paradigm import inherit_vit, run_vit
+from learngene.vit.gene import TransformerGene
+from learngene.vit.inherit import inherit_vit
+from learngene.vit.run import run_vit
 
 METHODS = ["scratch", "heur-lg", "truncated", "tleg"]
 

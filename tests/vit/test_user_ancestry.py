@@ -14,8 +14,9 @@ from learngene.config import load_config
 from learngene.errors import ConfigError, ModelError
 from learngene.models.io import load_network, save_network
 from learngene.models.vit import vit_config
-from learngene.vit_gene import TransformerGene
-from learngene.vit_paradigm import run_vit, save_ancestry
+from learngene.vit.ancestry import save_ancestry
+from learngene.vit.gene import TransformerGene
+from learngene.vit.run import run_vit
 
 # everything small: one seed, one epoch per stage, descendants of depth 2 and (deeper than the ancestry) 4
 FAST = ["vit.methods=['heur-lg','tleg']", "vit.depths=[2,4]", "vit.seeds=[0]", "vit.aux_epochs=1",
@@ -232,9 +233,9 @@ def test_weights_that_do_not_fit_are_refused(tiny, deit, tmp_path):
 
 def test_directory_refusals(tiny, tmp_path):
     from learngene.models.expansion import ExpandedViT
-    from learngene.vit_paradigm import _Record
+    from learngene.vit.train import NetworkRecord
 
-    save_network(ExpandedViT(_Record(tiny).config(), "linear", 3, seed=0), tmp_path / "aux")
+    save_network(ExpandedViT(NetworkRecord(tiny).config(), "linear", 3, seed=0), tmp_path / "aux")
     _refused(_cfg(tmp_path / "aux"), tmp_path / "a", ConfigError, "not a plain ViT")
     save_ancestry(tiny, tmp_path / "anc")
     _refused(_cfg(tmp_path / "anc", "data.image_size=18"), tmp_path / "b", ConfigError,

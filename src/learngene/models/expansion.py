@@ -29,9 +29,9 @@ from learngene.models.registry import register_architecture
 from learngene.models.vit import (
     BLOCK_PREFIX,
     _construct,
-    _full_config,
     _vit_kwargs,
     build_vit,
+    full_config,
     shared_state_dict,
     vit_config,
     vit_preset_config,
@@ -350,7 +350,7 @@ class ExpandedViT(nn.Module):
         elif isinstance(vit, nn.Module):
             cfg = vit_config(vit)
         else:
-            cfg = _full_config(vit)
+            cfg = full_config(vit)
         depth = _depth(cfg["depth"] if depth is None else depth)
         self.rule = rule_from_spec(rule, depth)
         self.rule.check_depth(depth)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import functools
 import math
+import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -39,14 +40,19 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
     from timm.models.vision_transformer import VisionTransformer
 
 __all__ = [
+    "BLOCK_PREFIX",
+    "EMBEDDING_PREFIXES",
+    "FINAL_NORM_PREFIXES",
     "VIT_PRESETS",
     "block_param_names",
     "block_prefix",
     "block_state_dict",
     "build_vit",
+    "full_config",
     "load_block_state_dict",
     "num_blocks",
     "shared_state_dict",
+    "split_block_key",
     "vit_config",
     "vit_preset_config",
 ]
@@ -115,6 +121,9 @@ _RATE_KEYS = (
 # shared tensors that feed the first block: what "the embeddings" means when copying from an ancestry
 EMBEDDING_PREFIXES = ("patch_embed.", "pos_embed", "cls_token", "reg_token", "norm_pre.")
 BLOCK_PREFIX = "blocks."
+# the norm after the last block (timm puts it in ``norm`` or, with global pooling, ``fc_norm``)
+FINAL_NORM_PREFIXES = ("norm.", "fc_norm.")
+_BLOCK_KEY = re.compile(r"^blocks\.(\d+)\.(.+)$")
 
 
 # ---------------------------------------------------------------------- validation helpers
@@ -240,7 +249,7 @@ def build_vit(cfg: Mapping[str, Any]) -> VisionTransformer:
     return _construct(_vit_kwargs(cfg))
 
 
-def _full_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
+def full_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
     """The record with every key present, so two configs compare and serialize alike."""
     _vit_kwargs(cfg, allow_depth_zero=True)  # validation only
     out = {"name": "vit", **_VIT_DEFAULTS, **{k: v for k, v in cfg.items() if k != "name"}}
@@ -280,7 +289,7 @@ def vit_preset_config(name: str, **overrides: Any) -> dict[str, Any]:
         raise ModelError(
             f"ViT preset {name!r} does not take {unknown}; valid overrides: {sorted(_VIT_DEFAULTS)}"
         )
-    return _full_config({**VIT_PRESETS[name], **{k: v for k, v in overrides.items() if v is not None}})
+    return full_config({**VIT_PRESETS[name], **{k: v for k, v in overrides.items() if v is not None}})
 
 
 def _register_preset(name: str, defaults: dict[str, Any], doc: str) -> None:
@@ -502,6 +511,12 @@ def num_blocks(model: nn.Module) -> int:
             f"{type(model).__name__} has no 'blocks' sequence; expected a timm VisionTransformer"
         )
     return len(blocks)
+
+
+def split_block_key(key: str) -> tuple[int, str] | None:
+    """``"blocks.3.attn.qkv.weight"`` -> ``(3, "attn.qkv.weight")``; None for a tensor outside the blocks."""
+    m = _BLOCK_KEY.match(key)
+    return (int(m.group(1)), m.group(2)) if m else None
 
 
 def block_prefix(index: int) -> str:

@@ -1,68 +1,24 @@
-"""Training loops for transformer learngenes: distillation of an auxiliary net, and plain classification.
+"""The auxiliary net of TLEG / SWS, trained by distillation from the ancestry.
 
-TLEG and SWS train their auxiliary network by distilling an ancestry model (soft: KL on softened logits,
-or DeiT's hard labels), mixed with cross-entropy; descendants, scratch baselines and the ancestry itself
-train with plain cross-entropy.  Both share one loop (:func:`_fit`) so curves, timing, AMP and the
-non-finite guard behave identically.  Nothing here reseeds the global RNG: a ``seed`` runs the loop inside
-a forked RNG (dropout / drop-path reproducible), and :class:`TensorBatches` shuffles with its own generator.
+The auxiliary network learns the source classes from the ancestry's logits (soft: KL on softened logits, or
+DeiT's hard labels), mixed with cross-entropy on the labels.  The loop is the engine's
+(:func:`learngene.engine.fit`), so curves, timing, AMP, seeding and the non-finite guard are those of every
+other training; this module only adds the loss.
 """
 
 from __future__ import annotations
 
-import math
-import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from learngene.errors import ConfigError, ModelError, NonFiniteError
-from learngene.runtime import seeded
+from learngene.engine import fit
+from learngene.errors import ConfigError, ModelError
 
-__all__ = [
-    "TensorBatches",
-    "distillation_loss",
-    "train_classifier",
-    "train_distilled",
-]
-
-OptimizerFactory = Callable[[list[nn.Parameter]], torch.optim.Optimizer]
-SchedulerFactory = Callable[[torch.optim.Optimizer, int], Any]
-
-
-class TensorBatches:
-    """Re-iterable mini-batches over in-memory tensors, reshuffled every epoch by a private generator."""
-
-    def __init__(
-        self,
-        x: Tensor,
-        y: Tensor,
-        batch_size: int,
-        *,
-        shuffle: bool = True,
-        seed: int = 0,
-        drop_last: bool = False,
-    ) -> None:
-        if len(x) != len(y):
-            raise ConfigError(f"TensorBatches: {len(x)} inputs but {len(y)} labels")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ConfigError(f"batch_size must be an integer >= 1, got {batch_size!r}")
-        self.x, self.y, self.batch_size = x, y, batch_size
-        self.shuffle, self.drop_last = shuffle, drop_last
-        self.generator = torch.Generator().manual_seed(int(seed))
-
-    def __len__(self) -> int:
-        n = len(self.x)
-        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
-
-    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
-        n = len(self.x)
-        order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
-        for b in range(len(self)):
-            idx = order[b * self.batch_size : (b + 1) * self.batch_size]
-            yield self.x[idx], self.y[idx]
+__all__ = ["distillation_loss", "train_distilled"]
 
 
 def _check_distill_settings(mode: str, alpha: float, temperature: float) -> None:
@@ -115,196 +71,33 @@ def distillation_loss(
     return (1.0 - alpha) * F.cross_entropy(s, targets) + alpha * distill
 
 
-def _device(device: torch.device | str | None) -> torch.device:
-    dev = torch.device(device if device is not None else "cpu")
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device 'cuda' was requested but CUDA is not available; use device='cpu'")
-    return dev
-
-
-def _fit(
-    model: nn.Module,
-    loader: Iterable[tuple[Tensor, Tensor]],
-    epochs: int,
-    batch_loss: Callable[[Tensor, Tensor], Tensor],
-    *,
-    what: str,
-    optimizer_factory: OptimizerFactory | None,
-    lr: float,
-    weight_decay: float,
-    scheduler_factory: SchedulerFactory | None,
-    device: torch.device,
-    amp: bool,
-    seed: int | None,
-    grad_clip: float | None,
-    eval_fn: Callable[[nn.Module], float] | None,
-    eval_epochs: Iterable[int] | None,
-) -> dict[str, Any]:
-    """The one training loop: returns per-epoch mean loss, the eval curve and training-only seconds."""
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
-        raise ConfigError(f"epochs must be an integer >= 0, got {epochs!r}")
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not params:
-        raise ModelError(f"{what}: the model has no trainable parameters")
-    opt = (
-        optimizer_factory(params)
-        if optimizer_factory is not None
-        else torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
-    )
-    steps = epochs * len(loader) if hasattr(loader, "__len__") else 0
-    scheduler = scheduler_factory(opt, steps) if scheduler_factory is not None else None
-    amp_dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
-    scaler = torch.amp.GradScaler(device.type, enabled=amp and device.type == "cuda")
-    when = set(range(1, epochs + 1)) if eval_epochs is None else {int(e) for e in eval_epochs}
-    losses: list[float] = []
-    curve: list[float] = []
-    curve_epochs: list[int] = []
-    eval_seconds = 0.0
-
-    def evaluate(epoch: int) -> None:
-        nonlocal eval_seconds
-        if eval_fn is None or epoch not in when:
-            return
-        tick = time.perf_counter()
-        was = model.training
-        curve.append(float(eval_fn(model)))
-        curve_epochs.append(epoch)
-        model.train(was)
-        eval_seconds += time.perf_counter() - tick
-
-    start = time.perf_counter()
-    with seeded(seed, device):
-        evaluate(0)
-        for epoch in range(epochs):
-            model.train()
-            total, count = 0.0, 0
-            for batch, (x, y) in enumerate(loader):
-                x = x.to(device, non_blocking=True)
-                y = y.to(device, non_blocking=True)
-                with torch.autocast(device.type, dtype=amp_dtype, enabled=amp):
-                    loss = batch_loss(x, y)
-                if not torch.isfinite(loss.detach()):
-                    raise NonFiniteError(
-                        f"non-finite {what} loss at epoch {epoch}, batch {batch}; lower the learning rate "
-                        f"(now {opt.param_groups[0]['lr']:g}){' or turn off amp' if amp else ''}"
-                    )
-                opt.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                if grad_clip is not None:
-                    scaler.unscale_(opt)
-                    nn.utils.clip_grad_norm_(params, grad_clip)
-                scaler.step(opt)
-                scaler.update()
-                if scheduler is not None:
-                    scheduler.step()
-                total += float(loss.detach()) * len(x)
-                count += len(x)
-            if count == 0:
-                raise ConfigError(f"{what}: the loader yielded no batches; check the data and batch size")
-            losses.append(total / count)
-            evaluate(epoch + 1)
-    seconds = time.perf_counter() - start - eval_seconds
-    return {"loss": losses, "curve": curve, "curve_epochs": curve_epochs, "train_seconds": seconds}
-
-
 def train_distilled(
     student: nn.Module,
     teacher: nn.Module,
-    loader: Iterable[tuple[Tensor, Tensor]],
+    batches: Iterable[tuple[Tensor, Tensor]],
     epochs: int,
     *,
-    optimizer_factory: OptimizerFactory | None = None,
-    lr: float = 1e-3,
-    weight_decay: float = 0.05,
-    scheduler_factory: SchedulerFactory | None = None,
     mode: str = "soft",
     alpha: float = 0.5,
     temperature: float = 1.0,
-    device: torch.device | str | None = None,
-    amp: bool = False,
-    seed: int | None = None,
-    grad_clip: float | None = None,
-    eval_fn: Callable[[nn.Module], float] | None = None,
-    eval_epochs: Iterable[int] | None = None,
+    **options: Any,
 ) -> dict[str, Any]:
-    """Distil ``teacher`` (frozen, eval mode, no grad) into ``student`` (AdamW unless ``optimizer_factory``).
+    """Distil ``teacher`` (frozen, eval mode, no grad) into ``student`` with :func:`learngene.engine.fit`.
 
-    Returns ``{"loss": [mean loss per epoch], "curve": [...], "curve_epochs": [...], "train_seconds": s}``;
-    ``eval_fn(student) -> accuracy`` runs after the epochs in ``eval_epochs`` (default every epoch; 0 means
-    before training), must set eval mode itself, and its time is not counted.  ``scheduler_factory(optimizer, total_steps)`` steps per batch.
+    ``options`` are the engine's (optimizer, scheduler, device, amp, seed, evaluate, eval_epochs, progress, ...);
+    returns its record (loss per epoch, curve, training seconds).  The teacher's mode is restored afterwards.
     """
-    dev = _device(device)
     _check_distill_settings(mode, alpha, temperature)  # before any work
-    student.to(dev)
-    teacher.to(dev)
+    teacher.to(options.get("device") or "cpu")
     teacher_was_training = teacher.training
     teacher.eval()
 
-    def batch_loss(x: Tensor, y: Tensor) -> Tensor:
+    def loss(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
         with torch.no_grad():
             t_logits = teacher(x)
-        return distillation_loss(student(x), t_logits, y, mode=mode, alpha=alpha, temperature=temperature)
+        return distillation_loss(model(x), t_logits, y, mode=mode, alpha=alpha, temperature=temperature)
 
     try:
-        return _fit(
-            student,
-            loader,
-            epochs,
-            batch_loss,
-            what="distillation",
-            optimizer_factory=optimizer_factory,
-            lr=lr,
-            weight_decay=weight_decay,
-            scheduler_factory=scheduler_factory,
-            device=dev,
-            amp=amp,
-            seed=seed,
-            grad_clip=grad_clip,
-            eval_fn=eval_fn,
-            eval_epochs=eval_epochs,
-        )
+        return fit(student, batches, epochs, loss=loss, what="distillation", **options)
     finally:
         teacher.train(teacher_was_training)
-
-
-def train_classifier(
-    model: nn.Module,
-    loader: Iterable[tuple[Tensor, Tensor]],
-    epochs: int,
-    *,
-    optimizer_factory: OptimizerFactory | None = None,
-    lr: float = 1e-3,
-    weight_decay: float = 0.05,
-    scheduler_factory: SchedulerFactory | None = None,
-    label_smoothing: float = 0.0,
-    device: torch.device | str | None = None,
-    amp: bool = False,
-    seed: int | None = None,
-    grad_clip: float | None = None,
-    eval_fn: Callable[[nn.Module], float] | None = None,
-    eval_epochs: Iterable[int] | None = None,
-) -> dict[str, Any]:
-    """Cross-entropy training (ancestry, scratch, descendant fine-tuning); same returns as :func:`train_distilled`."""
-    dev = _device(device)
-    model.to(dev)
-
-    def batch_loss(x: Tensor, y: Tensor) -> Tensor:
-        return F.cross_entropy(model(x).float(), y, label_smoothing=label_smoothing)
-
-    return _fit(
-        model,
-        loader,
-        epochs,
-        batch_loss,
-        what="classification",
-        optimizer_factory=optimizer_factory,
-        lr=lr,
-        weight_decay=weight_decay,
-        scheduler_factory=scheduler_factory,
-        device=dev,
-        amp=amp,
-        seed=seed,
-        grad_clip=grad_clip,
-        eval_fn=eval_fn,
-        eval_epochs=eval_epochs,
-    )
