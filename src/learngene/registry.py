@@ -126,7 +126,7 @@ MODELS: Registry[Callable[..., Any]] = Registry(
     "model", ("learngene.models.vgg", "learngene.models.vit", "learngene.models.expansion"), error=ModelError)
 ARCHITECTURES: Registry[Callable[[dict[str, Any]], Any]] = Registry(
     "architecture", ("learngene.models.vgg", "learngene.models.vit", "learngene.models.expansion",
-                     "learngene.individual"), error=ModelError)
+                     "learngene.models.individual"), error=ModelError)
 SOURCES: Registry[Callable[..., Any]] = Registry("data source", ("learngene.data.sources",))
 CRITERIA: Registry[Callable[..., Any]] = Registry("criterion", ("learngene.criterion",))
 METHODS: Registry[Any] = Registry("evaluation method", ("learngene.evaluate",))

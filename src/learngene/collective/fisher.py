@@ -169,7 +169,7 @@ _SAMPLEWISE_NAMES = frozenset(
     {
         "learngene.models.vgg.ExpandableVGG",
         "learngene.models.layers.ConvBlock",
-        "learngene.individual.IndividualModel",
+        "learngene.models.individual.IndividualModel",
     }
 )
 # elements of one im2col / per-sample-gradient buffer (16 MiB in float32): a convolution's per-sample gradients
