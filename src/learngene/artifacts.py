@@ -41,6 +41,7 @@ __all__ = [
     "TRANSFORMER_GENE",
     "ArtifactKind",
     "check_version",
+    "declared_format",
     "load_artifact",
     "package_version",
     "save_artifact",
@@ -257,6 +258,22 @@ def _read_manifest(path: Path, kind: ArtifactKind) -> tuple[Path, dict[str, Any]
         )
     check_version(manifest.get("version"), manifest_path, kind)
     return directory, manifest
+
+
+def declared_format(path: str | Path, manifest: str) -> str | None:
+    """The ``format`` that ``path`` (a directory, or a file in it) declares in its ``manifest`` file, checking nothing
+    else and never raising: None when there is no readable manifest (the full loader then says what is wrong).
+
+    Why: to pick the loader of an artifact whose kind the caller does not know (a gene of any kind)."""
+    p = Path(path)
+    target = p / manifest if p.is_dir() else p.parent / manifest
+    try:
+        if target.stat().st_size > _MAX_MANIFEST_BYTES:
+            return None
+        fmt = json.loads(target.read_text(encoding="utf-8")).get("format")
+    except (OSError, ValueError, AttributeError, UnicodeDecodeError, RecursionError):
+        return None
+    return fmt if isinstance(fmt, str) else None
 
 
 def load_artifact(path: str | Path, kind: ArtifactKind) -> tuple[dict[str, Any], dict[str, Tensor], Path]:

@@ -118,10 +118,9 @@ def _presets(args: argparse.Namespace) -> int:
 def _inspect(args: argparse.Namespace) -> int:
     import json
 
-    from learngene.gene import Learngene
-    from learngene.vit.gene import TransformerGene, is_transformer_gene
+    from learngene.kinds import load_gene
 
-    gene = TransformerGene.load(args.gene) if is_transformer_gene(args.gene) else Learngene.load(args.gene)
+    gene = load_gene(args.gene)
     print(json.dumps(gene.manifest(), indent=2) if args.json else gene.describe())
     return 0
 

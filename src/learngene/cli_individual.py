@@ -156,55 +156,21 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _inherit(args: argparse.Namespace) -> int:
-    from learngene.config import Config, load_config
-    from learngene.safeio import check_writable_dir
+    from learngene.config import load_config
+    from learngene.kinds import inherit
+    from learngene.runtime import resolve_device
 
-    cfg = load_config(args.preset, args.config, args.overrides) if (args.preset or args.config or args.overrides) \
-        else Config()
-    from learngene.vit.gene import is_transformer_gene
-
-    if args.compare not in (None, "scratch"):
-        raise LearngeneError(f"--compare {args.compare!r}: the only comparison is 'scratch'")
-    if is_transformer_gene(args.gene):
-        from learngene.vit.inherit import inherit_vit
-
-        if args.depth is None:
-            raise LearngeneError(f"{args.gene} is a transformer learngene: give the descendant's depth, e.g. --depth 6")
-        given = bool(args.preset or args.config or args.overrides)  # else inherit_vit's few-shot defaults
-        v = cfg.vit
-        settings = {"epochs": v.descendant_epochs, "lr": v.descendant_lr or v.lr, "weight_decay": v.weight_decay,
-                    "batch_size": v.batch_size, "augment": cfg.data.augment} if given else {}
-        from learngene.runtime import resolve_device
-
-        result = inherit_vit(args.gene, args.support, args.query, args.depth, args.out,
-                             compare_scratch=args.compare == "scratch", seed=args.seed, overwrite=args.overwrite,
-                             device=resolve_device(args.device), **settings)
-        print(f"trained a depth-{result['depth']} {result['kind']} descendant on {result['support_images']} images of "
-              f"{len(result['classes'])} classes -> {result['out']}"
-              + (f"; query accuracy {result['query_accuracy']:.3f}" if result.get("query_accuracy") is not None else ""))
-        if result.get("scratch"):
-            acc = result["scratch"].get("query_accuracy")
-            print("scratch (same architecture, random init, same budget): "
-                  + (f"query accuracy {acc:.3f}" if acc is not None else "no --query folder to measure it on"))
-        return 0
-    from learngene.gene import Learngene
-    from learngene.individual import inherit
-
-    if args.depth is not None:
-        raise LearngeneError(
-            f"--depth builds transformer descendants, but {args.gene} is a CNN learngene (its individual model's "
-            "size is set by individual.before / individual.after); drop --depth"
-        )
-    gene = Learngene.load(args.gene)
-    out = check_writable_dir(args.out, overwrite=args.overwrite, resumable=False, kind="individual model")
-    result = inherit(gene, args.support, out, query_dir=args.query, settings=cfg.individual, seed=args.seed,
-                     compare_scratch=args.compare == "scratch", curve_every=cfg.evaluate.curve_every)
-    msg = f"trained an individual model on {result['images']} images of {len(result['classes'])} classes -> {out}"
-    if "accuracy" in result:
-        msg += f"; query accuracy {result['accuracy']:.3f} on {result['query_images']} images"
+    cfg = load_config(args.preset, args.config, []) if (args.preset or args.config) else None
+    result = inherit(args.gene, args.support, args.out, query_dir=args.query, cfg=cfg, overrides=args.overrides,
+                     depth=args.depth, seed=args.seed, compare_scratch=args.compare == "scratch",
+                     device=resolve_device(args.device), overwrite=args.overwrite)
+    msg = (f"trained {result['what']} on {result['images']} images of {len(result['classes'])} classes -> "
+           f"{result['out']}")
+    if result.get("query_accuracy") is not None:
+        msg += f"; query accuracy {result['query_accuracy']:.3f} on {result['query_images']} images"
     print(msg)
-    if "scratch" in result:
-        acc = result["scratch"].get("accuracy")
+    if result.get("scratch"):
+        acc = result["scratch"].get("query_accuracy")
         print("scratch (same architecture, random init, same budget): "
               + (f"query accuracy {acc:.3f}" if acc is not None else "no --query folder to measure it on"))
     return 0

@@ -450,6 +450,11 @@ def config_diff(a: Config, b: Config) -> list[str]:
     return walk(a.to_dict(), b.to_dict(), "")
 
 
+def config_for(paradigm: str) -> Config:
+    """The default configuration of a paradigm (``"cnn"`` or ``"vit"``)."""
+    return Config(paradigm=paradigm).validate()
+
+
 def config_from_dict(data: dict[str, Any]) -> Config:
     cfg = Config()
     _merge_into(cfg, data, "")

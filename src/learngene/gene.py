@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from learngene.artifacts import GENE, load_artifact, package_version, save_artifact, serialize
 from learngene.artifacts import short as _short
+from learngene.config import IndividualConfig
 from learngene.errors import GeneError, ModelError
 from learngene.gene_format import (
     _block_spec,
@@ -34,6 +35,8 @@ from learngene.gene_format import (
     _validate_provenance,
     _validate_tensors,
 )
+from learngene.models.individual import IndividualModel, plan_individual
+from learngene.runtime import seeded
 
 if TYPE_CHECKING:  # pragma: no cover
     import os
@@ -146,6 +149,21 @@ class Learngene:
         prov.setdefault("package_version", _package_version())
         prov.setdefault("created", datetime.now(timezone.utc).isoformat(timespec="seconds"))
         return cls(layers, tensors, input_spec=input_spec, criterion=criterion, provenance=prov)
+
+    paradigm = "cnn"  # the config paradigm whose settings ([individual]) build and train its individual models
+
+    def build(self, num_classes: int, *, settings: IndividualConfig | None = None, seed: int | None = 0,
+              inherit: bool = True) -> nn.Module:
+        """An individual model around this gene for ``num_classes`` classes, sized by ``settings`` (``before``,
+        ``after``, ``hidden``, ... of :class:`~learngene.config.IndividualConfig`); ``inherit=False`` gives the same
+        architecture with random initialization (scratch).  The fresh layers' initialization depends on ``seed``
+        only, and every model starts from a fresh copy of the gene's tensors."""
+        cfg = plan_individual(self.layers, self.input_spec, settings or IndividualConfig(), num_classes)
+        with seeded(seed):
+            model = IndividualModel.from_config(cfg)
+        if inherit:
+            model.gene.load_state_dict({k: v.clone() for k, v in self.state_dict_for("").items()}, strict=True)
+        return model
 
     def preprocess(self, images: Tensor) -> Tensor:
         """uint8 images [N, C, H, W] (as an :class:`~learngene.data.ImageSet` holds them) -> the normalized float

@@ -24,7 +24,7 @@ from learngene.collective.ewc import EWC
 from learngene.collective.fisher import diagonal_fisher
 from learngene.config import IndividualConfig
 from learngene.errors import LearngeneError, ModelError, NonFiniteError
-from learngene.models.individual import IndividualModel, plan_individual
+from learngene.models.individual import IndividualModel, plan_individual  # noqa: F401 - re-exported
 from learngene.models.io import load_network, save_network
 from learngene.runtime import seeded
 
@@ -48,13 +48,7 @@ def weights_fingerprint(tensors: Mapping[str, torch.Tensor]) -> str:
 def build_individual(gene, spec: IndividualConfig, num_classes: int, *, seed: int = 0,
                      inherit: bool = True) -> IndividualModel:
     """A descendant around ``gene``; ``inherit=False`` gives the same architecture with random init (scratch)."""
-    cfg = plan_individual(gene.layers, gene.input_spec, spec, num_classes)
-    with seeded(seed):  # the fresh layers' initialization depends on the seed only
-        model = IndividualModel.from_config(cfg)
-    if inherit:
-        # a fresh copy of the gene every time: the artifact's tensors are never trained in place
-        model.gene.load_state_dict({k: v.clone() for k, v in gene.state_dict_for("").items()}, strict=True)
-    return model
+    return gene.build(num_classes, settings=spec, seed=seed, inherit=inherit)
 
 
 @torch.no_grad()

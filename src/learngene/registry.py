@@ -4,7 +4,9 @@
 * :data:`ARCHITECTURES` -- builders ``cfg -> nn.Module`` keyed by a ``config()`` dict's ``"name"``;
 * :data:`SOURCES` -- data sources ``fn(root, image_size, channels, seed, **kw) -> ImageSet``;
 * :data:`CRITERIA` -- learngene criteria ``fn(ctx) -> CriterionResult``;
-* :data:`METHODS` -- evaluation methods (rows of the comparison table).
+* :data:`METHODS` -- evaluation methods (rows of the comparison table);
+* :data:`DESCENDANT_METHODS` -- the methods a transformer run compares (columns of its depth table);
+* :data:`GENE_KINDS` -- kinds of learngene keyed by artifact format: how to load one and inherit from it.
 
 A registry knows the modules that register its built-in entries and imports them on the first lookup, so
 ``import learngene`` stays light and a user's own entry (``@SOURCES.register("mine")``) is accepted by the
@@ -21,7 +23,7 @@ from typing import Any, Generic, TypeVar
 
 from learngene.errors import ConfigError, LearngeneError, ModelError
 
-__all__ = ["ARCHITECTURES", "CRITERIA", "DESCENDANT_METHODS", "METHODS", "MODELS", "SOURCES", "Registry"]
+__all__ = ["ARCHITECTURES", "CRITERIA", "DESCENDANT_METHODS", "GENE_KINDS", "METHODS", "MODELS", "SOURCES", "Registry"]
 
 T = TypeVar("T")
 
@@ -131,3 +133,4 @@ SOURCES: Registry[Callable[..., Any]] = Registry("data source", ("learngene.data
 CRITERIA: Registry[Callable[..., Any]] = Registry("criterion", ("learngene.criterion",))
 METHODS: Registry[Any] = Registry("evaluation method", ("learngene.evaluate",))
 DESCENDANT_METHODS: Registry[Any] = Registry("transformer method")
+GENE_KINDS: Registry[Any] = Registry("kind of learngene")

@@ -13,9 +13,9 @@ from PIL import Image
 from learngene.artifacts import INDIVIDUAL
 from learngene.config import load_config
 from learngene.errors import ConfigError, DataError
+from learngene.kinds import inherit
 from learngene.models.io import load_network
 from learngene.vit.gene import TransformerGene
-from learngene.vit.inherit import inherit_vit
 from learngene.vit.run import run_vit
 
 METHODS = ["scratch", "heur-lg", "truncated", "tleg"]
@@ -161,12 +161,13 @@ def _novel_folders(cfg, tmp_path):
     return data, novel, sup, qry
 
 
-def test_inherit_vit_trains_saves_for_predict_and_compares_scratch(smoke, tmp_path):
+def test_inherit_trains_a_descendant_saves_it_for_predict_and_compares_scratch(smoke, tmp_path):
     from learngene.individual import load_individual
 
     cfg, out, _ = smoke
     data, novel, sup, qry = _novel_folders(cfg, tmp_path)
-    result = inherit_vit(out / "genes" / "tleg", sup, qry, 5, tmp_path / "model", compare_scratch=True, epochs=3)
+    result = inherit(out / "genes" / "tleg", sup, tmp_path / "model", query_dir=qry, depth=5, compare_scratch=True,
+                     overrides=["vit.descendant_epochs=3"])
     assert result["classes"] == sorted(novel) and result["depth"] == 5 and result["kind"] == "tleg"
     assert 0.0 <= result["query_accuracy"] <= 1.0 and 0.0 <= result["scratch"]["query_accuracy"] <= 1.0
     assert result["curve"]["epochs"][0] == 0 and result["curve"]["epochs"][-1] == 3
@@ -178,14 +179,15 @@ def test_inherit_vit_trains_saves_for_predict_and_compares_scratch(smoke, tmp_pa
     assert torch.equal(model(x), again(x)) and model(x).shape == (2, 3)
     # Heur-LG genes too, without a query folder; an occupied --out needs overwrite
     with pytest.raises(ConfigError, match="not empty"):
-        inherit_vit(out / "genes" / "heur-lg", sup, None, 2, tmp_path / "model", epochs=1)
-    plain = inherit_vit(out / "genes" / "heur-lg", sup, None, 2, tmp_path / "model", epochs=1, overwrite=True)
+        inherit(out / "genes" / "heur-lg", sup, tmp_path / "model", depth=2, overrides=["vit.descendant_epochs=1"])
+    plain = inherit(out / "genes" / "heur-lg", sup, tmp_path / "model", depth=2, overrides=["vit.descendant_epochs=1"],
+                    overwrite=True)
     assert plain["query_accuracy"] is None and plain["scratch"] is None
     two = tmp_path / "two"
     for i, c in enumerate(novel[:2]):
         _image_folder(two, data.images[data.indices_of(c)[:2]], [i] * 2, novel)
     with pytest.raises(DataError, match="lacks"):
-        inherit_vit(out / "genes" / "tleg", two, qry, 2, tmp_path / "m2", epochs=1)
+        inherit(out / "genes" / "tleg", two, tmp_path / "m2", query_dir=qry, depth=2)
 
 
 def test_cli_inherit_depth_compare_scratch_predict_and_inspect(smoke, tmp_path, capsys):

@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from learngene.artifacts import TRANSFORMER_GENE, load_artifact, save_artifact, serialize
+from learngene.artifacts import TRANSFORMER_GENE, declared_format, load_artifact, save_artifact, serialize
 from learngene.errors import GeneError, ModelError
 from learngene.models.expansion import ExpandedViT, rule_from_spec
 from learngene.models.vit import (
@@ -450,15 +450,6 @@ def extract_heur_lg(
 
 
 def is_transformer_gene(path: str | Path) -> bool:
-    """Whether ``path`` (a directory or its ``learngene.json``) holds a transformer learngene (by its format).
-
-    For the CLI to dispatch ``inspect`` / ``inherit`` between CNN and transformer genes; never raises.
-    """
-    p = Path(path)
-    manifest = p / TRANSFORMER_GENE.manifest if p.is_dir() else p.parent / TRANSFORMER_GENE.manifest
-    try:
-        if manifest.stat().st_size > 16 * 1024 * 1024:
-            return False
-        return json.loads(manifest.read_text(encoding="utf-8")).get("format") == TRANSFORMER_GENE.format
-    except (OSError, ValueError, AttributeError, UnicodeDecodeError):
-        return False
+    """Whether ``path`` (a directory or its ``learngene.json``) holds a transformer learngene (by its format);
+    never raises."""
+    return declared_format(path, TRANSFORMER_GENE.manifest) == TRANSFORMER_GENE.format

@@ -14,17 +14,18 @@ from typing import Any
 import torch
 
 from learngene.artifacts import INDIVIDUAL
+from learngene.config import Config
 from learngene.engine import accuracy, eval_points, fit
-from learngene.errors import ConfigError
+from learngene.errors import ConfigError, LearngeneError
 from learngene.individual import read_support_query
 from learngene.models.io import save_network
 from learngene.runtime import resolve_device
-from learngene.safeio import check_writable_dir, jsonable
+from learngene.safeio import jsonable
 from learngene.vit.descendants import build_descendant, scratch_descendant
 from learngene.vit.gene import TransformerGene
 from learngene.vit.train import NetworkRecord, Recipe
 
-__all__ = ["inherit_descendant", "inherit_vit"]
+__all__ = ["inherit_descendant", "inherit_transformer"]
 
 CURVE_EPOCHS = (0, 1, 3, 10, 30, 100)
 
@@ -86,16 +87,15 @@ def inherit_descendant(gene: TransformerGene, support_dir: str | Path, query_dir
             "curve": {"epochs": res["curve_epochs"], "acc": res["curve"]}, "scratch": scratch}
 
 
-def inherit_vit(gene_dir: str | Path, support_dir: str | Path, query_dir: str | Path | None, depth: int,
-                out: str | Path, *, compare_scratch: bool = False, epochs: int = 30, seed: int = 0, lr: float = 1e-3,
-                weight_decay: float = 0.05, batch_size: int = 64, augment: str = "none",
-                device: torch.device | str = "cpu", overwrite: bool = False) -> dict[str, Any]:
-    """:func:`inherit_descendant` from a gene directory into ``out`` with explicit settings."""
-    gene = TransformerGene.load(gene_dir)
-    gene.check_depth(depth)
-    out = check_writable_dir(out, overwrite=overwrite, resumable=False, kind="individual model")
+def inherit_transformer(gene: TransformerGene, support_dir: Any, query_dir: Any, out: Path | None, *, cfg: Config,
+                        depth: int | None, seed: int, compare_scratch: bool, device: Any,
+                        source: str) -> dict[str, Any]:
+    """:func:`learngene.kinds.inherit` for a transformer gene: the run's descendant training (``vit.descendant_epochs``
+    with the run's recipe, accuracy at ``vit.eval_epochs``) on the user's classes."""
+    if depth is None:
+        raise LearngeneError(f"{source} is a transformer learngene: give the descendant's depth, e.g. --depth 6")
     dev = resolve_device(str(device)) if not isinstance(device, torch.device) else device
-    recipe = Recipe(lr=lr, weight_decay=weight_decay, batch_size=batch_size, schedule="cosine", augment=augment,
-                    device=dev)
-    return inherit_descendant(gene, support_dir, query_dir, depth, out, recipe=recipe, epochs=epochs, seed=seed,
-                              compare_scratch=compare_scratch, gene_dir=str(Path(gene_dir).resolve()))
+    r = inherit_descendant(gene, support_dir, query_dir, depth, out, recipe=Recipe.from_config(cfg, dev),
+                           epochs=cfg.vit.descendant_epochs, seed=seed, compare_scratch=compare_scratch,
+                           curve_epochs=cfg.vit.eval_epochs, gene_dir=source)
+    return {**r, "what": f"a depth-{depth} {gene.kind} descendant", "images": r["support_images"]}
