@@ -27,9 +27,9 @@ STAGES: list[tuple[int, tuple[str, ...]]] = [
     (7, ("learngene.individual", "learngene.vit.descendants", "learngene.vit.criterion", "learngene.vit.inherit",
          "learngene.kinds")),
     (8, ("learngene.evaluate", "learngene.baselines", "learngene.vit.methods")),
-    (9, ("learngene.report", "learngene.pipeline", "learngene.paradigm", "learngene.tune", "learngene.vit",
+    (9, ("learngene.report", "learngene.collective_run", "learngene.run", "learngene.tune", "learngene.vit",
          "learngene.vit.run", "learngene.vit.report")),
-    (10, ("learngene.cli", "learngene.cli_common", "learngene.cli_individual", "learngene.__main__")),
+    (10, ("learngene.cli", "learngene.cli_common", "learngene.cli_stages", "learngene.__main__")),
 ]
 
 

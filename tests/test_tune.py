@@ -55,8 +55,8 @@ def test_tune_scores_on_pseudo_tasks_and_resumes(tmp_path, monkeypatch):
 
 
 def test_pseudo_pool_excludes_novel_classes():
-    from learngene.paradigm import _pseudo_pool
     from learngene.prepare import load_data, make_split, make_stream
+    from learngene.run import _pseudo_pool
 
     cfg = load_config("smoke")
     data = load_data(cfg)

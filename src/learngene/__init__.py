@@ -58,7 +58,7 @@ _API = {
     # criterion and gene
     "register_criterion": "learngene.criterion",
     "Learngene": "learngene.gene",
-    "select_learngene": "learngene.paradigm",
+    "select_learngene": "learngene.run",
     # individual models
     "build_individual": "learngene.individual",
     "train_few_shot": "learngene.individual",
@@ -73,8 +73,8 @@ _API = {
     "run_vit": "learngene.vit.run",
     # evaluation and whole runs
     "register_method": "learngene.evaluate",
-    "run_collective": "learngene.pipeline",
-    "run_paradigm": "learngene.paradigm",
+    "run_collective": "learngene.collective_run",
+    "run_paradigm": "learngene.run",
 }
 _RENAMED = {"collective_from_config": "from_config"}
 

@@ -15,7 +15,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from collections.abc import Sequence
 from pathlib import Path
 
-from learngene import __version__, cli_individual
+from learngene import __version__, cli_stages
 from learngene.cli_common import (
     _COMMANDS,
     command,
@@ -65,14 +65,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("list", help="list what a config may name: models, sources, criteria, methods, ...")
     p.add_argument("what", nargs="?", choices=LISTABLE, help="one registry (default: all of them)")
 
-    cli_individual.add_parsers(sub)
+    cli_stages.add_parsers(sub)
     return parser
 
 
 @command("collective")
 def _collective(args: argparse.Namespace) -> int:
+    from learngene.collective_run import dump, run_collective
     from learngene.distributed import init_distributed
-    from learngene.pipeline import dump, run_collective
 
     cfg = load_cfg(args)
     refuse_vit(cfg, "collective")

@@ -1,6 +1,6 @@
 """What every subcommand shares: the command table, the common options, logging set-up.
 
-A module of its own so :mod:`learngene.cli` and :mod:`learngene.cli_individual` both import it and not each
+A module of its own so :mod:`learngene.cli` and :mod:`learngene.cli_stages` both import it and not each
 other (no import cycle). Nothing here imports torch: ``learngene --help`` stays instant.
 """
 

@@ -83,8 +83,8 @@ def _run_vit(args: argparse.Namespace, cfg) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from learngene.distributed import init_distributed
-    from learngene.paradigm import run_paradigm
     from learngene.report import methods_table
+    from learngene.run import run_paradigm
 
     cfg = load_cfg(args)
     if cfg.paradigm == "vit":
@@ -122,7 +122,7 @@ def _run_cfg(run_dir: str, overrides: list[str]):
 
 
 def _select(args: argparse.Namespace) -> int:
-    from learngene.paradigm import select_gene
+    from learngene.run import select_gene
 
     cfg = _run_cfg(args.run, args.overrides)
     refuse_vit(cfg, "select")
@@ -135,8 +135,8 @@ def _select(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     from learngene.distributed import init_distributed
     from learngene.gene import Learngene
-    from learngene.paradigm import evaluate_run
     from learngene.report import methods_table
+    from learngene.run import evaluate_run
     from learngene.safeio import atomic_write_json, check_writable_dir, jsonable
 
     cfg = _run_cfg(args.run, args.overrides)

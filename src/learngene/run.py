@@ -11,6 +11,7 @@ import torch
 
 from learngene import __version__
 from learngene.collective.recorder import GradientRecorder
+from learngene.collective_run import check_same_config, load_collective_run, locked_output, run_collective
 from learngene.config import Config, parse_setting
 from learngene.criterion import CriterionContext, select_layers
 from learngene.data import TaskStream, sample_episodes
@@ -19,7 +20,6 @@ from learngene.errors import CheckpointError, LearngeneError
 from learngene.evaluate import evaluate_methods
 from learngene.gene import Learngene
 from learngene.individual import PseudoTaskScorer
-from learngene.pipeline import check_same_config, load_collective_run, locked_output, run_collective
 from learngene.plots import plot_bars, plot_criterion, plot_curves
 from learngene.prepare import load_data, make_split, make_stream
 from learngene.report import write_report

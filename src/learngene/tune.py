@@ -24,14 +24,14 @@ from pathlib import Path
 from typing import Any
 
 from learngene.baselines import ncm_episodes, penultimate_features, train_joint
+from learngene.collective_run import load_collective_run, run_collective
 from learngene.config import Config, apply_overrides, config_from_dict, parse_setting
 from learngene.data import TaskStream, sample_episodes
 from learngene.errors import ConfigError
 from learngene.evaluate import evaluate_methods
 from learngene.gene import Learngene
-from learngene.paradigm import _pseudo_pool, select_gene
-from learngene.pipeline import load_collective_run, run_collective
 from learngene.prepare import load_data
+from learngene.run import _pseudo_pool, select_gene
 from learngene.runtime import derive_seed
 from learngene.safeio import atomic_write_bytes, atomic_write_json, check_writable_dir, jsonable, read_json
 from learngene.stats import mean_ci95

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from learngene.collective.learner import from_config
+from learngene.collective_run import run_collective
 from learngene.config import load_config
 from learngene.errors import CheckpointError, ConfigError, NonFiniteError
-from learngene.pipeline import run_collective
 from learngene.prepare import input_spec, load_data, make_split, make_stream
 
 

@@ -257,7 +257,7 @@ def test_one_discovery_rule(tmp_path):
 
 def test_predict_finds_images_in_symlinked_class_folders(tmp_path):
     """`learngene predict support/` used to find nothing where `inherit --support support/` found the images."""
-    from learngene.cli_individual import _image_paths
+    from learngene.cli_stages import _image_paths
 
     elsewhere = tmp_path / "elsewhere"
     _gray(elsewhere / "x.png")
