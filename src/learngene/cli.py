@@ -22,7 +22,6 @@ from learngene.cli_common import (
     config_args,
     load_cfg,
     output_args,
-    refuse_vit,
     setup_logging,
     verbosity_args,
 )
@@ -75,7 +74,6 @@ def _collective(args: argparse.Namespace) -> int:
     from learngene.distributed import init_distributed
 
     cfg = load_cfg(args)
-    refuse_vit(cfg, "collective")
     dist, device = init_distributed(args.device)
     report = run_collective(cfg, args.out, resume=args.resume, overwrite=args.overwrite, device=device,
                             progress=not args.quiet, dist=dist)
@@ -95,7 +93,6 @@ def _tune(args: argparse.Namespace) -> int:
     if args.episodes < 1:
         raise ConfigError(f"--episodes must be >= 1, got {args.episodes}")
     cfg = load_cfg(args)
-    refuse_vit(cfg, "tune")
     params = [parse_param(p) for p in args.params]
     summary = tune(cfg, params, args.out, seeds=args.seeds, setting=args.setting, episodes=args.episodes,
                    joint=args.joint, progress=not args.quiet, score=args.score)
@@ -139,22 +136,23 @@ def _after_interrupt(args: argparse.Namespace) -> str:
             "(--resume has no checkpoint to continue from)")
 
 
-LISTABLE = ("models", "architectures", "sources", "criteria", "methods", "presets")
+LISTABLE = ("models", "architectures", "sources", "criteria", "methods", "vit-methods", "gene-kinds", "presets")
 
 
 @command("list")
 def _list(args: argparse.Namespace) -> int:
     """Registered names, so a user can see what ``--set model.name=...`` etc. accept (their own ones too)."""
-    from learngene import registry
+    from learngene import kinds, registry, run  # noqa: F401 - they import every module that registers a built-in
     from learngene.config import list_presets
 
     tables = {"models": registry.MODELS, "architectures": registry.ARCHITECTURES, "sources": registry.SOURCES,
-              "criteria": registry.CRITERIA, "methods": registry.METHODS}
+              "criteria": registry.CRITERIA, "methods": registry.METHODS, "vit-methods": registry.DESCENDANT_METHODS,
+              "gene-kinds": registry.GENE_KINDS}
     for what in [args.what] if args.what else LISTABLE:
         if what == "presets":
             names = [(n, "") for n in list_presets()]
-        elif what == "methods":
-            names = [(n, registry.METHODS.get(n).description) for n in registry.METHODS.in_order()]
+        elif what in ("methods", "vit-methods"):
+            names = [(n, tables[what].get(n).description) for n in tables[what].in_order()]
         else:
             names = [(n, "") for n in tables[what].names()]
         print(f"{what}:")

@@ -88,17 +88,10 @@ def load_cfg(args: argparse.Namespace):
         overrides.append(f"data.root={_toml_str(args.data_root)}")
     if args.preset is None and args.config is None:
         raise ConfigError("give --preset NAME or --config FILE (see `learngene presets`)")
-    return load_config(args.preset, args.config, overrides)
+    from learngene.run import check_names  # every registry filled: a misspelt name is refused before any work
+
+    return check_names(load_config(args.preset, args.config, overrides))
 
 
 def _toml_str(s: str) -> str:
     return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def refuse_vit(cfg, command_name: str) -> None:
-    """The CNN-only stages refuse a transformer config instead of silently training a CNN."""
-    if cfg.paradigm == "vit":
-        raise ConfigError(
-            f"`learngene {command_name}` is a stage of the CNN paradigm but this config has paradigm = 'vit'; run the "
-            "transformer path with `learngene run --preset vit-...` (and `learngene inherit --depth` for its genes)"
-        )

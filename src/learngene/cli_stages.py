@@ -12,7 +12,6 @@ from learngene.cli_common import (
     config_args,
     load_cfg,
     output_args,
-    refuse_vit,
     verbosity_args,
 )
 from learngene.errors import DataError, LearngeneError
@@ -66,43 +65,16 @@ def add_parsers(sub) -> None:
     command("predict")(_predict)
 
 
-def _run_vit(args: argparse.Namespace, cfg) -> int:
-    """The transformer path: ancestry -> TLEG and Heur-LG learngenes -> descendants of every depth."""
-    from learngene.runtime import resolve_device
-    from learngene.safeio import check_writable_dir
-    from learngene.vit.report import render_vit_report
-    from learngene.vit.run import run_vit
-
-    if not args.resume:  # --resume reuses the cached ancestry, auxiliary net and finished descendants
-        check_writable_dir(args.out, overwrite=args.overwrite, kind="run")
-    report = run_vit(cfg, args.out, progress=not args.quiet, device=resolve_device(args.device))
-    print(render_vit_report(report))
-    print(f"\nreport: {Path(args.out) / 'report.md'}")
-    return 0
-
-
 def _run(args: argparse.Namespace) -> int:
     from learngene.distributed import init_distributed
-    from learngene.report import methods_table
-    from learngene.run import run_paradigm
+    from learngene.run import run_paradigm, run_summary
 
     cfg = load_cfg(args)
-    if cfg.paradigm == "vit":
-        return _run_vit(args, cfg)
     dist, device = init_distributed(args.device)
     report = run_paradigm(cfg, args.out, resume=args.resume, overwrite=args.overwrite,
                           device=device, progress=not args.quiet, dist=dist)
-    if not dist.is_main:
-        return 0
-    ind = report["individual"]
-    ow = report["collective"].get("open_world") or {}
-    print(f"learngene selected: {', '.join(report['criterion']['selected'])} ({report['criterion']['name']})")
-    print(f"collective: final avg accuracy {report['collective']['final']['average_accuracy']:.3f}, "
-          f"open-world AUROC {ow.get('auroc', float('nan')):.3f}")
-    for setting, res in ind["settings"].items():
-        print(f"\n{setting}:")
-        print(methods_table(res["methods"]))
-    print(f"\nreport: {Path(args.out) / 'report.md'}")
+    if dist.is_main:
+        print(run_summary(cfg, report, args.out))
     return 0
 
 
@@ -125,7 +97,6 @@ def _select(args: argparse.Namespace) -> int:
     from learngene.run import select_gene
 
     cfg = _run_cfg(args.run, args.overrides)
-    refuse_vit(cfg, "select")
     gene, result = select_gene(args.run, args.out, cfg=cfg, overwrite=args.overwrite)
     print(gene.describe())
     print(f"\nselected {result['selected']} by {result['name']}: {result['reason']}")
@@ -140,7 +111,6 @@ def _evaluate(args: argparse.Namespace) -> int:
     from learngene.safeio import atomic_write_json, check_writable_dir, jsonable
 
     cfg = _run_cfg(args.run, args.overrides)
-    refuse_vit(cfg, "evaluate")
     dist, _ = init_distributed("cpu")  # individual trainings are small: sharded over ranks on the CPU
     gene = Learngene.load(args.gene)
     if dist.is_main:  # an unwritable --out fails now, not after the whole evaluation

@@ -1,35 +1,70 @@
 """Typed run configuration: TOML presets shipped with the package, user TOML files and ``key=value`` overrides.
 
-Every key is checked against the dataclasses below, so a typo or a wrong type is reported with the allowed
-names instead of being silently ignored.
+Every key is checked against the dataclasses below, so a typo or a wrong type is reported with the allowed names
+instead of being silently ignored; every value against its section's ``RULES`` table whenever it is set
+(:mod:`learngene.config_rules`), and the rules that involve several keys by :meth:`Config.validate`.
+
+Both paradigms share the sections they both use: ``[train]`` holds the optimization (``lr``, ``weight_decay``,
+``batch_size``, ``amp``, the distillation temperature), ``[criterion]`` the choice of the learngene's blocks,
+``[evaluate]`` the episodes, the methods compared and the seeds; ``[vit]`` holds only what the transformer path
+alone has.  A paradigm's defaults replace the CNN defaults of those keys (:data:`PARADIGM_DEFAULTS`, applied
+wherever a value still equals its CNN default when ``paradigm`` is set), and a key the chosen paradigm never reads
+(:data:`READERS`) is refused when it is given or differs from its default, naming the key and what does apply.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
-import math
+import functools
 import sys
-import types
-import typing
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
+from learngene.config_rules import (
+    Rule,
+    Section,
+    all_of,
+    at_least,
+    between,
+    each,
+    non_negative,
+    nonempty,
+    one_of,
+    optional,
+    positive,
+    unique,
+)
 from learngene.errors import ConfigError
-from learngene.registry import CRITERIA, METHODS, MODELS, SOURCES
-from learngene.vit_config import ViTConfig, validate_vit
+from learngene.vit_config import ViTConfig, check_vit
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
 
+__all__ = ["PARADIGM_DEFAULTS", "READERS", "Config", "IndividualConfig", "apply_overrides", "config_diff",
+           "config_for", "config_from_dict", "list_presets", "load_config", "parse_setting"]
+
+
+def _settings(value: list[str]) -> None:
+    for s in value:
+        parse_setting(s)  # its own message names the setting
+
+
+def _split_fractions(value: list[float]) -> str | None:
+    if len(value) != 3 or any(f < 0 for f in value):
+        return "must be three non-negative numbers (source, open-world, novel)"
+    return None
+
 
 @dataclass
-class DataConfig:
-    source: str = "glyphs"  # glyphs | omniglot | cifar100 | imagefolder
+class DataConfig(Section):
+    SECTION: ClassVar[str] = "data"
+    source: str = "glyphs"  # a registered data source (learngene list sources): glyphs | omniglot | cifar100 | imagefolder
     root: str | None = None  # None: $LEARNGENE_DATA/<source> or ../shared/data/<source>
     image_size: int = 32
     channels: int | None = None
@@ -42,25 +77,47 @@ class DataConfig:
     novel_groups: list[str] | None = None
     augment: str = "affine"  # none | affine | flip_crop
 
+    RULES: ClassVar[dict[str, Rule]] = {
+        "image_size": positive,
+        "channels": one_of(None, 1, 3, why="must be 1 or 3 (or unset)"),
+        "per_class": positive,
+        "split": one_of("groups", "classes", "paper", "explicit"),
+        "split_fractions": _split_fractions,
+        "augment": one_of("none", "affine", "flip_crop"),
+    }
+
 
 @dataclass
-class StreamConfig:
+class StreamConfig(Section):
+    SECTION: ClassVar[str] = "stream"
     tasks: int = 10
     ways: int = 5
     train_per_class: int | None = None
+    # of each class's images, held out for the test accuracy (CNN: every task's classes; ViT: the source, novel
+    # and pseudo-task classes)
     test_fraction: float = 0.2
     class_sampling: str = "new_first"  # new_first | random
 
+    RULES: ClassVar[dict[str, Rule]] = {
+        "tasks": positive,
+        "ways": at_least(2, why=": a task needs at least 2 classes to learn to tell apart; set stream.ways >= 2"),
+        "train_per_class": optional(at_least(1, why="must be >= 1 (or unset for all images)")),
+        "test_fraction": between(0.0, 1.0),
+        "class_sampling": one_of("new_first", "random"),
+    }
+
 
 @dataclass
-class ModelConfig:
-    name: str = "vgg4"
+class ModelConfig(Section):
+    SECTION: ClassVar[str] = "model"
+    name: str = "vgg4"  # a registered model (learngene list models); ViT: the ancestry's preset, e.g. vit_p8_d96_l8
     hidden: list[int] | None = None
     dropout: float | None = None
 
 
 @dataclass
-class GrowthConfig:
+class GrowthConfig(Section):
+    SECTION: ClassVar[str] = "growth"
     mode: str = "round_robin"  # round_robin | paper | none
     step: int = 16
     max_width: int = 512
@@ -71,9 +128,21 @@ class GrowthConfig:
     # the function and the copies get different gradients from the first step on
     noise: float = 0.05
 
+    RULES: ClassVar[dict[str, Rule]] = {
+        "mode": one_of("round_robin", "paper", "none"),
+        "step": positive,
+        "max_width": positive,
+        "trigger": one_of("unknown", "always", "never"),
+        "noise": non_negative,
+    }
+
 
 @dataclass
-class TrainConfig:
+class TrainConfig(Section):
+    """How the model on the source classes trains (the collective CNN; ViT: the ancestry, the auxiliary net and,
+    unless ``individual.lr`` is set, the descendants)."""
+
+    SECTION: ClassVar[str] = "train"
     epochs: int = 5
     batch_size: int = 64
     lr: float = 0.05
@@ -82,7 +151,7 @@ class TrainConfig:
     loss_scope: str = "task"  # task: cross-entropy over the current task's classes | all: over every class seen
     memory_per_class: int = 0  # exemplars kept per class seen and replayed with later tasks (0: no memory)
     distill: float = 0.0  # weight of LwF distillation from the model before the task, on old classes' logits
-    distill_temperature: float = 2.0
+    distill_temperature: float = 2.0  # of LwF (CNN) or of the auxiliary net's distillation (ViT)
     ewc_lambda: float = 40.0  # the Fisher is scaled to max 1: keep lr * ewc_lambda <= ~2 (SGD momentum 0.9 diverges near 3.8)
     ewc_decay: float = 1.0
     fisher_samples: int = 256
@@ -91,37 +160,80 @@ class TrainConfig:
     on_nonfinite: str = "stop"  # stop | skip
     checkpoint_every: int = 1  # epochs between checkpoints inside a task
 
+    RULES: ClassVar[dict[str, Rule]] = {
+        "epochs": positive,
+        "batch_size": positive,
+        "lr": positive,
+        "momentum": non_negative,
+        "weight_decay": non_negative,
+        "loss_scope": one_of("task", "all"),
+        "memory_per_class": non_negative,
+        "distill": non_negative,
+        "distill_temperature": positive,
+        "ewc_lambda": non_negative,
+        "ewc_decay": non_negative,
+        "fisher_samples": positive,
+        "on_nonfinite": one_of("stop", "skip"),
+        "checkpoint_every": positive,
+    }
+
 
 @dataclass
-class RecordConfig:
+class RecordConfig(Section):
+    SECTION: ClassVar[str] = "record"
     threshold: float = 1e-4
     signed: bool = False
 
+    RULES: ClassVar[dict[str, Rule]] = {"threshold": non_negative}
+
 
 @dataclass
-class OpenSetConfig:
+class OpenSetConfig(Section):
+    SECTION: ClassVar[str] = "openset"
     method: str = "msp"  # msp | energy | maxlogit
     tpr: float = 0.95
     # a class of a new task is taken for unknown when at least this fraction of its images score below the
     # known-class threshold (known classes put 1 - tpr = 5% of their images there)
     class_fraction: float = 0.2
 
+    RULES: ClassVar[dict[str, Rule]] = {
+        "method": one_of("msp", "energy", "maxlogit"),
+        "tpr": between(0.0, 1.0),
+        "class_fraction": lambda v: None if 0.0 < v <= 1.0 else "must be in (0, 1]; fix the value",
+    }
+
 
 @dataclass
-class CriterionConfig:
-    name: str = "validation"  # validation | gradient_stability | fixed
+class CriterionConfig(Section):
+    """Which contiguous blocks of the trained model become the learngene (the collective CNN's conv blocks, or a
+    transformer ancestry's blocks ``blocks.i`` for Heur-LG)."""
+
+    SECTION: ClassVar[str] = "criterion"
+    name: str = "validation"  # a registered criterion (learngene list criteria): validation | gradient_stability | fixed
     n_layers: int | None = None  # size of the learngene; None: let the criterion choose
     layers: list[str] | None = None  # with name = "fixed"
     pseudo_tasks: int = 4
     pseudo_shots: int = 5
-    pseudo_epochs: int = 15
+    pseudo_epochs: int = 15  # training epochs of each candidate on the validation criterion's pseudo-tasks
+
+    RULES: ClassVar[dict[str, Rule]] = {
+        "n_layers": optional(at_least(1)),
+        "pseudo_tasks": positive,
+        "pseudo_shots": positive,
+        "pseudo_epochs": positive,
+    }
+
+
+_WIDTHS = each(at_least(1), "width")
 
 
 @dataclass
-class IndividualConfig:
+class IndividualConfig(Section):
     """The individual model's size and few-shot training: the one definition of these settings (the library
-    functions of :mod:`learngene.individual` take this object)."""
+    functions of :mod:`learngene.individual` take this object).  ViT: ``epochs`` are the few-shot episodes'
+    full-batch steps and ``lr`` the descendants' learning rate (None: ``train.lr``)."""
 
+    SECTION: ClassVar[str] = "individual"
     before: list[int] = field(default_factory=lambda: [32])  # fresh conv widths before the gene
     after: list[int] = field(default_factory=list)  # fresh conv widths after the gene
     pool_before: bool = True  # pools in the fresh layers so the gene sees the spatial size it saw in the source
@@ -129,7 +241,7 @@ class IndividualConfig:
     hidden: list[int] = field(default_factory=list)
     epochs: int = 30
     batch_size: int = 32
-    lr: float = 0.01
+    lr: float | None = 0.01
     momentum: float = 0.9
     weight_decay: float = 5e-4
     ewc_lambda: float = 50.0  # with the support-set Fisher scaled to max 1 (lambda * lr must stay < ~2)
@@ -137,27 +249,54 @@ class IndividualConfig:
     lr_scale: float = 0.1
     imprint: bool = True
 
+    RULES: ClassVar[dict[str, Rule]] = {
+        "before": _WIDTHS,
+        "after": _WIDTHS,
+        "hidden": _WIDTHS,
+        "epochs": positive,
+        "batch_size": positive,
+        "lr": optional(positive),
+        "momentum": non_negative,
+        "weight_decay": non_negative,
+        "ewc_lambda": non_negative,
+        "inherit_mode": one_of("ewc", "freeze", "lr_scale", "free"),
+        "lr_scale": non_negative,
+    }
+
 
 @dataclass
-class EvaluateConfig:
+class EvaluateConfig(Section):
+    SECTION: ClassVar[str] = "evaluate"
     settings: list[str] = field(default_factory=lambda: ["5way1shot", "5way5shot"])
     headline: str = "5way1shot"
     episodes: int = 20
     queries: int = 15
     curve_every: int = 1  # query accuracy every N epochs for the convergence curve (1 = every epoch)
-    seeds: list[int] = field(default_factory=lambda: [0])
-    # rows of the comparison table; None: every registered method (learngene list methods), in registration order
+    seeds: list[int] = field(default_factory=lambda: [0])  # CNN: evaluation repeats; ViT: descendant trainings
+    # the compared methods (learngene list methods: CNN rows / transformer columns); None: every registered one,
+    # in registration order
     methods: list[str] | None = None
+
+    RULES: ClassVar[dict[str, Rule]] = {
+        "settings": all_of(nonempty("setting"), _settings),
+        "headline": lambda v: parse_setting(v) and None,
+        "episodes": positive,
+        "queries": positive,
+        "curve_every": positive,
+        "seeds": nonempty("seed"),
+        "methods": optional(all_of(nonempty("method"), unique("method"))),
+    }
 
 
 @dataclass
-class BaselineConfig:
+class BaselineConfig(Section):
     """Reference models trained on the stream's classes: ``joint`` (all classes at once) and ``protonet``.
 
     Both get the stream's image budget (every task's training images x train.epochs) unless the epochs or
     episodes are set here, and the collective model's optimizer settings and augmentation.
     """
 
+    SECTION: ClassVar[str] = "baseline"
     joint_epochs: int | None = None  # None: the stream's image budget divided by the joint training set's size
     protonet_ways: int = 20  # classes per training episode (at most the stream's classes)
     protonet_shots: int = 1  # support images per class and episode (they form the prototypes)
@@ -165,9 +304,68 @@ class BaselineConfig:
     protonet_episodes: int | None = None  # None: the stream's image budget divided by the images per episode
     protonet_scale: float = 10.0  # logits = scale x cosine(query feature, prototype)
 
+    RULES: ClassVar[dict[str, Rule]] = {
+        "joint_epochs": optional(at_least(1, why="must be >= 1 (or unset for the stream's image budget)")),
+        "protonet_ways": at_least(2),
+        "protonet_shots": at_least(1),
+        "protonet_queries": at_least(1),
+        "protonet_episodes": optional(at_least(1, why="must be >= 1 (or unset for the stream's image budget)")),
+        "protonet_scale": positive,
+    }
+
+
+# The transformer paradigm's own defaults for keys it shares with the CNN paradigm (see the module docstring).
+PARADIGM_DEFAULTS: dict[str, dict[str, Any]] = {
+    "vit": {
+        "model.name": "vit_p8_d96_l8",
+        "train.lr": 1e-3,
+        "train.weight_decay": 0.05,
+        "train.batch_size": 128,
+        "train.distill_temperature": 1.0,
+        "criterion.name": "gradient_stability",
+        "criterion.n_layers": 3,
+        "criterion.pseudo_epochs": 2,
+        "stream.test_fraction": 0.25,
+        "individual.epochs": 20,
+        "individual.lr": None,
+        "evaluate.seeds": [0, 1, 2],
+    },
+}
+
+
+@dataclass(frozen=True)
+class Reader:
+    """Who reads which keys: whole sections (``"data"``) or single keys (``"train.lr"``)."""
+
+    what: str
+    keys: tuple[str, ...]
+
+    def reads(self, key: str) -> bool:
+        return key in ("preset", "paradigm") or any(key == k or key.startswith(k + ".") for k in self.keys)
+
+    def describe(self) -> str:
+        return ", ".join(f"{k}.*" if "." not in k and k not in ("seed",) else k for k in self.keys)
+
+
+_VIT_INHERIT = ("vit.descendant_epochs", "vit.eval_epochs", "vit.schedule", "individual.lr", "train.lr",
+                "train.weight_decay", "train.batch_size", "train.amp", "data.augment")
+READERS: dict[str, Reader] = {
+    "cnn": Reader("the CNN paradigm (paradigm = 'cnn')",
+                  ("seed", "data", "stream", "model", "growth", "train", "record", "openset", "criterion",
+                   "individual", "evaluate", "baseline")),
+    "vit": Reader("the transformer paradigm (paradigm = 'vit')",
+                  ("seed", "data", "model.name", "train.lr", "train.weight_decay", "train.batch_size", "train.amp",
+                   "train.distill_temperature", "criterion.name", "criterion.n_layers", "criterion.pseudo_epochs",
+                   "criterion.layers", "stream.test_fraction", "individual.epochs", "individual.lr",
+                   "evaluate.settings", "evaluate.episodes", "evaluate.queries", "evaluate.seeds", "evaluate.methods",
+                   "vit")),
+    "inherit:cnn": Reader("`learngene inherit` from a CNN learngene", ("individual", "evaluate.curve_every")),
+    "inherit:vit": Reader("`learngene inherit` from a transformer learngene", _VIT_INHERIT),
+}
+
 
 @dataclass
-class Config:
+class Config(Section):
     seed: int = 0
     preset: str | None = None
     paradigm: str = "cnn"  # cnn: the paper's collective CNN | vit: transformer learngenes (the [vit] section)
@@ -184,100 +382,139 @@ class Config:
     baseline: BaselineConfig = field(default_factory=BaselineConfig)
     vit: ViTConfig = field(default_factory=ViTConfig)
 
+    RULES: ClassVar[dict[str, Rule]] = {"paradigm": one_of("cnn", "vit")}
+
+    def __post_init__(self) -> None:
+        if self.paradigm != "cnn":
+            self._adopt_defaults("cnn", self.paradigm)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        old = self.__dict__.get("paradigm")
+        super().__setattr__(name, value)
+        if name == "paradigm" and old is not None and old != value and "vit" in self.__dict__:
+            self._adopt_defaults(old, value)  # a paradigm set on a built config brings its defaults
+
+    def _adopt_defaults(self, old: str, new: str) -> None:
+        """Keys that still hold ``old``'s default take ``new``'s (a value set on purpose stays)."""
+        before, after = _shared_defaults(old), _shared_defaults(new)
+        for key, value in after.items():
+            if get_key(self, key) == before[key]:
+                set_key(self, key, value)
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
-    def validate(self) -> Config:
-        _validate(self)
+    def require_cnn(self, stage: str) -> Config:
+        """Refuse a transformer config in a stage of the CNN paradigm, instead of silently training a CNN."""
+        if self.paradigm != "cnn":
+            raise ConfigError(
+                f"`{stage}` is a stage of the CNN paradigm but this config has paradigm = {self.paradigm!r}; run the "
+                "transformer path with `learngene run --preset vit-...` (and `learngene inherit --depth` for its genes)"
+            )
+        return self
+
+    def validate(self, reader: str | None = None) -> Config:
+        """Refuse what no single key's rule can see: rules across keys, and a key set away from its default that
+        the paradigm (or ``reader``, a :data:`READERS` entry) never reads."""
+        for paradigms, check in CHECKS:
+            if self.paradigm in paradigms:
+                check(self)
+        who = READERS[reader or self.paradigm]
+        defaults = _all_defaults(self.paradigm)
+        for key, value in flat(self.to_dict()).items():
+            if value != defaults.get(key) and not who.reads(key):
+                raise unread(key, who, value)
         return self
 
 
-_CHOICES = {
-    "data.split": ("groups", "classes", "paper", "explicit"),
-    "data.augment": ("none", "affine", "flip_crop"),
-    "stream.class_sampling": ("new_first", "random"),
-    "growth.mode": ("round_robin", "paper", "none"),
-    "growth.trigger": ("unknown", "always", "never"),
-    "train.loss_scope": ("task", "all"),
-    "train.on_nonfinite": ("stop", "skip"),
-    "openset.method": ("msp", "energy", "maxlogit"),
-    "individual.inherit_mode": ("ewc", "freeze", "lr_scale", "free"),
-}
-
-_POSITIVE = (
-    "data.image_size", "data.per_class", "stream.tasks", "stream.ways", "train.epochs", "train.batch_size",
-    "train.lr", "train.fisher_samples", "train.distill_temperature", "train.checkpoint_every", "growth.step", "growth.max_width",
-    "individual.epochs", "individual.batch_size", "individual.lr", "evaluate.episodes", "evaluate.queries",
-    "evaluate.curve_every",
-    "criterion.pseudo_tasks", "criterion.pseudo_shots", "criterion.pseudo_epochs",
-)
-_NON_NEGATIVE = (
-    "train.momentum", "train.weight_decay", "train.ewc_lambda", "train.ewc_decay", "growth.noise",
-    "train.memory_per_class", "train.distill",
-    "individual.momentum", "individual.weight_decay", "individual.ewc_lambda", "individual.lr_scale",
-    "record.threshold",
-)
-
-
-def _get(cfg: Config, dotted: str) -> Any:
+def get_key(cfg: Config, dotted: str) -> Any:
     obj: Any = cfg
     for part in dotted.split("."):
         obj = getattr(obj, part)
     return obj
 
 
-def _validate(cfg: Config) -> None:
-    # names that plugins may add: the registries decide (a user's registered source or criterion is accepted)
-    SOURCES.check(cfg.data.source, "data.source")
-    MODELS.check(cfg.model.name, "model.name")
-    CRITERIA.check(cfg.criterion.name, "criterion.name")
-    for method in cfg.evaluate.methods or []:
-        METHODS.check(method, "evaluate.methods")
-    if cfg.paradigm not in ("cnn", "vit"):
-        raise ConfigError(f"config key paradigm = {cfg.paradigm!r} is not one of cnn, vit; fix the value")
-    validate_vit(cfg.vit)
-    for key, choices in _CHOICES.items():
-        value = _get(cfg, key)
-        if value not in choices:
-            raise ConfigError(f"config key {key} = {value!r} is not one of {', '.join(choices)}; fix the value")
-    for key in _POSITIVE:
-        value = _get(cfg, key)
-        if value is not None and value <= 0:
-            raise ConfigError(f"config key {key} = {value!r} must be > 0; fix the value")
-    for key in _NON_NEGATIVE:
-        value = _get(cfg, key)
-        if value is not None and value < 0:
-            raise ConfigError(f"config key {key} = {value!r} must be >= 0; fix the value")
-    if cfg.stream.ways < 2:
-        raise ConfigError(f"config key stream.ways = {cfg.stream.ways}: a task needs at least 2 classes to learn to "
-                          "tell apart; set stream.ways >= 2")
-    if cfg.stream.train_per_class is not None and cfg.stream.train_per_class < 1:
-        raise ConfigError("config key stream.train_per_class must be >= 1 (or unset for all images)")
-    if not 0.0 < cfg.stream.test_fraction < 1.0:
-        raise ConfigError(f"config key stream.test_fraction = {cfg.stream.test_fraction} must be between 0 and 1")
-    if not 0.0 < cfg.openset.class_fraction <= 1.0:
-        raise ConfigError(f"config key openset.class_fraction = {cfg.openset.class_fraction} must be in (0, 1]")
-    if not 0.0 < cfg.openset.tpr < 1.0:
-        raise ConfigError(f"config key openset.tpr = {cfg.openset.tpr} must be between 0 and 1")
-    if len(cfg.data.split_fractions) != 3 or any(f < 0 for f in cfg.data.split_fractions):
-        raise ConfigError("config key data.split_fractions must be three non-negative numbers (source, open-world, novel)")
-    if cfg.data.channels not in (None, 1, 3):
-        raise ConfigError(f"config key data.channels = {cfg.data.channels} must be 1 or 3 (or unset)")
+def set_key(cfg: Config, dotted: str, value: Any) -> None:
+    *path, last = dotted.split(".")
+    obj: Any = cfg
+    for part in path:
+        obj = getattr(obj, part)
+    setattr(obj, last, value)
+
+
+def flat(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"train": {"lr": 0.1}}`` -> ``{"train.lr": 0.1}`` (values of sections only; lists stay values)."""
+    out: dict[str, Any] = {}
+    for k, v in data.items():
+        if isinstance(v, dict):
+            out.update(flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+@functools.cache
+def _defaults_frozen(paradigm: str) -> tuple[tuple[str, Any], ...]:
+    cfg = Config()
+    if paradigm != "cnn":
+        cfg._adopt_defaults("cnn", paradigm)
+    return tuple((k, tuple(v) if isinstance(v, list) else v) for k, v in flat(cfg.to_dict()).items())
+
+
+def _all_defaults(paradigm: str) -> dict[str, Any]:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in _defaults_frozen(paradigm)}
+
+
+def _shared_defaults(paradigm: str) -> dict[str, Any]:
+    """The defaults of every key some paradigm sets differently, as ``paradigm`` has them."""
+    keys = {k for table in PARADIGM_DEFAULTS.values() for k in table}
+    table = PARADIGM_DEFAULTS.get(paradigm, {})
+    cnn = {f.name: f for f in dataclasses.fields(Config)}
+
+    def cnn_default(key: str) -> Any:
+        section, name = key.split(".")
+        sec = cnn[section].default_factory()
+        return getattr(sec, name)
+
+    return {k: table[k] if k in table else cnn_default(k) for k in sorted(keys)}
+
+
+def unread(key: str, who: Reader, value: Any = None) -> ConfigError:
+    """The refusal of a key ``who`` never reads, naming what does apply."""
+    shown = "" if value is None else f" = {value!r}"
+    elsewhere = [r.what for r in READERS.values() if r is not who and r.reads(key) and ":" not in r.what]
+    hint = f" (it applies to {elsewhere[0]})" if elsewhere else ""
+    return ConfigError(f"config key {key}{shown} is not read by {who.what}, which reads {who.describe()}; remove "
+                       f"{key}{hint}")
+
+
+# ------------------------------------------------------------------------------------- rules across keys
+def _explicit_split(cfg: Config) -> None:
     if cfg.data.split == "explicit" and not (cfg.data.source_groups and cfg.data.novel_groups):
         raise ConfigError("data.split = 'explicit' needs data.source_groups and data.novel_groups")
-    for s in cfg.evaluate.settings + [cfg.evaluate.headline]:
-        parse_setting(s)
+
+
+def _headline(cfg: Config) -> None:
     if cfg.evaluate.headline not in cfg.evaluate.settings:
-        raise ConfigError(f"evaluate.headline = {cfg.evaluate.headline!r} must be one of evaluate.settings {cfg.evaluate.settings}")
-    if not cfg.evaluate.seeds:
-        raise ConfigError("evaluate.seeds must list at least one seed")
+        raise ConfigError(f"evaluate.headline = {cfg.evaluate.headline!r} must be one of evaluate.settings "
+                          f"{cfg.evaluate.settings}")
+
+
+def _memory_needs_all(cfg: Config) -> None:
     if cfg.train.memory_per_class > 0 and cfg.train.loss_scope != "all":
         raise ConfigError(
             f"train.memory_per_class = {cfg.train.memory_per_class} replays earlier classes, which a loss over the "
             "current task's classes cannot score; set train.loss_scope = 'all' (or train.memory_per_class = 0)"
         )
+
+
+def _fixed_needs_layers(cfg: Config) -> None:
     if cfg.criterion.name == "fixed" and not cfg.criterion.layers:
-        raise ConfigError("criterion.name = 'fixed' needs criterion.layers, e.g. ['features.0', 'features.1']")
+        raise ConfigError("criterion.name = 'fixed' needs criterion.layers, e.g. ['features.0', 'features.1'] "
+                          "(transformer blocks: ['blocks.5', 'blocks.6'])")
+
+
+def _fresh_layer_before_gene(cfg: Config) -> None:
     gene_at_input = cfg.criterion.name == "fixed" and cfg.criterion.layers[0] == "features.0"
     if not cfg.individual.before and not gene_at_input:
         # checked now: the individual model is built only after the whole collective training
@@ -286,15 +523,23 @@ def _validate(cfg: Config) -> None:
             f"at the input layer, but criterion {cfg.criterion.name!r} may choose deeper layers; set "
             "individual.before, e.g. [32], or criterion.name = 'fixed' with layers starting at 'features.0'"
         )
-    b = cfg.baseline
-    for key, value, low in (("joint_epochs", b.joint_epochs, 1), ("protonet_ways", b.protonet_ways, 2),
-                            ("protonet_shots", b.protonet_shots, 1), ("protonet_queries", b.protonet_queries, 1),
-                            ("protonet_episodes", b.protonet_episodes, 1)):
-        if value is not None and value < low:
-            raise ConfigError(f"config key baseline.{key} = {value!r} must be >= {low}" +
-                              (" (or unset for the stream's image budget)" if key.endswith(("epochs", "episodes")) else ""))
-    if not b.protonet_scale > 0:
-        raise ConfigError(f"config key baseline.protonet_scale = {b.protonet_scale!r} must be > 0; fix the value")
+
+
+def _individual_lr(cfg: Config) -> None:
+    if cfg.individual.lr is None:
+        raise ConfigError("config key individual.lr = None (follow train.lr) is for transformer descendants only; "
+                          "give the individual models' learning rate, e.g. 0.01")
+
+
+CHECKS: tuple[tuple[tuple[str, ...], Callable[[Config], None]], ...] = (
+    (("cnn", "vit"), _explicit_split),
+    (("cnn",), _headline),
+    (("cnn",), _memory_needs_all),
+    (("cnn", "vit"), _fixed_needs_layers),
+    (("cnn",), _fresh_layer_before_gene),
+    (("cnn",), _individual_lr),
+    (("vit",), lambda cfg: check_vit(cfg.vit)),
+)
 
 
 def parse_setting(setting: str) -> tuple[int, int]:
@@ -312,50 +557,16 @@ def parse_setting(setting: str) -> tuple[int, int]:
     return w, k
 
 
-# --------------------------------------------------------------------------------------------- parsing
+# --------------------------------------------------------------------------------------------- loading
 
 
-def _type_ok(value: Any, tp: Any) -> tuple[bool, Any]:
-    """Check ``value`` against an annotation; ints are accepted where floats are expected."""
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        for arg in typing.get_args(tp):
-            ok, v = _type_ok(value, arg)
-            if ok:
-                return True, v
-        return False, value
-    if tp is type(None):
-        return value is None, value
-    if origin is list:
-        (inner,) = typing.get_args(tp)
-        if not isinstance(value, list):
-            return False, value
-        out = []
-        for item in value:
-            ok, v = _type_ok(item, inner)
-            if not ok:
-                return False, value
-            out.append(v)
-        return True, out
-    if tp is float:
-        if isinstance(value, bool):
-            return False, value
-        return (isinstance(value, (int, float)), float(value) if isinstance(value, (int, float)) else value)
-    if tp is int:
-        return isinstance(value, int) and not isinstance(value, bool), value
-    if tp is bool:
-        return isinstance(value, bool), value
-    if tp is str:
-        return isinstance(value, str), value
-    return False, value
-
-
-def _type_name(tp: Any) -> str:
-    return str(tp).replace("typing.", "").replace("<class '", "").replace("'>", "")
+def list_presets() -> list[str]:
+    files = resources.files("learngene").joinpath("presets")
+    return sorted(p.name[: -len(".toml")] for p in files.iterdir() if p.name.endswith(".toml"))
 
 
 def _merge_into(obj: Any, data: dict[str, Any], where: str) -> None:
-    hints = typing.get_type_hints(type(obj))
+    """Set ``data``'s keys on the section ``obj`` (each value checked by the section as it is set)."""
     names = [f.name for f in dataclasses.fields(obj)]
     for key, value in data.items():
         path = f"{where}{key}"
@@ -369,21 +580,7 @@ def _merge_into(obj: Any, data: dict[str, Any], where: str) -> None:
                 raise ConfigError(f"config key {path!r} must be a table/section, got {type(value).__name__}")
             _merge_into(current, value, f"{path}.")
             continue
-        ok, coerced = _type_ok(value, hints[key])
-        bad = [v for v in (coerced if isinstance(coerced, list) else [coerced])
-               if isinstance(v, float) and not math.isfinite(v)]
-        if ok and bad:
-            raise ConfigError(f"config key {path!r} = {bad[0]} is not a finite number; give a finite value")
-        if not ok:
-            raise ConfigError(
-                f"config key {path!r} must be of type {_type_name(hints[key])}, got {value!r} ({type(value).__name__})"
-            )
-        setattr(obj, key, coerced)
-
-
-def list_presets() -> list[str]:
-    files = resources.files("learngene").joinpath("presets")
-    return sorted(p.name[: -len(".toml")] for p in files.iterdir() if p.name.endswith(".toml"))
+        setattr(obj, key, value)
 
 
 def _read_toml(text: str, origin: str) -> dict[str, Any]:
@@ -408,8 +605,10 @@ def _parse_override(item: str) -> tuple[str, Any]:
 def load_config(
     preset: str | None = None, path: str | Path | None = None, overrides: list[str] | None = None
 ) -> Config:
-    """Defaults <- preset <- user file <- ``key=value`` overrides, each validated."""
+    """Defaults <- preset <- user file <- ``key=value`` overrides, each checked; a key given here that the
+    configured paradigm never reads is refused."""
     cfg = Config()
+    given: list[str] = []
     if preset is not None:
         available = list_presets()
         if preset not in available:
@@ -417,18 +616,28 @@ def load_config(
             hint = f" Did you mean {close[0]!r}?" if close else ""
             raise ConfigError(f"unknown preset {preset!r}; available presets: {', '.join(available)}.{hint}")
         text = resources.files("learngene").joinpath("presets", f"{preset}.toml").read_text()
-        _merge_into(cfg, _read_toml(text, f"preset {preset!r}"), "")
+        data = _read_toml(text, f"preset {preset!r}")
+        _merge_into(cfg, data, "")
+        given += flat(data)
         cfg.preset = preset
     if path is not None:
         p = Path(path)
         if not p.is_file():
             raise ConfigError(f"config file {p} does not exist; pass an existing .toml file or use --preset")
-        _merge_into(cfg, _read_toml(p.read_text(), f"config file {p}"), "")
-    return apply_overrides(cfg, overrides or [])
+        data = _read_toml(p.read_text(), f"config file {p}")
+        _merge_into(cfg, data, "")
+        given += flat(data)
+    return apply_overrides(cfg, overrides or [], given=given)
 
 
-def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
-    """Apply ``section.key=value`` strings (values parsed as TOML, else taken as strings) and re-validate."""
+def apply_overrides(cfg: Config, overrides: Sequence[str], *, reader: str | None = None,
+                    given: Iterable[str] = ()) -> Config:
+    """Apply ``section.key=value`` strings (values parsed as TOML, else taken as strings) and re-validate.
+
+    Every key given (the overrides, and ``given``) must be read by ``reader`` (a :data:`READERS` entry; default:
+    the configured paradigm): ``learngene inherit --set`` is held to what inherit reads.
+    """
+    keys = list(given)
     for item in overrides:
         key, value = _parse_override(item)
         parts = key.split(".")
@@ -436,6 +645,11 @@ def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
         for part in reversed(parts[:-1]):
             nested = {part: nested}
         _merge_into(cfg, nested, "")
+        keys += flat(nested)
+    who = READERS[reader or cfg.paradigm]
+    for key in keys:
+        if not who.reads(key):
+            raise unread(key, who)
     return cfg.validate()
 
 
@@ -455,7 +669,33 @@ def config_for(paradigm: str) -> Config:
     return Config(paradigm=paradigm).validate()
 
 
+# [vit] keys of releases before the shared sections, and where they live now (runs record their config.json)
+_MOVED_VIT_KEYS = {
+    "ancestry": "model.name", "lr": "train.lr", "weight_decay": "train.weight_decay",
+    "batch_size": "train.batch_size", "amp": "train.amp", "distill_temperature": "train.distill_temperature",
+    "heur_criterion": "criterion.name", "heur_blocks": "criterion.n_layers",
+    "heur_val_epochs": "criterion.pseudo_epochs", "methods": "evaluate.methods", "seeds": "evaluate.seeds",
+    "test_fraction": "stream.test_fraction", "fewshot_epochs": "individual.epochs", "descendant_lr": "individual.lr",
+}
+
+
+def _migrate(data: dict[str, Any]) -> dict[str, Any]:
+    """A recorded config of an earlier release in today's keys: a transformer run's moved keys go to the shared
+    sections, a CNN run's (the defaults it never read) are dropped."""
+    old = data.get("vit")
+    if not isinstance(old, dict) or not set(old) & set(_MOVED_VIT_KEYS):
+        return data
+    data = {**data, "vit": {k: v for k, v in old.items() if k not in _MOVED_VIT_KEYS}}
+    if data.get("paradigm") == "vit":
+        for name, target in _MOVED_VIT_KEYS.items():
+            if name in old:
+                section, key = target.split(".")
+                data[section] = {**data.get(section, {}), key: old[name]}
+    return data
+
+
 def config_from_dict(data: dict[str, Any]) -> Config:
+    """A config recorded by ``to_dict`` (a run's ``config.json``), checked like a loaded one."""
     cfg = Config()
-    _merge_into(cfg, data, "")
+    _merge_into(cfg, _migrate(data), "")
     return cfg.validate()

@@ -187,4 +187,5 @@ def validation(ctx: CriterionContext) -> CriterionResult:
 
 
 def select_layers(ctx: CriterionContext) -> CriterionResult:
+    CRITERIA.check(ctx.cfg.criterion.name, "criterion.name")
     return CRITERIA.get(ctx.cfg.criterion.name)(ctx)

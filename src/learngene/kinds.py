@@ -99,7 +99,7 @@ def settings_for(row: GeneKind, cfg: Config | None, overrides: Sequence[str] = (
         raise ConfigError(f"this is a {row.artifact.noun}, trained with the settings of paradigm = {row.paradigm!r}, "
                           f"but the configuration given has paradigm = {base.paradigm!r}; use a "
                           f"{'vit-* ' if row.paradigm == 'vit' else 'CNN '}preset, or none")
-    return apply_overrides(base, list(overrides))
+    return apply_overrides(base, list(overrides), reader=f"inherit:{row.paradigm}")
 
 
 def inherit(gene: Gene | str | os.PathLike[str], support_dir: str | os.PathLike[str],

@@ -1,4 +1,5 @@
-"""The later stages over run directories: select the learngene, evaluate individuals, run everything."""
+"""Whole runs (``learngene run`` for either paradigm) and the CNN stages after the collective model over a run
+directory: select the learngene, evaluate the individual models against the baselines."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import torch
 
 from learngene import __version__
 from learngene.collective.recorder import GradientRecorder
-from learngene.collective_run import check_same_config, load_collective_run, locked_output, run_collective
+from learngene.collective_run import check_same_config, cnn_stage, load_collective_run, run_collective
 from learngene.config import Config, parse_setting
 from learngene.criterion import CriterionContext, select_layers
 from learngene.data import TaskStream, sample_episodes
@@ -22,8 +23,11 @@ from learngene.gene import Learngene
 from learngene.individual import PseudoTaskScorer
 from learngene.plots import plot_bars, plot_criterion, plot_curves
 from learngene.prepare import load_data, make_split, make_stream
-from learngene.report import write_report
+from learngene.registry import CRITERIA, DESCENDANT_METHODS, METHODS, MODELS, SOURCES
+from learngene.report import methods_table, write_report
 from learngene.safeio import atomic_write_json, check_writable_dir, jsonable, read_json, remove_outputs
+from learngene.vit.report import render_vit_report
+from learngene.vit.run import run_vit
 
 
 def _pseudo_pool(stream: TaskStream) -> tuple[list[str], str]:
@@ -114,7 +118,7 @@ def select_gene(run_dir: str | Path, gene_dir: str | Path, *, cfg: Config | None
     if dist.is_main:
         check_writable_dir(gene_dir, overwrite=overwrite, resumable=False, kind="learngene", part_of_run=part_of_run)
     run = load_collective_run(run_dir)
-    cfg = cfg or run["config"]
+    cfg = (cfg or run["config"]).require_cnn("learngene select")
     data = data if data is not None else load_data(cfg)
     stream = TaskStream.from_manifest(data, run["stream_manifest"])
     gene, result = select_learngene(run["network"], stream, cfg=cfg, recorder=GradientRecorder.load(run_dir),
@@ -140,7 +144,7 @@ def evaluate_run(run_dir: str | Path, gene: Learngene, *, cfg: Config | None = N
     processed more, so the run's measured ``images_seen`` is the budget then.
     """
     run = load_collective_run(run_dir)
-    cfg = cfg or run["config"]
+    cfg = (cfg or run["config"]).require_cnn("learngene evaluate")
     data = data if data is not None else load_data(cfg)
     stream = TaskStream.from_manifest(data, run["stream_manifest"])
     network = run["network"]
@@ -151,10 +155,53 @@ def evaluate_run(run_dir: str | Path, gene: Learngene, *, cfg: Config | None = N
                             cache_dir=Path(run_dir) / BASELINES_DIR, device=device, budget_images=budget)
 
 
-@locked_output
+def check_names(cfg: Config) -> Config:
+    """Refuse a name the config gives a registry that nothing registered (checked here, where every registry is
+    filled, before anything runs): the data source, the model, the criterion and the compared methods."""
+    SOURCES.check(cfg.data.source, "data.source")
+    if cfg.paradigm == "cnn":  # a transformer's model.name is checked against the ViT presets (vit_shape)
+        MODELS.check(cfg.model.name, "model.name")
+    CRITERIA.check(cfg.criterion.name, "criterion.name")
+    methods = METHODS if cfg.paradigm == "cnn" else DESCENDANT_METHODS
+    for name in cfg.evaluate.methods or []:
+        methods.check(name, "evaluate.methods")
+    return cfg
+
+
 def run_paradigm(cfg: Config, out: str | Path, *, resume: bool = False, overwrite: bool = False,
                  device: torch.device | str = "cpu", progress: bool = True,
                  dist: DistInfo = SINGLE) -> dict[str, Any]:
+    """``learngene run``: the whole paradigm ``cfg.paradigm`` names into ``out``; returns the report it wrote.
+
+    ``cnn``: collective -> criterion -> gene -> individuals + baselines; ``vit``:
+    :func:`learngene.vit.run.run_vit` (``resume`` reuses its cached stages, as any rerun does).
+    """
+    check_names(cfg)
+    if cfg.paradigm == "vit":
+        if not resume:
+            check_writable_dir(out, overwrite=overwrite, kind="run")
+        return run_vit(cfg, out, progress=progress, device=device)
+    return _run_cnn(cfg, out, resume=resume, overwrite=overwrite, device=device, progress=progress, dist=dist)
+
+
+def run_summary(cfg: Config, report: dict[str, Any], out: str | Path) -> str:
+    """What ``learngene run`` prints once a run is done."""
+    if cfg.paradigm == "vit":
+        return f"{render_vit_report(report)}\n\nreport: {Path(out) / 'report.md'}"
+    ind = report["individual"]
+    ow = report["collective"].get("open_world") or {}
+    lines = [f"learngene selected: {', '.join(report['criterion']['selected'])} ({report['criterion']['name']})",
+             f"collective: final avg accuracy {report['collective']['final']['average_accuracy']:.3f}, "
+             f"open-world AUROC {ow.get('auroc', float('nan')):.3f}"]
+    for setting, res in ind["settings"].items():
+        lines += ["", f"{setting}:", methods_table(res["methods"])]
+    return "\n".join([*lines, "", f"report: {Path(out) / 'report.md'}"])
+
+
+@cnn_stage("learngene run")
+def _run_cnn(cfg: Config, out: str | Path, *, resume: bool = False, overwrite: bool = False,
+             device: torch.device | str = "cpu", progress: bool = True,
+             dist: DistInfo = SINGLE) -> dict[str, Any]:
     """collective -> criterion -> gene -> individuals + baselines -> report.json / report.md / plots."""
     out = Path(out)
     if not resume and dist.is_main:

@@ -174,6 +174,7 @@ def tune(base: Config, params: Sequence[tuple[str, list[str]]], out: str | Path,
     pseudo-tasks, for settings of the later stages. Collective runs are kept in ``out/runs/`` and shared by
     every trial that differs only in later-stage settings.
     """
+    base.require_cnn("learngene tune")
     if score not in ("ncm", "individual"):
         raise ConfigError(f"tune score must be 'ncm' or 'individual', got {score!r}")
     setting = setting or base.evaluate.headline

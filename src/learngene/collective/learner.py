@@ -38,6 +38,7 @@ from learngene.distributed import SINGLE, DistInfo, weighted_mean_
 from learngene.faults import maybe_kill
 from learngene.models import create_model
 from learngene.models.schedule import GrowthSchedule
+from learngene.registry import MODELS
 from learngene.runtime import derive_seed, generator, seeded
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,7 @@ __all__ = [
 
 def build_network(cfg: Config, stream: TaskStream) -> nn.Module:
     """The configured model with a head for the first task; its initial weights depend on the seed only."""
+    MODELS.check(cfg.model.name, "model.name")
     with seeded(derive_seed(cfg.seed, "init")):
         return create_model(
             cfg.model.name,

@@ -1,6 +1,6 @@
 """The ancestry of a transformer run: a ViT trained on the source classes, or a user's own model adapted to them.
 
-:func:`train_ancestry` trains the preset ``vit.ancestry`` (shape overrides from ``[vit]``, image size and
+:func:`train_ancestry` trains the preset ``model.name`` (shape overrides from ``[vit]``, image size and
 channels from ``[data]``) while :class:`GradientShare` records each block's share of the gradient (the evidence of
 the ``gradient_stability`` criterion), or reuses the cached one whose fingerprint matches.
 
@@ -49,14 +49,15 @@ log = logging.getLogger(__name__)
 
 
 def vit_shape(cfg: Config, image_size: int, channels: int, num_classes: int) -> dict[str, Any]:
-    """The ancestry's ViT shape record: the ``vit.ancestry`` preset with the ``[vit]`` overrides and the data's
+    """The ancestry's ViT shape record: the ``model.name`` preset with the ``[vit]`` overrides and the data's
     image size and channels."""
     v = cfg.vit
-    if v.ancestry not in VIT_PRESETS:
-        raise ConfigError(f"config key vit.ancestry = {v.ancestry!r} is not a registered ViT preset; choose one of "
+    name = cfg.model.name
+    if name not in VIT_PRESETS:
+        raise ConfigError(f"config key model.name = {name!r} is not a registered ViT preset; choose one of "
                           f"{', '.join(sorted(VIT_PRESETS))}")
     try:
-        shape = vit_preset_config(v.ancestry, img_size=image_size, in_chans=channels, num_classes=num_classes,
+        shape = vit_preset_config(name, img_size=image_size, in_chans=channels, num_classes=num_classes,
                                   depth=v.ancestry_depth, patch_size=v.patch_size, embed_dim=v.embed_dim,
                                   num_heads=v.num_heads)
     except ModelError as err:
@@ -338,8 +339,11 @@ class GradientShare:
 
 
 def train_ancestry(cfg: Config, shape: dict[str, Any], task: Task, recipe: Recipe, cache: Path, fp: str,
-                   user: nn.Module | None = None) -> tuple[nn.Module, dict[str, Any]]:
-    """The ancestry trained on ``task`` (the source classes), or the cached one under fingerprint ``fp``."""
+                   user: nn.Module | None = None, probe_record: bool = False) -> tuple[nn.Module, dict[str, Any]]:
+    """The ancestry trained on ``task`` (the source classes), or the cached one under fingerprint ``fp``.
+
+    ``user``: a user's ancestry, tuned instead (``probe_record``: its gradient record comes from the probe, see
+    :func:`records_probe`)."""
     v = cfg.vit
     if (cache / NETWORK.manifest).is_file():
         try:
@@ -351,7 +355,7 @@ def train_ancestry(cfg: Config, shape: dict[str, Any], task: Task, recipe: Recip
         except LearngeneError:
             pass  # a damaged or foreign cache entry is retrained
     if user is not None:
-        model, info = _tune_user_ancestry(cfg, user, task, recipe)
+        model, info = _tune_user_ancestry(cfg, user, task, recipe, probe_record)
         save_network(NetworkRecord(model), cache, NETWORK, {"fingerprint": fp, "record": jsonable(info)})
         return model.eval(), {**info, "cached": False}
     log.info("ancestry: training %d blocks, width %d on %d source classes for %d epochs", shape["depth"],
@@ -374,13 +378,13 @@ def train_ancestry(cfg: Config, shape: dict[str, Any], task: Task, recipe: Recip
     return model.eval(), {**info, "cached": False}
 
 
-def records_probe(cfg: Config) -> bool:
+def records_probe(cfg: Config, methods: list[str]) -> bool:
     """Whether a user's ancestry used as is (no fine-tuning) must record its blocks' gradients during the probe."""
-    v = cfg.vit
-    return v.ancestry_epochs == 0 and "heur-lg" in v.methods and v.heur_criterion == "gradient_stability"
+    return cfg.vit.ancestry_epochs == 0 and "heur-lg" in methods and cfg.criterion.name == "gradient_stability"
 
 
-def _tune_user_ancestry(cfg: Config, model: nn.Module, task: Task, recipe: Recipe) -> tuple[nn.Module, dict[str, Any]]:
+def _tune_user_ancestry(cfg: Config, model: nn.Module, task: Task, recipe: Recipe,
+                        measure: bool) -> tuple[nn.Module, dict[str, Any]]:
     """A user's ancestry on the source classes: a linear probe of its fresh head, then fine-tuning (see the module
     docstring).  The gradient record comes from the fine-tuning, or from the probe when there is none."""
     v = cfg.vit
@@ -390,7 +394,6 @@ def _tune_user_ancestry(cfg: Config, model: nn.Module, task: Task, recipe: Recip
     seconds, losses, val_acc, probe = 0.0, [], None, None
     if v.ancestry_probe_epochs:
         head = list(model.head.parameters())
-        measure = records_probe(cfg)
         ids = {id(p) for p in head}
         if measure:
             record = GradientShare(model, clear=True)

@@ -36,7 +36,7 @@ class ShareEvidence:
 
     missing = ("the gradient_stability criterion found no gradient record in the ancestry (a user's ancestry records "
                "it while it trains: set vit.ancestry_epochs or vit.ancestry_probe_epochs >= 1, or use "
-               "vit.heur_criterion = 'validation')")
+               "criterion.name = 'validation')")
 
     def __init__(self, share: list[list[float]]) -> None:
         self.share = share
@@ -68,7 +68,7 @@ class PseudoTaskScorer:
     def __init__(self, cfg: Config, ancestry: nn.Module, data: Any, pool: list[str], spec: dict[str, Any],
                  recipe: Recipe) -> None:
         self.cfg, self.ancestry, self.recipe = cfg, ancestry, recipe
-        self.depth, self.epochs = num_blocks(ancestry), cfg.vit.heur_val_epochs
+        self.depth, self.epochs = num_blocks(ancestry), cfg.criterion.pseudo_epochs
         self._where = (data, pool, spec)
         self._task: Task | None = None
 
@@ -77,8 +77,8 @@ class PseudoTaskScorer:
         """The pseudo-task, made on first use (a criterion that never scores copies no images to the device)."""
         if self._task is None:
             data, pool, spec = self._where
-            self._task = Task(data, pool, spec, self.cfg.vit.test_fraction, derive_seed(self.cfg.seed, "pseudo-split"),
-                              self.recipe.device)
+            self._task = Task(data, pool, spec, self.cfg.stream.test_fraction,
+                              derive_seed(self.cfg.seed, "pseudo-split"), self.recipe.device)
         return self._task
 
     def describe(self) -> str:
@@ -104,22 +104,21 @@ class PseudoTaskScorer:
 def choose_blocks(cfg: Config, ancestry: nn.Module, info: dict[str, Any], data: Any, split: Any,
                   spec: dict[str, Any], recipe: Recipe) -> dict[str, Any]:
     """The criterion's record: ``{"name", "selected": [block indices], "candidates", "reason"}``."""
-    v = cfg.vit
-    name = v.heur_criterion
+    name = cfg.criterion.name
     n = num_blocks(ancestry)
     if n < 2:
         raise ConfigError(f"Heur-LG needs an ancestry of at least 2 blocks (one inherited, one fresh), got {n}; "
-                          "raise vit.ancestry_depth or drop heur-lg from vit.methods")
+                          "raise vit.ancestry_depth or drop heur-lg from evaluate.methods")
     pool = list(split.open_world)
     if name == "validation" and len(pool) < 2:
-        raise ConfigError(f"vit.heur_criterion = 'validation' needs at least 2 open-world classes for its "
+        raise ConfigError(f"criterion.name = 'validation' needs at least 2 open-world classes for its "
                           f"pseudo-tasks, the split has {len(pool)}; use 'gradient_stability' or raise "
                           "data.split_fractions[1]")
     ctx = CriterionContext(
         network=ancestry, layer_names=[f"{BLOCK_PREFIX}{i}" for i in range(n)], grad_stats=None, grad_norms=None,
         cfg=cfg, data=data, pseudo_classes=pool, pseudo_pool="open-world", input_spec=spec,
         score_window=PseudoTaskScorer(cfg, ancestry, data, pool, spec, recipe) if len(pool) >= 2 else None,
-        window_size=min(v.heur_blocks, n - 1), evidence=ShareEvidence(info.get("gradient_share") or []),
+        window_size=min(cfg.criterion.n_layers or 3, n - 1), evidence=ShareEvidence(info.get("gradient_share") or []),
         unit="transformer blocks")
     result = CRITERIA.get(name)(ctx)
 

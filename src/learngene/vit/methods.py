@@ -12,8 +12,7 @@ ancestry trains.  The built-in rows, in the order of the report's columns:
 * ``truncated`` -- the ancestry's first ``depth`` blocks (storage: the whole ancestry);
 * ``tleg`` -- blocks expanded by ``vit.rule`` from an auxiliary net distilled from the ancestry.
 
-A new kind of transformer learngene is one module with its rows; ``vit.methods`` (``evaluate.methods``) then
-accepts its name.
+A new kind of transformer learngene is one module with its rows; ``evaluate.methods`` then accepts its name.
 """
 
 from __future__ import annotations
@@ -84,7 +83,7 @@ class DescendantMethod:
 
 def register_descendant_method(name: str, description: str, build: Callable[[Lineage, int, int, int], Descendant],
                                **fields: Any) -> DescendantMethod:
-    """Add a column to every transformer comparison (accepted by ``vit.methods``; see :class:`DescendantMethod`)."""
+    """Add a column to every transformer comparison (accepted by ``evaluate.methods``; see :class:`DescendantMethod`)."""
     return DESCENDANT_METHODS.register(name, DescendantMethod(name, description, build, **fields))
 
 
@@ -104,7 +103,7 @@ def _heur_lg(lineage: Lineage) -> tuple[TransformerGene, dict[str, Any]]:
 def _check_heur_lg(cfg: Config, ancestry_depth: int) -> None:
     if ancestry_depth < 2:
         raise ConfigError(f"Heur-LG needs an ancestry of at least 2 blocks (one inherited, one fresh), got "
-                          f"{ancestry_depth}; raise vit.ancestry_depth or drop heur-lg from vit.methods")
+                          f"{ancestry_depth}; raise vit.ancestry_depth or drop heur-lg from evaluate.methods")
 
 
 # ---------------------------------------------------------------------- tleg
@@ -113,7 +112,7 @@ def _train_aux(lineage: Lineage) -> tuple[ExpandedViT, dict[str, Any]]:
     cfg, v, recipe = lineage.cfg, lineage.cfg.vit, lineage.recipe
     cache = lineage.out / "cache" / "aux"
     fp = fingerprint({"ancestry": lineage.fingerprint, "rule": v.rule, "depth": v.aux_depth, "epochs": v.aux_epochs,
-                      "distill": [v.distill, v.distill_alpha, v.distill_temperature]})
+                      "distill": [v.distill, v.distill_alpha, cfg.train.distill_temperature]})
     if (cache / NETWORK.manifest).is_file():
         try:
             aux, manifest = load_network(cache, NETWORK)
@@ -134,7 +133,7 @@ def _train_aux(lineage: Lineage) -> tuple[ExpandedViT, dict[str, Any]]:
     task = lineage.source
     res = train_distilled(
         aux, lineage.ancestry, recipe.task_batches(task, derive_seed(cfg.seed, "aux-data")), v.aux_epochs,
-        mode=v.distill, alpha=v.distill_alpha, temperature=v.distill_temperature,
+        mode=v.distill, alpha=v.distill_alpha, temperature=cfg.train.distill_temperature,
         **recipe.options(seed=derive_seed(cfg.seed, "aux-train"), evaluate=task.accuracy, eval_epochs=[v.aux_epochs],
                          desc="auxiliary net"))
     info = {"params": sum(int(p.numel()) for p in aux.parameters()), "depth": v.aux_depth, "rule": aux.rule.to_config(),
@@ -152,7 +151,7 @@ def _tleg(lineage: Lineage) -> tuple[TransformerGene, dict[str, Any]]:
     return gene, {
         "rule": aux.rule.to_config(), "aux_depth": v.aux_depth, "aux_params": info["params"],
         "val_acc": info["val_acc"], "train_seconds": info["train_seconds"], "cached": info["cached"],
-        "distill": {"mode": v.distill, "alpha": v.distill_alpha, "temperature": v.distill_temperature},
+        "distill": {"mode": v.distill, "alpha": v.distill_alpha, "temperature": lineage.cfg.train.distill_temperature},
         "stored_fraction_of_ancestry": gene.stored_params / lineage.info["params"],
     }
 

@@ -45,7 +45,7 @@ from learngene.stats import mean_ci95
 from learngene.vit.ancestry import UserAncestry, records_probe, train_ancestry, vit_shape
 from learngene.vit.gene import TransformerGene
 from learngene.vit.linearity import layer_linearity
-from learngene.vit.methods import DescendantMethod, Lineage
+from learngene.vit.methods import DescendantMethod, Lineage, list_descendant_methods
 from learngene.vit.report import ACCURACY_PLOT, cell, plot_accuracy_vs_depth, render_vit_report, summary_curve
 from learngene.vit.train import Recipe, Task, fingerprint
 
@@ -72,15 +72,18 @@ def run_vit(cfg: Config, out: str | Path, *, progress: bool = True,
     if held not in (None, "run"):
         raise ConfigError(f"{out} holds a {held}, not a run; choose another output directory")
     dev = resolve_device(str(device)) if not isinstance(device, torch.device) else device
-    methods = [DESCENDANT_METHODS.get(m) for m in cfg.vit.methods]
+    names = cfg.evaluate.methods or list_descendant_methods()
+    for name in names:
+        DESCENDANT_METHODS.check(name, "evaluate.methods")
+    methods = [DESCENDANT_METHODS.get(m) for m in names]
     start = time.perf_counter()
     with output_lock(out):
         atomic_write_json(out / "config.json", cfg.to_dict())
         lineage = _ancestry(cfg, out, Recipe.from_config(cfg, dev, progress), methods)
         sections = _learngenes(lineage, methods)
         novel = list(lineage.split.novel)
-        task = Task(lineage.data, novel, lineage.spec, cfg.vit.test_fraction, derive_seed(cfg.seed, "novel-split"),
-                    dev)
+        task = Task(lineage.data, novel, lineage.spec, cfg.stream.test_fraction,
+                    derive_seed(cfg.seed, "novel-split"), dev)
         rows, skipped = _descendants(lineage, methods, task, novel)
         report = _report(lineage, sections, methods, task, rows, skipped, _fewshot(lineage, methods),
                          _linearity(lineage.ancestry), dev, time.perf_counter() - start)
@@ -115,30 +118,32 @@ def _ancestry(cfg: Config, out: Path, recipe: Recipe, methods: list[DescendantMe
         user.tensors = {}  # loaded: no second copy kept through the run
         ignored = [k for k in ("ancestry_depth", "patch_size", "embed_dim", "num_heads") if getattr(v, k) is not None]
         log.info("ancestry: %s%s", user.describe(),
-                 f"; its shape replaces vit.ancestry and vit.{', vit.'.join(ignored)}" if ignored else "")
+                 f"; its shape replaces model.name and vit.{', vit.'.join(ignored)}" if ignored else "")
         shape = vit_config(user_model)
     for m in methods:
         if m.check is not None:
             m.check(cfg, shape["depth"])
+    probe_record = records_probe(cfg, [m.name for m in methods])
     data_fp = {"data": cfg.to_dict()["data"], "seed": cfg.seed, "source": source}
     anc_fields = {**data_fp, "shape": shape, "epochs": v.ancestry_epochs, "lr": recipe.lr,
                   "wd": recipe.weight_decay, "bs": recipe.batch_size, "schedule": recipe.schedule, "amp": recipe.amp,
-                  "test_fraction": v.test_fraction}
+                  "test_fraction": cfg.stream.test_fraction}
     if user is not None:  # a changed weights file (its sha256) retrains; preset runs keep their old fingerprints
         anc_fields["user"] = {"sha256": user.sha256, "timm": user.timm, "kind": user.kind,
-                              "probe_epochs": v.ancestry_probe_epochs, "probe_record": records_probe(cfg)}
+                              "probe_epochs": v.ancestry_probe_epochs, "probe_record": probe_record}
     anc_fp = fingerprint(anc_fields)
-    src_task = Task(data, source, spec, v.test_fraction, derive_seed(cfg.seed, "source-split"), recipe.device)
-    ancestry, info = train_ancestry(cfg, shape, src_task, recipe, out / "cache" / "ancestry", anc_fp, user=user_model)
+    src_task = Task(data, source, spec, cfg.stream.test_fraction, derive_seed(cfg.seed, "source-split"), recipe.device)
+    ancestry, info = train_ancestry(cfg, shape, src_task, recipe, out / "cache" / "ancestry", anc_fp, user=user_model,
+                                    probe_record=probe_record)
     del user_model
-    info.update(preset=v.ancestry if user is None else None, shape=shape, fingerprint=anc_fp,
+    info.update(preset=cfg.model.name if user is None else None, shape=shape, fingerprint=anc_fp,
                 depth=len(ancestry.blocks))
     if user is not None:
         info["user"] = {"weights": str(user.path), "kind": user.kind, "sha256": user.sha256,
                         "timm": user.timm or None, "adapted": user.adapted,
                         "probe_epochs": v.ancestry_probe_epochs, "fine_tune_epochs": v.ancestry_epochs}
     log.info("ancestry: val accuracy %.3f", info["val_acc"])
-    label = v.ancestry if user is None else user.describe()
+    label = cfg.model.name if user is None else user.describe()
     return Lineage(cfg=cfg, out=out, recipe=recipe, ancestry=ancestry, info=info, fingerprint=anc_fp, shape=shape,
                    data=data, split=split, spec=spec, source=src_task,
                    provenance={"run": str(out.resolve()), "ancestry": label, "seed": cfg.seed})
@@ -166,7 +171,7 @@ def _descendants(lineage: Lineage, methods: list[DescendantMethod], task: Task,
     desc_fp = {"ancestry": lineage.fingerprint, "genes": gene_shas,
                "lr": recipe.child_lr, "wd": recipe.weight_decay, "bs": recipe.batch_size, "schedule": recipe.schedule,
                "amp": recipe.amp, "augment": recipe.augment, "eval": v.eval_epochs, "novel": novel,
-               "test_fraction": v.test_fraction}
+               "test_fraction": lineage.cfg.stream.test_fraction}
     rows, skipped = [], []
     cache = lineage.out / "cache" / "descendants"
     for depth in v.depths:
@@ -176,7 +181,7 @@ def _descendants(lineage: Lineage, methods: list[DescendantMethod], task: Task,
                 skipped.append({"method": m.name, "depth": depth, "reason": why})
                 continue
             epochs = v.scratch_epochs if m.from_scratch else v.descendant_epochs
-            per_seed = [_descendant(lineage, m, task, depth, s, epochs, desc_fp, cache) for s in v.seeds]
+            per_seed = [_descendant(lineage, m, task, depth, s, epochs, desc_fp, cache) for s in lineage.cfg.evaluate.seeds]
             acc, ci = mean_ci95([r["acc"] for r in per_seed])
             row = {"method": m.name, "depth": depth, "params": per_seed[0]["params"],
                    "stored_params": per_seed[0]["stored_params"], "acc": acc, "acc_ci95": ci,
@@ -221,7 +226,7 @@ def _descendant(lineage: Lineage, m: DescendantMethod, task: Task, depth: int, s
 def _fewshot(lineage: Lineage, methods: list[DescendantMethod]) -> dict[str, Any]:
     """Every method on the same seeded N-way K-shot episodes of novel classes: full-batch fine-tuning."""
     cfg, recipe, data = lineage.cfg, lineage.recipe, lineage.data
-    ev, epochs = cfg.evaluate, cfg.vit.fewshot_epochs
+    ev, epochs = cfg.evaluate, cfg.individual.epochs
     out: dict[str, Any] = {}
     for setting in ev.settings:
         ways, shots = parse_setting(setting)
@@ -281,7 +286,7 @@ def _report(lineage: Lineage, sections: dict[str, dict[str, Any]], methods: list
             "methods": [m.name for m in methods],
             "protocol": {**task.sizes(), "descendant_epochs": v.descendant_epochs,
                          "scratch_epochs": v.scratch_epochs, "eval_epochs": list(v.eval_epochs),
-                         "seeds": list(v.seeds), "lr": recipe.child_lr, "batch_size": recipe.batch_size,
+                         "seeds": list(cfg.evaluate.seeds), "lr": recipe.child_lr, "batch_size": recipe.batch_size,
                          "schedule": recipe.schedule, "augment": recipe.augment},
             "rows": rows,
             "skipped": skipped,

@@ -100,9 +100,9 @@ class Recipe:
 
     @classmethod
     def from_config(cls, cfg: Any, device: torch.device, progress: bool = False) -> Recipe:
-        v = cfg.vit
-        return cls(lr=v.lr, weight_decay=v.weight_decay, batch_size=v.batch_size, schedule=v.schedule, amp=v.amp,
-                   augment=cfg.data.augment, device=device, progress=progress, descendant_lr=v.descendant_lr)
+        t = cfg.train
+        return cls(lr=t.lr, weight_decay=t.weight_decay, batch_size=t.batch_size, schedule=cfg.vit.schedule, amp=t.amp,
+                   augment=cfg.data.augment, device=device, progress=progress, descendant_lr=cfg.individual.lr)
 
     @property
     def child_lr(self) -> float:
