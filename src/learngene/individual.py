@@ -23,6 +23,7 @@ from learngene.artifacts import INDIVIDUAL
 from learngene.collective.ewc import EWC
 from learngene.collective.fisher import diagonal_fisher
 from learngene.config import IndividualConfig
+from learngene.engine import accuracy
 from learngene.errors import LearngeneError, ModelError, NonFiniteError
 from learngene.models.individual import IndividualModel, plan_individual  # noqa: F401 - re-exported
 from learngene.models.io import load_network, save_network
@@ -155,13 +156,8 @@ def _train_few_shot(model, support_x, support_y, s: IndividualConfig, query_x, q
     return out
 
 
-@torch.no_grad()
 def accuracy_of(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 256) -> float:
-    model.eval()
-    correct = 0
-    for start in range(0, len(x), batch_size):
-        correct += int((model(x[start : start + batch_size]).argmax(1) == y[start : start + batch_size]).sum())
-    return correct / max(len(x), 1)
+    return accuracy(model, x, y, batch_size=batch_size)
 
 
 PREPROCESSING_KEYS = ("image_size", "channels", "mean", "std")

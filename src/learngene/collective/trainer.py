@@ -31,8 +31,9 @@ from learngene import __version__
 from learngene.collective.metrics import AccuracyMatrix
 from learngene.collective.plugins import Plugin
 from learngene.data import ImageSet, TaskStream
-from learngene.data.transforms import BatchAugment, normalize
+from learngene.data.transforms import BatchAugment
 from learngene.distributed import SINGLE, DistInfo, all_reduce_sum, all_true, broadcast_buffers_
+from learngene.engine import batch_of
 from learngene.errors import CheckpointError, ConfigError, NonFiniteError
 from learngene.models.growth import plan_expand_classes
 from learngene.models.width import effective_widths, width_report
@@ -54,23 +55,18 @@ def sgd(lr: float = 0.01, momentum: float = 0.9, weight_decay: float = 5e-4) -> 
 
 
 class Batches:
-    """Feeds normalized (optionally augmented) batches from an in-memory ImageSet to a device."""
+    """Feeds normalized (optionally augmented) batches of an in-memory ImageSet, by image index, to a device (each
+    batch made by the engine's :func:`~learngene.engine.batch_of`)."""
 
     def __init__(self, data: ImageSet, spec: dict[str, Any], device: torch.device, channels_last: bool = False):
         self.data = data
-        self.mean = spec["mean"]
-        self.std = spec["std"]
+        self.spec = spec
         self.device = device
         self.channels_last = channels_last
 
     def prepare(self, idx: torch.Tensor, augment: BatchAugment | None = None, gen: torch.Generator | None = None):
-        x = self.data.images[idx]
-        if augment is not None:
-            x = augment(x, generator=gen)
-        x = normalize(x.to(self.device, non_blocking=True), self.mean, self.std)
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        return x
+        return batch_of(self.data.images, idx, augment=augment, generator=gen, spec=self.spec, device=self.device,
+                        channels_last=self.channels_last)
 
     def iterate(
         self,
