@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from learngene.engine import Batches, fit
+from learngene.engine import Batches, accuracy, fit
 from learngene.errors import ConfigError, NonFiniteError
 from learngene.models.vit import build_vit, vit_preset_config
 from learngene.runtime import seeded
@@ -66,3 +66,43 @@ def test_amp_path_runs_on_cpu(tiny_cfg, batch):
     model = build_vit({**tiny_cfg, "depth": 1})
     out = fit(model, [(batch, torch.arange(len(batch)) % 5)], 2, amp=True, seed=0)
     assert len(out["loss"]) == 2 and all(torch.isfinite(torch.tensor(out["loss"])))
+
+
+def test_epoch_seeds_give_every_epoch_its_own_order_and_dropout(tiny_cfg, batch):
+    """``epoch_seed`` / a callable ``seed``: an epoch's batches and dropout depend on its number only."""
+    x, y = torch.arange(10).float()[:, None], torch.arange(10)
+    batches = Batches(x, y, 4, epoch_seed=lambda e: 100 + e)
+    batches.set_epoch(1)
+    first = [b[1].tolist() for b in batches]
+    batches.set_epoch(0)
+    batches.set_epoch(1)
+    assert [b[1].tolist() for b in batches] == first  # the same epoch again: the same order
+    cfg = {**tiny_cfg, "drop_rate": 0.5, "depth": 1}
+    losses = []
+    for seeds in ({0: 1, 1: 2}, {0: 1, 1: 3}):
+        with seeded(3):
+            model = build_vit(cfg)
+        losses.append(fit(model, [(batch, torch.arange(len(batch)) % 5)], 2, seed=seeds.__getitem__)["loss"])
+    assert losses[0][0] == losses[1][0] and losses[0][1] != losses[1][1]
+
+
+def test_loss_hook_step_losses_and_accuracy_on_raw_images(tiny_cfg):
+    images = torch.randint(0, 256, (8, 1, 16, 16), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    y = torch.arange(8) % 5
+    spec = {"mean": [0.5], "std": [0.25]}
+    with seeded(0):
+        model = build_vit({**tiny_cfg, "depth": 1})
+    calls = []
+
+    def loss(m, x, target):
+        calls.append(x.dtype)
+        return torch.nn.functional.cross_entropy(m(x), target) * 0.0 + m(x).pow(2).mean()
+
+    out = fit(model, Batches(images, y, 3, spec=spec), 2, loss=loss, seed=0)
+    assert calls == [torch.float32] * 6 and len(out["step_loss"]) == 6 and len(out["loss"]) == 2
+    acc = accuracy(model, images, y, spec=spec, batch_size=3)
+    from learngene.data.transforms import normalize
+
+    with torch.no_grad():
+        expected = (model(normalize(images, [0.5], [0.25])).argmax(1) == y).float().mean().item()
+    assert acc == pytest.approx(expected)
