@@ -19,7 +19,6 @@ import logging
 import math
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +28,7 @@ from torch import nn
 
 from learngene import __version__
 from learngene.collective.metrics import AccuracyMatrix
-from learngene.collective.plugins import Plugin
+from learngene.collective.plugins.base import Batch, Plugin
 from learngene.data import ImageSet, TaskStream
 from learngene.data.transforms import BatchAugment
 from learngene.distributed import SINGLE, DistInfo, all_reduce_sum, all_true, broadcast_buffers_
@@ -92,21 +91,6 @@ class Batches:
         if not outs:
             return torch.empty(0, model.num_classes, device=self.device)
         return torch.cat(outs)
-
-
-@dataclass
-class Batch:
-    """One training step as plugins see it (``logits`` over the loss's classes, ``logits_all`` over every unit)."""
-
-    t: int
-    epoch: int
-    index: int
-    indices: torch.Tensor
-    x: torch.Tensor
-    y: torch.Tensor
-    logits: torch.Tensor | None = None
-    logits_all: torch.Tensor | None = None
-    loss: torch.Tensor | None = None
 
 
 class CollectiveTrainer:
@@ -472,7 +456,7 @@ class CollectiveTrainer:
             if ckpt_dir is None or not has_checkpoint(ckpt_dir):
                 raise CheckpointError(f"--resume given but no checkpoint found in {ckpt_dir}; start without --resume")
             self.load_state_dict(load_latest(ckpt_dir))
-            self._call("on_resume", self.position["task"], self.position["epoch"])
+            self._call("after_resume", self.position["task"], self.position["epoch"])
         n = len(self.stream)
         while self.position["task"] < n:
             t, start_epoch = self.position["task"], self.position["epoch"]
@@ -485,7 +469,7 @@ class CollectiveTrainer:
                 row = self.train_epoch(t, epoch)
                 bar.set_postfix(loss=f"{row['loss']:.3f}", acc=f"{row['train_acc']:.2f}")
                 self.position = {"task": t, "epoch": epoch + 1}
-                self._call("on_epoch_end", t, epoch)
+                self._call("after_epoch_done", t, epoch)
                 if on_epoch is not None:
                     on_epoch(t, epoch)
             bar.close()
@@ -493,7 +477,7 @@ class CollectiveTrainer:
             self.tasks[-1].update(result)
             self.tasks[-1]["train_seconds"] = self.tasks[-1].get("train_seconds", 0.0) + time.perf_counter() - tick
             self.position = {"task": t + 1, "epoch": 0}
-            self._call("on_task_end", t)
+            self._call("after_task_done", t)
             if self.dist.is_main:
                 ow = result.get("open_world", {})
                 msg = (f"task {t + 1}/{n}: avg acc {result['average_accuracy']:.3f} "

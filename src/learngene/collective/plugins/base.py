@@ -13,26 +13,75 @@ calls the plugins in list order, hook by hook, at these points of every task ``t
    image indices of the epoch (add replay); per batch: ``loss(trainer, batch)`` returns a term added to the
    cross-entropy (or None), ``after_backward(trainer, batch)`` sees the gradients before the optimizer step;
    then ``after_epoch(trainer, t, epoch, row)``.
-   ``on_epoch_end(trainer, t, epoch)`` follows once the epoch is counted as done (a checkpoint there resumes
+   ``after_epoch_done(trainer, t, epoch)`` follows once the epoch is counted as done (a checkpoint there resumes
    with the next epoch).
 5. ``after_task(trainer, t, result)`` -- consolidate, remember, evaluate; may add entries to ``result``.
-6. ``on_task_end(trainer, t)`` -- the task's record is complete (checkpoints are written here).
+6. ``after_task_done(trainer, t)`` -- the task's record is complete (checkpoints are written here).
 
 ``state_dict``/``load_state_dict`` put a plugin's state into the run's checkpoints under its ``name``. A run
 resumed from a checkpoint taken inside task ``t`` does not replay steps 1-3 of that task: every plugin gets
-``on_resume(trainer, t, epoch)`` instead, after all states are loaded (re-attach hooks there);
+``after_resume(trainer, t, epoch)`` instead, after all states are loaded (re-attach hooks there);
 ``report(trainer, report)`` may add entries to the final report. ``order`` sorts plugins (lower first; ties
-keep list order): checkpointing runs last so it saves what the others did.
+keep list order): checkpointing runs last so it saves what the others did.  Every hook is named
+``before_*`` / ``after_*``; the old names ``on_epoch_end``, ``on_task_end`` and ``on_resume`` still work (with
+a :class:`DeprecationWarning` when a plugin class defines them).
+
+The built-in plugins live one per module next to this one (Avalanche's layout); what a plugin may use of the
+trainer is :class:`Trainer`.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
 
 import torch
+from torch import nn
 
-if TYPE_CHECKING:  # pragma: no cover
-    from learngene.collective.trainer import Batch, CollectiveTrainer
+__all__ = ["Batch", "Plugin", "Trainer"]
+
+# hooks of earlier releases -> their names now
+_RENAMED_HOOKS = {"on_epoch_end": "after_epoch_done", "on_task_end": "after_task_done", "on_resume": "after_resume"}
+
+
+@dataclass
+class Batch:
+    """One training step as plugins see it (``logits`` over the loss's classes, ``logits_all`` over every unit)."""
+
+    t: int
+    epoch: int
+    index: int
+    indices: torch.Tensor
+    x: torch.Tensor
+    y: torch.Tensor
+    logits: torch.Tensor | None = None
+    logits_all: torch.Tensor | None = None
+    loss: torch.Tensor | None = None
+
+
+class Trainer(Protocol):
+    """What a plugin may use of the collective trainer (:class:`~learngene.collective.trainer.Trainer`)."""
+
+    network: nn.Module
+    stream: Any  # the TaskStream being learned
+    batches: Any  # its image batches (prepare / logits)
+    device: torch.device
+    dist: Any  # DistInfo
+    epochs: int
+    plugins: Sequence[Plugin]
+    current: dict[str, Any]  # the record of the task being learned
+    ckpt_dir: Path | None
+
+    def seen_labels(self, upto: int) -> list[int]: ...
+
+    def apply_growth(self, plan: Any) -> None: ...
+
+    def network_changed(self) -> None: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
 
 
 class Plugin:
@@ -41,38 +90,47 @@ class Plugin:
     name: str = "plugin"
     order: int = 0
 
-    def before_task(self, trainer: CollectiveTrainer, t: int) -> None: ...
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for old, new in _RENAMED_HOOKS.items():
+            if old in cls.__dict__:
+                warnings.warn(f"{cls.__name__}.{old} is the old name of the hook {new}; rename it",
+                              DeprecationWarning, stacklevel=2)
+                if new not in cls.__dict__:
+                    setattr(cls, new, cls.__dict__[old])
 
-    def after_growth(self, trainer: CollectiveTrainer, plan: Any) -> None: ...
+    def before_task(self, trainer: Trainer, t: int) -> None: ...
 
-    def before_epochs(self, trainer: CollectiveTrainer, t: int) -> None: ...
+    def after_growth(self, trainer: Trainer, plan: Any) -> None: ...
 
-    def train_indices(self, trainer: CollectiveTrainer, t: int, indices: torch.Tensor) -> torch.Tensor:
+    def before_epochs(self, trainer: Trainer, t: int) -> None: ...
+
+    def train_indices(self, trainer: Trainer, t: int, indices: torch.Tensor) -> torch.Tensor:
         return indices
 
-    def before_epoch(self, trainer: CollectiveTrainer, t: int, epoch: int) -> None: ...
+    def before_epoch(self, trainer: Trainer, t: int, epoch: int) -> None: ...
 
-    def loss(self, trainer: CollectiveTrainer, batch: Batch) -> torch.Tensor | None:
+    def loss(self, trainer: Trainer, batch: Batch) -> torch.Tensor | None:
         return None
 
-    def after_backward(self, trainer: CollectiveTrainer, batch: Batch) -> None: ...
+    def after_backward(self, trainer: Trainer, batch: Batch) -> None: ...
 
-    def after_epoch(self, trainer: CollectiveTrainer, t: int, epoch: int, row: dict[str, Any]) -> None: ...
+    def after_epoch(self, trainer: Trainer, t: int, epoch: int, row: dict[str, Any]) -> None: ...
 
-    def after_task(self, trainer: CollectiveTrainer, t: int, result: dict[str, Any]) -> None: ...
+    def after_task(self, trainer: Trainer, t: int, result: dict[str, Any]) -> None: ...
 
-    def on_epoch_end(self, trainer: CollectiveTrainer, t: int, epoch: int) -> None: ...
+    def after_epoch_done(self, trainer: Trainer, t: int, epoch: int) -> None: ...
 
-    def on_resume(self, trainer: CollectiveTrainer, t: int, epoch: int) -> None: ...
+    def after_resume(self, trainer: Trainer, t: int, epoch: int) -> None: ...
 
-    def on_task_end(self, trainer: CollectiveTrainer, t: int) -> None: ...
+    def after_task_done(self, trainer: Trainer, t: int) -> None: ...
 
-    def report(self, trainer: CollectiveTrainer, report: dict[str, Any]) -> None: ...
+    def report(self, trainer: Trainer, report: dict[str, Any]) -> None: ...
 
     def state_dict(self) -> dict[str, Any] | None:
         return None
 
-    def load_state_dict(self, state: dict[str, Any], trainer: CollectiveTrainer) -> None: ...
+    def load_state_dict(self, state: dict[str, Any], trainer: Trainer) -> None: ...
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r})"
