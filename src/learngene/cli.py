@@ -17,7 +17,7 @@ from pathlib import Path
 
 from learngene import __version__, cli_stages
 from learngene.cli_common import (
-    _COMMANDS,
+    COMMANDS,
     command,
     config_args,
     load_cfg,
@@ -167,7 +167,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     setup_logging(args)
     try:
-        return _COMMANDS[args.command](args)
+        return COMMANDS[args.command](args)
     except LearngeneError as err:
         if os.environ.get("LEARNGENE_DEBUG"):
             raise

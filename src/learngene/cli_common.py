@@ -14,12 +14,12 @@ from collections.abc import Callable
 from learngene.errors import ConfigError
 
 Command = Callable[[argparse.Namespace], int]
-_COMMANDS: dict[str, Command] = {}
+COMMANDS: dict[str, Command] = {}
 
 
 def command(name: str) -> Callable[[Command], Command]:
     def deco(fn: Command) -> Command:
-        _COMMANDS[name] = fn
+        COMMANDS[name] = fn
         return fn
 
     return deco

@@ -27,13 +27,13 @@ from learngene.artifacts import short as _short
 from learngene.config import IndividualConfig
 from learngene.errors import GeneError, ModelError
 from learngene.gene_format import (
-    _block_spec,
-    _is_number,
-    _validate_criterion,
-    _validate_input_spec,
-    _validate_layers,
-    _validate_provenance,
-    _validate_tensors,
+    block_spec,
+    is_number,
+    validate_criterion,
+    validate_input_spec,
+    validate_layers,
+    validate_provenance,
+    validate_tensors,
 )
 from learngene.models.individual import IndividualModel, plan_individual
 from learngene.runtime import seeded
@@ -66,11 +66,11 @@ class Learngene:
         criterion: dict | None = None,
         provenance: dict | None = None,
     ) -> None:
-        self._layers = _validate_layers(layers)
-        self._tensors = _validate_tensors(self._layers, tensors)
-        self.input_spec = _validate_input_spec(input_spec)
-        self.criterion = _validate_criterion(criterion)
-        self.provenance = _validate_provenance(provenance)
+        self._layers = validate_layers(layers)
+        self._tensors = validate_tensors(self._layers, tensors)
+        self.input_spec = validate_input_spec(input_spec)
+        self.criterion = validate_criterion(criterion)
+        self.provenance = validate_provenance(provenance)
         self.made_by = _package_version()
 
     # ------------------------------------------------------------------ building
@@ -198,7 +198,7 @@ class Learngene:
         """Tensors renamed from ``"features.10.conv.weight"`` to ``f"{prefix}{k}.conv.weight"`` for the k-th layer."""
         out: dict[str, Tensor] = {}
         for k, layer in enumerate(self._layers):
-            spec, _ = _block_spec(layer["in_channels"], layer["out_channels"], layer["pool"], layer["bias"])
+            spec, _ = block_spec(layer["in_channels"], layer["out_channels"], layer["pool"], layer["bias"])
             for suffix in spec:
                 out[f"{prefix}{k}.{suffix}"] = self._tensors[f"{layer['name']}.{suffix}"].clone()
         return out
@@ -242,7 +242,7 @@ class Learngene:
         """Parameters of the same layers at their effective widths: what the gene really carries."""
         total, c_in = 0, self.in_channels
         for layer, c_out in zip(self._layers, self.effective_widths):
-            total += _block_spec(c_in, c_out, layer["pool"], layer["bias"])[1]
+            total += block_spec(c_in, c_out, layer["pool"], layer["bias"])[1]
             c_in = c_out
         return total
 
@@ -359,9 +359,9 @@ def _fmt_numbers(values: list) -> str:
 
 
 def _fmt_value(value: Any) -> str:
-    if _is_number(value) and isinstance(value, float):
+    if is_number(value) and isinstance(value, float):
         return f"{value:.4g}"
-    if isinstance(value, list) and value and all(_is_number(v) for v in value):
+    if isinstance(value, list) and value and all(is_number(v) for v in value):
         return _fmt_numbers(value) if len(value) <= 12 else _fmt_numbers(value[:12])[:-1] + ", ...]"
     text = value if isinstance(value, str) else json.dumps(value)
     return text if len(text) <= 100 else text[:97] + "..."

@@ -30,7 +30,7 @@ from learngene.vit.report import render_vit_report
 from learngene.vit.run import run_vit
 
 
-def _pseudo_pool(stream: TaskStream) -> tuple[list[str], str]:
+def pseudo_pool(stream: TaskStream) -> tuple[list[str], str]:
     """Classes for pseudo-target tasks: source classes the stream never used, else the open world. Never novel."""
     split = stream.split
     unseen = [c for c in split.source if c not in set(stream.class_order)]
@@ -52,7 +52,7 @@ def preflight(cfg: Config, data) -> None:
         ways, shots = parse_setting(setting)
         sample_episodes(data, list(stream.split.novel), ways, shots, cfg.evaluate.queries, 1)
     if cfg.criterion.name == "validation":
-        pool, _ = _pseudo_pool(stream)
+        pool, _ = pseudo_pool(stream)
         ways = min(cfg.stream.ways, len(pool))
         if ways < 2:
             raise LearngeneError(
@@ -89,7 +89,7 @@ def select_learngene(network, stream: TaskStream, *, cfg: Config | None = None,
         else:
             fractions = norms = None
     spec = input_spec if input_spec is not None else data.input_spec(stream.split.source)
-    pseudo, pool = _pseudo_pool(stream)
+    pseudo, pool = pseudo_pool(stream)
     scorer = PseudoTaskScorer(network, data, pseudo, spec, cfg) if min(cfg.stream.ways, len(pseudo)) >= 2 else None
     ctx = CriterionContext(network=network, layer_names=layer_names, grad_stats=fractions, grad_norms=norms,
                            cfg=cfg, data=data, pseudo_classes=pseudo, pseudo_pool=pool, input_spec=spec,

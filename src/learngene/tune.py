@@ -31,7 +31,7 @@ from learngene.errors import ConfigError
 from learngene.evaluate import evaluate_methods
 from learngene.gene import Learngene
 from learngene.prepare import load_data
-from learngene.run import _pseudo_pool, select_gene
+from learngene.run import pseudo_pool, select_gene
 from learngene.runtime import derive_seed
 from learngene.safeio import atomic_write_bytes, atomic_write_json, check_writable_dir, jsonable, read_json
 from learngene.stats import mean_ci95
@@ -85,7 +85,7 @@ def _trial_config(base: Config, overrides: list[str], seed: int) -> Config:
 
 
 def _score(cfg: Config, data, stream, network, spec, setting: str, episodes: int) -> dict[str, Any]:
-    pool, where = _pseudo_pool(stream)
+    pool, where = pseudo_pool(stream)
     ways, shots = parse_setting(setting)
     if len(pool) < ways:
         raise ConfigError(f"the pseudo-task pool ({where}) has {len(pool)} classes, fewer than {ways} ways; "
@@ -160,7 +160,7 @@ def run_trial(cfg: Config, data, *, setting: str, episodes: int, joint: bool, pr
         jnet, info = train_joint(network.config(), stream, spec, cfg, budget_images=report["images_seen"])
         out["joint"] = {**_score(cfg, data, stream, jnet, spec, setting, episodes), "epochs": info["epochs"]}
     if score == "individual":
-        out["individual"] = _score_individual(cfg, data, run_dir, _pseudo_pool(stream)[0], setting, episodes)
+        out["individual"] = _score_individual(cfg, data, run_dir, pseudo_pool(stream)[0], setting, episodes)
     return out
 
 

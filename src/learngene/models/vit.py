@@ -177,7 +177,7 @@ def _act_layer(name: str) -> Any:
     return get_act_layer({"timm_gelu": "gelu", "timm_gelu_tanh": "gelu_tanh"}.get(name, name))
 
 
-def _vit_kwargs(cfg: Mapping[str, Any], *, allow_depth_zero: bool = False) -> dict[str, Any]:
+def vit_kwargs(cfg: Mapping[str, Any], *, allow_depth_zero: bool = False) -> dict[str, Any]:
     """Validate a shape record and turn it into ``VisionTransformer`` keyword arguments."""
     if not isinstance(cfg, Mapping):
         raise ModelError(f"ViT config must be a dict (from vit_config()), got {type(cfg).__name__}")
@@ -232,7 +232,7 @@ def _vit_kwargs(cfg: Mapping[str, Any], *, allow_depth_zero: bool = False) -> di
     return out
 
 
-def _construct(kwargs: dict[str, Any], **extra: Any) -> VisionTransformer:
+def construct_vit(kwargs: dict[str, Any], **extra: Any) -> VisionTransformer:
     from timm.models.vision_transformer import VisionTransformer
 
     try:
@@ -246,12 +246,12 @@ def _construct(kwargs: dict[str, Any], **extra: Any) -> VisionTransformer:
 @register_architecture("vit")
 def build_vit(cfg: Mapping[str, Any]) -> VisionTransformer:
     """Build a timm ``VisionTransformer`` from a shape record (missing keys take the preset defaults)."""
-    return _construct(_vit_kwargs(cfg))
+    return construct_vit(vit_kwargs(cfg))
 
 
 def full_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
     """The record with every key present, so two configs compare and serialize alike."""
-    _vit_kwargs(cfg, allow_depth_zero=True)  # validation only
+    vit_kwargs(cfg, allow_depth_zero=True)  # validation only
     out = {"name": "vit", **_VIT_DEFAULTS, **{k: v for k, v in cfg.items() if k != "name"}}
     for key in ("img_size", "patch_size"):
         if isinstance(out[key], (list, tuple)):
@@ -491,7 +491,7 @@ def vit_config(model: nn.Module) -> dict[str, Any]:
         raise ModelError(f"global_pool {cfg['global_pool']!r} is not supported; use one of {list(_POOLS)}")
     if not cfg["final_norm"]:
         cfg["fc_norm"] = False
-    rebuilt = _construct(_vit_kwargs(cfg), device="meta", weight_init="skip")
+    rebuilt = construct_vit(vit_kwargs(cfg), device="meta", weight_init="skip")
     want, got = _signature(model), _signature(rebuilt)
     if want != got:
         w, g = next((w, g) for w, g in zip([*want, ("-", "-", "-")], [*got, ("-", "-", "-")]) if w != g)
