@@ -19,6 +19,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "learngene"
 STAGES: list[tuple[int, tuple[str, ...]]] = [
     (0, ("learngene", "learngene.errors", "learngene.faults", "learngene.runtime", "learngene.safeio",
          "learngene.artifacts", "learngene.registry", "learngene.vit_config", "learngene.config", "learngene.stats",
+         "learngene.config_rules", "learngene.config_sections",
          "learngene.plots", "learngene.distributed", "learngene.checkpoint")),
     (1, ("learngene.data", "learngene.prepare")),
     (2, ("learngene.models",)),
