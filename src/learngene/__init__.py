@@ -58,6 +58,9 @@ _API = {
     # criterion and gene
     "register_criterion": "learngene.criterion",
     "Learngene": "learngene.gene",
+    "Gene": "learngene.kinds",
+    "load_gene": "learngene.kinds",
+    "inherit": "learngene.kinds",
     "select_learngene": "learngene.run",
     # individual models
     "build_individual": "learngene.individual",
@@ -70,6 +73,7 @@ _API = {
     "extract_heur_lg": "learngene.vit.gene",
     "ExpandedViT": "learngene.models.expansion",
     "build_descendant": "learngene.vit.descendants",
+    "register_descendant_method": "learngene.vit.methods",
     "run_vit": "learngene.vit.run",
     # evaluation and whole runs
     "register_method": "learngene.evaluate",
