@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch import nn
 
 from learngene.engine import Batches, accuracy, fit
 from learngene.errors import ConfigError, NonFiniteError
-from learngene.models.vit import build_vit, vit_preset_config
 from learngene.runtime import seeded
 
 
-@pytest.fixture
-def tiny_cfg() -> dict:
-    return vit_preset_config("vit_test", in_chans=1, num_classes=5, depth=3)
+def _net(dropout: float = 0.0) -> nn.Module:
+    """A small classifier of 16 x 16 one-channel images (dropout: the seed must decide the masks)."""
+    return nn.Sequential(nn.Flatten(), nn.Linear(256, 32), nn.ReLU(), nn.Dropout(dropout), nn.Linear(32, 5))
 
 
 @pytest.fixture
@@ -21,16 +21,15 @@ def batch() -> torch.Tensor:
     return torch.randn(6, 1, 16, 16, generator=torch.Generator().manual_seed(123))
 
 
-def test_non_finite_loss_raises_a_clear_error(tiny_cfg, batch):
-    model = build_vit(tiny_cfg)
+def test_non_finite_loss_raises_a_clear_error(batch):
+    model = _net()
     bad = batch.clone()
     bad[0, 0, 0, 0] = float("nan")
     with pytest.raises(NonFiniteError, match="non-finite classification loss at epoch 0, batch 0"):
         fit(model, [(bad, torch.zeros(len(bad), dtype=torch.long))], epochs=1)
 
 
-def test_classifier_curve_seed_and_global_rng(tiny_cfg, batch):
-    cfg = {**tiny_cfg, "drop_rate": 0.3, "depth": 1}  # dropout: the seed must decide the masks
+def test_classifier_curve_seed_and_global_rng(batch):
     y = torch.arange(len(batch)) % 5
     loader = [(batch, y)]
     seen: list[int] = []
@@ -41,7 +40,7 @@ def test_classifier_curve_seed_and_global_rng(tiny_cfg, batch):
 
     def run(seed: int) -> dict:
         with seeded(3):
-            model = build_vit(cfg)
+            model = _net(0.3)
         return fit(model, loader, 3, seed=seed, evaluate=eval_fn, eval_epochs=[0, 1, 3])
 
     rng = torch.get_rng_state()
@@ -62,13 +61,13 @@ def test_tensor_batches_reshuffle_reproducibly():
         Batches(x, y, 0)
 
 
-def test_amp_path_runs_on_cpu(tiny_cfg, batch):
-    model = build_vit({**tiny_cfg, "depth": 1})
+def test_amp_path_runs_on_cpu(batch):
+    model = _net()
     out = fit(model, [(batch, torch.arange(len(batch)) % 5)], 2, amp=True, seed=0)
     assert len(out["loss"]) == 2 and all(torch.isfinite(torch.tensor(out["loss"])))
 
 
-def test_epoch_seeds_give_every_epoch_its_own_order_and_dropout(tiny_cfg, batch):
+def test_epoch_seeds_give_every_epoch_its_own_order_and_dropout(batch):
     """``epoch_seed`` / a callable ``seed``: an epoch's batches and dropout depend on its number only."""
     x, y = torch.arange(10).float()[:, None], torch.arange(10)
     batches = Batches(x, y, 4, epoch_seed=lambda e: 100 + e)
@@ -77,21 +76,20 @@ def test_epoch_seeds_give_every_epoch_its_own_order_and_dropout(tiny_cfg, batch)
     batches.set_epoch(0)
     batches.set_epoch(1)
     assert [b[1].tolist() for b in batches] == first  # the same epoch again: the same order
-    cfg = {**tiny_cfg, "drop_rate": 0.5, "depth": 1}
     losses = []
     for seeds in ({0: 1, 1: 2}, {0: 1, 1: 3}):
         with seeded(3):
-            model = build_vit(cfg)
+            model = _net(0.5)
         losses.append(fit(model, [(batch, torch.arange(len(batch)) % 5)], 2, seed=seeds.__getitem__)["loss"])
     assert losses[0][0] == losses[1][0] and losses[0][1] != losses[1][1]
 
 
-def test_loss_hook_step_losses_and_accuracy_on_raw_images(tiny_cfg):
+def test_loss_hook_step_losses_and_accuracy_on_raw_images():
     images = torch.randint(0, 256, (8, 1, 16, 16), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     y = torch.arange(8) % 5
     spec = {"mean": [0.5], "std": [0.25]}
     with seeded(0):
-        model = build_vit({**tiny_cfg, "depth": 1})
+        model = _net()
     calls = []
 
     def loss(m, x, target):
