@@ -44,9 +44,12 @@ def add_parsers(sub) -> None:
     p.add_argument("--query", help="optional folder of the same layout to measure accuracy")
     p.add_argument("--out", required=True, help="model directory to write")
     p.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
-    p.add_argument("--preset", help="take the [individual] settings of a preset")
-    p.add_argument("--config", help="take the [individual] settings of a TOML file")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--preset", help="take the settings inherit reads from a preset of the gene's paradigm (CNN: "
+                                    "[individual]; transformer: the descendants' training)")
+    p.add_argument("--config", help="take the same settings from a TOML file")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a setting inherit reads, e.g. individual.epochs=10 or vit.descendant_epochs=5 "
+                        "(others are refused)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--depth", type=int, help="transformer genes: the descendant's number of blocks")
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N | auto (transformer genes; default cpu)")

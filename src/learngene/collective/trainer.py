@@ -4,7 +4,7 @@ The trainer owns only what every continual learner needs: batches of the stream'
 by a factory at the start of every task, so it learns about parameters added by growth), the cross-entropy
 step with AMP and a non-finite guard, new head units for new classes, the accuracy matrices and the
 checkpointable state. Recognizing unknown classes, growth, EWC, replay, distillation, gradient statistics,
-checkpoints and fault injection are plugins (:mod:`learngene.collective.plugins` documents the lifecycle);
+checkpoints and fault injection are plugins (:mod:`learngene.collective.plugins.base` documents the lifecycle);
 :func:`learngene.collective.learner.from_config` assembles the paper's learner from a config.
 
 The data order, augmentation and dropout of an epoch depend only on (seed, task, epoch), drawn inside
