@@ -23,15 +23,15 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch  # noqa: E402
 
+from learngene.collective_run import load_collective_run, run_collective  # noqa: E402
 from learngene.config import load_config  # noqa: E402
 from learngene.data import TaskStream  # noqa: E402
 from learngene.evaluate import evaluate_methods  # noqa: E402
 from learngene.gene import Learngene  # noqa: E402
-from learngene.paradigm import select_gene  # noqa: E402
-from learngene.pipeline import load_collective_run, run_collective  # noqa: E402
 from learngene.plots import plot_bars, plot_curves  # noqa: E402
 from learngene.prepare import load_data  # noqa: E402
 from learngene.report import methods_table  # noqa: E402
+from learngene.run import select_gene  # noqa: E402
 from learngene.safeio import (
     atomic_write_json,  # noqa: E402
     jsonable,  # noqa: E402

@@ -21,11 +21,11 @@ from typing import Any
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+from learngene.collective_run import run_collective  # noqa: E402
 from learngene.config import load_config  # noqa: E402
 from learngene.gene import Learngene  # noqa: E402
-from learngene.paradigm import evaluate_run, select_gene  # noqa: E402
-from learngene.pipeline import run_collective  # noqa: E402
 from learngene.prepare import load_data  # noqa: E402
+from learngene.run import evaluate_run, select_gene  # noqa: E402
 from learngene.safeio import (  # noqa: E402
     atomic_write_bytes,
     atomic_write_json,

@@ -28,7 +28,7 @@ def test_light_commands_do_not_import_torch(argv):
 
 @pytest.mark.parametrize("checkpoint", [False, True])
 def test_ctrl_c_names_the_one_command_that_works(tmp_path, monkeypatch, capsys, checkpoint):
-    import learngene.pipeline as pipeline
+    import learngene.collective_run as collective_run
     from learngene.cli import main
 
     out = tmp_path / "run"
@@ -40,7 +40,7 @@ def test_ctrl_c_names_the_one_command_that_works(tmp_path, monkeypatch, capsys, 
             (out_dir / "checkpoints" / "latest.json").write_text("{}")
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(pipeline, "run_collective", interrupted)
+    monkeypatch.setattr(collective_run, "run_collective", interrupted)
     assert main(["collective", "--preset", "smoke", "--out", str(out), "--quiet", "--device", "cpu"]) == 130
     err = capsys.readouterr().err
     if checkpoint:

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from learngene.config import load_config
-from learngene.criterion import CriterionContext, list_criteria, select_layers, windows
+from learngene.criterion import CriterionContext, FractionEvidence, list_criteria, select_layers, windows
 from learngene.errors import ConfigError
 
 NAMES = [f"features.{i}" for i in range(5)]
@@ -78,7 +78,7 @@ def test_a_tie_is_warned_about_and_broken_by_the_gradient_statistic(caplog):
 
 def test_a_tie_without_gradient_statistics_prefers_the_larger_then_deeper_window(caplog):
     ctx = _ctx(torch.rand(3, 5), **{"criterion.name": "'validation'"})
-    ctx.grad_stats = ctx.grad_norms = None
+    ctx.evidence = FractionEvidence(None, None, 1e-4)  # no gradient statistics recorded
     ctx.score_window = _ConstantScorer()
     with caplog.at_level("WARNING", logger="learngene"):
         res = select_layers(ctx)

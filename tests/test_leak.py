@@ -23,9 +23,9 @@ from safetensors.torch import load_file
 import learngene as lg
 from learngene.config import load_config
 from learngene.data import ImageSet
-from learngene.paradigm import run_paradigm
 from learngene.prepare import load_data, make_split
 from learngene.registry import SOURCES
+from learngene.run import run_paradigm
 from learngene.tune import tune
 
 PARTS = {"source": "S", "open_world": "O", "novel": "N"}
@@ -110,9 +110,9 @@ def test_cnn_paradigm_and_tune_never_see_novel_classes(leak_data, tmp_path):
 
 
 def test_transformer_path_never_sees_novel_classes(leak_data, tmp_path):
-    cfg = _config("vit-smoke", ["vit.heur_criterion='validation'", "vit.depths=[2]", "vit.seeds=[0]",
+    cfg = _config("vit-smoke", ["criterion.name='validation'", "vit.depths=[2]", "evaluate.seeds=[0]",
                                 "vit.descendant_epochs=1", "vit.scratch_epochs=1", "vit.eval_epochs=[0,1]",
-                                "vit.fewshot_epochs=1", "evaluate.episodes=1"])
+                                "individual.epochs=1", "evaluate.episodes=1"])
     reports = {}
     for kind, data in zip(("clean", "noisy"), _fixed_split("vit-smoke")):
         leak_data["vit-smoke"] = data

@@ -24,8 +24,8 @@ def test_quiet_default_and_verbose(tmp_path, capsys):
 
 def test_library_logs_reach_a_users_own_handler(tmp_path, caplog):
     """Used from Python, the messages are ordinary log records (no CLI involved)."""
+    from learngene.collective_run import run_collective
     from learngene.config import load_config
-    from learngene.pipeline import run_collective
 
     logging.getLogger("learngene").propagate = True  # undo the CLI set-up of the test above
     with caplog.at_level(logging.INFO, logger="learngene"):

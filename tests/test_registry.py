@@ -63,12 +63,18 @@ def test_registered_names_are_accepted_by_the_config_and_listed(user_entries, ca
         assert name in out
 
 
-def test_unregistered_names_are_refused_with_suggestions():
+def test_unregistered_names_are_refused_with_suggestions(tmp_path, capsys):
+    from learngene.run import check_names
+
     with pytest.raises(ConfigError, match=r"config key data.source = 'glyph' is not a registered data source. "
                                           r"Did you mean 'glyphs'"):
-        load_config("smoke", overrides=["data.source='glyph'"])
+        check_names(load_config("smoke", overrides=["data.source='glyph'"]))
     with pytest.raises(ConfigError, match="config key evaluate.methods = 'learngen' is not a registered evaluation"):
-        load_config("smoke", overrides=["evaluate.methods=['learngen']"])
+        check_names(load_config("smoke", overrides=["evaluate.methods=['learngen']"]))
+    # the command line checks them as it loads the config: refused before anything is written
+    assert main(["collective", "--preset", "smoke", "--set", "criterion.name='gradient_stabilty'", "--out",
+                 str(tmp_path / "o")]) == 2
+    assert "Did you mean 'gradient_stability'" in capsys.readouterr().err and not (tmp_path / "o").exists()
 
 
 def test_a_user_registered_run_end_to_end(user_entries, tmp_path):

@@ -1,8 +1,10 @@
 """The package's shape: data flows one way, nothing imports a later stage, and there is one atomic writer.
 
 The stages, in order (the README's architecture section states the same):
-foundation -> data -> models -> collective -> criterion -> gene -> individual -> evaluate -> report/runs -> CLI.
-Every import counts, including those inside functions: a lazy import of a later stage is still a backward edge.
+foundation -> data -> models -> engine -> collective -> criterion -> gene -> individual -> evaluate -> runs -> CLI.
+Every import counts, including those inside functions (a lazy import of a later stage is still a backward edge)
+and those made by name through ``importlib`` / ``__import__`` (a string naming a learngene module in a file that
+imports by name).  A module's private names (``_x``) stay in it: no module imports another's.
 """
 
 from __future__ import annotations
@@ -17,16 +19,20 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "learngene"
 STAGES: list[tuple[int, tuple[str, ...]]] = [
     (0, ("learngene", "learngene.errors", "learngene.faults", "learngene.runtime", "learngene.safeio",
          "learngene.artifacts", "learngene.registry", "learngene.vit_config", "learngene.config", "learngene.stats",
+         "learngene.config_rules", "learngene.config_sections",
          "learngene.plots", "learngene.distributed", "learngene.checkpoint")),
     (1, ("learngene.data", "learngene.prepare")),
     (2, ("learngene.models",)),
-    (3, ("learngene.collective", "learngene.distill")),
-    (4, ("learngene.criterion", "learngene.linearity")),
-    (5, ("learngene.gene", "learngene.gene_format", "learngene.vit_gene")),
-    (6, ("learngene.individual", "learngene.descendants", "learngene.prediction")),
-    (7, ("learngene.evaluate", "learngene.baselines")),
-    (8, ("learngene.report", "learngene.pipeline", "learngene.paradigm", "learngene.tune", "learngene.vit_paradigm")),
-    (9, ("learngene.cli", "learngene.cli_common", "learngene.cli_individual", "learngene.__main__")),
+    (3, ("learngene.engine", "learngene.vit.train")),
+    (4, ("learngene.collective", "learngene.vit.auxiliary", "learngene.vit.ancestry")),
+    (5, ("learngene.criterion", "learngene.vit.linearity")),
+    (6, ("learngene.gene", "learngene.gene_format", "learngene.vit.gene")),
+    (7, ("learngene.individual", "learngene.vit.descendants", "learngene.vit.criterion", "learngene.vit.inherit",
+         "learngene.kinds", "learngene.prediction")),
+    (8, ("learngene.evaluate", "learngene.baselines", "learngene.vit.methods")),
+    (9, ("learngene.report", "learngene.collective_run", "learngene.run", "learngene.tune", "learngene.vit",
+         "learngene.vit.run", "learngene.vit.report")),
+    (10, ("learngene.cli", "learngene.cli_common", "learngene.cli_stages", "learngene.__main__")),
 ]
 
 
@@ -57,6 +63,27 @@ def _type_only(tree: ast.Module) -> set[int]:
     return out
 
 
+def _module_exists(name: str) -> bool:
+    rel = Path(*name.split("."))
+    return (PACKAGE.parent / rel).with_suffix(".py").is_file() or (PACKAGE.parent / rel / "__init__.py").is_file()
+
+
+def _by_name(tree: ast.Module) -> set[str]:
+    """Modules a file may import by name: every string naming a learngene module, in a file that calls
+    ``importlib.import_module`` / ``__import__`` (the string may reach the call through a table)."""
+    calls = any(isinstance(n, ast.Call) and getattr(n.func, "attr", getattr(n.func, "id", None))
+                in ("import_module", "__import__") for n in ast.walk(tree))
+    if not calls:
+        return set()
+    return {n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)
+            and n.value.startswith("learngene.") and _module_exists(n.value)}
+
+
+# the package's face re-exports the public API lazily, by name (learngene/__init__.py's _API table): it is the
+# one module allowed to name later stages, because nothing in the package imports it for more than __version__
+FACADE = "learngene"
+
+
 def _imports(path: Path, module: str) -> set[str]:
     tree = ast.parse(path.read_text())
     skip = _type_only(tree)
@@ -80,6 +107,8 @@ def _imports(path: Path, module: str) -> set[str]:
                               or (PACKAGE / a.name).is_dir() else "learngene" for a in node.names}
                 else:
                     found.add(target)
+    if module != FACADE:
+        found |= _by_name(tree)
     return found
 
 
@@ -115,6 +144,27 @@ def test_no_import_cycles():
             visit(module, [module])
     # the package's own __init__ re-exports lazily (no static edge); any other cycle is a design error
     assert not cycles, "\n".join(" -> ".join(c) for c in cycles)
+
+
+def test_the_structure_test_sees_imports_by_name(tmp_path):
+    tree = ast.parse("import importlib\nBUILTINS = ('learngene.evaluate',)\n"
+                     "def load():\n    for m in BUILTINS:\n        importlib.import_module(m)\n")
+    assert _by_name(tree) == {"learngene.evaluate"}
+    assert _by_name(ast.parse("X = 'learngene.evaluate'")) == set()  # a mere mention, nothing imported
+
+
+def _private_imports() -> list[str]:
+    found = []
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("learngene"):
+                found += [f"{_module_name(path)} imports {node.module}.{a.name}" for a in node.names
+                          if a.name.startswith("_") and not a.name.startswith("__")]
+    return found
+
+
+def test_no_module_imports_another_modules_private_names():
+    assert not _private_imports(), "\n".join(_private_imports())
 
 
 def test_one_atomic_writer():

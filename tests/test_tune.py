@@ -56,14 +56,14 @@ def test_tune_scores_on_pseudo_tasks_and_resumes(tmp_path, monkeypatch):
 
 
 def test_pseudo_pool_excludes_novel_classes():
-    from learngene.paradigm import _pseudo_pool
     from learngene.prepare import load_data, make_split, make_stream
+    from learngene.run import pseudo_pool
 
     cfg = load_config("smoke")
     data = load_data(cfg)
     split = make_split(cfg, data)
     stream = make_stream(cfg, data, split)
-    pool, _ = _pseudo_pool(stream)
+    pool, _ = pseudo_pool(stream)
     assert not set(pool) & set(split.novel)
     assert not set(pool) & set(stream.class_order)
 

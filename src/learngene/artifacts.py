@@ -38,7 +38,7 @@ import torch
 from torch import Tensor
 
 from learngene.errors import DataError, GeneError, LearngeneError
-from learngene.safeio import _a, atomic_write_bytes, atomic_write_json, sha256_bytes
+from learngene.safeio import article, atomic_write_bytes, atomic_write_json, sha256_bytes
 
 __all__ = [
     "BASELINE",
@@ -52,6 +52,7 @@ __all__ = [
     "ArtifactKind",
     "check_fields",
     "check_version",
+    "declared_format",
     "load_artifact",
     "package_version",
     "save_artifact",
@@ -272,7 +273,7 @@ def save_artifact(directory: str | Path, kind: ArtifactKind, tensors: dict[str, 
         if other.manifest != kind.manifest and (d / other.manifest).exists():
             # the weights file names coincide (model.safetensors): writing would destroy the other artifact
             raise kind.error(
-                f"cannot save the {kind.noun} to {d}: it holds {_a(other.noun)} ({other.manifest}); choose another "
+                f"cannot save the {kind.noun} to {d}: it holds {article(other.noun)} ({other.manifest}); choose another "
                 "directory"
             )
     data, manifest = serialize(kind, tensors, fields)
@@ -282,7 +283,7 @@ def save_artifact(directory: str | Path, kind: ArtifactKind, tensors: dict[str, 
 
 
 def _read_manifest(path: Path, kind: ArtifactKind) -> tuple[Path, dict[str, Any]]:
-    hint = f"; pass {kind.where_from or _a(kind.noun) + ' directory'}"
+    hint = f"; pass {kind.where_from or article(kind.noun) + ' directory'}"
     if not path.exists():
         raise kind.error(f"no {kind.noun} at {path}: no such file or directory{hint}")
     if path.is_dir():
@@ -290,16 +291,16 @@ def _read_manifest(path: Path, kind: ArtifactKind) -> tuple[Path, dict[str, Any]
     elif path.name in (kind.manifest, kind.weights):
         directory = path.parent
     else:
-        raise kind.error(f"not {_a(kind.noun)}: {path} is a file{hint} (or its {kind.manifest})")
+        raise kind.error(f"not {article(kind.noun)}: {path} is a file{hint} (or its {kind.manifest})")
     manifest_path = directory / kind.manifest
     if not manifest_path.is_file():
-        raise kind.error(f"not {_a(kind.noun)} (no {kind.manifest} in {directory}){hint}")
+        raise kind.error(f"not {article(kind.noun)} (no {kind.manifest} in {directory}){hint}")
     try:
         raw = manifest_path.read_bytes() if manifest_path.stat().st_size <= _MAX_MANIFEST_BYTES else None
     except OSError as err:
         raise kind.error(f"cannot read {manifest_path}: {err.strerror or err}; check its permissions") from None
     if raw is None:
-        raise kind.error(f"not {_a(kind.noun)}: {manifest_path} is larger than any {kind.noun} manifest")
+        raise kind.error(f"not {article(kind.noun)}: {manifest_path} is larger than any {kind.noun} manifest")
 
     def reject_constant(token: str) -> Any:
         raise ValueError(f"non-standard JSON constant {token}")
@@ -308,20 +309,36 @@ def _read_manifest(path: Path, kind: ArtifactKind) -> tuple[Path, dict[str, Any]
         manifest = json.loads(raw.decode("utf-8"), parse_constant=reject_constant)
     except (UnicodeDecodeError, ValueError, RecursionError) as err:
         raise kind.error(
-            f"not {_a(kind.noun)} or corrupt manifest: {manifest_path} is not valid JSON ({err}); restore the file "
+            f"not {article(kind.noun)} or corrupt manifest: {manifest_path} is not valid JSON ({err}); restore the file "
             f"or {kind.remake}"
         ) from None
     if not isinstance(manifest, dict):
-        raise kind.error(f"not {_a(kind.noun)}: {manifest_path} holds a {type(manifest).__name__}, not an object")
+        raise kind.error(f"not {article(kind.noun)}: {manifest_path} holds a {type(manifest).__name__}, not an object")
     fmt = manifest.get("format")
     if fmt != kind.format:
         raise kind.error(
-            f"not {_a(kind.noun)}: {manifest_path} has format {short(fmt)}, expected {short(kind.format)} "
+            f"not {article(kind.noun)}: {manifest_path} has format {short(fmt)}, expected {short(kind.format)} "
             "(a file of another tool, or a newer format this version cannot read)"
         )
     check_version(manifest.get("version"), manifest_path, kind)
     check_fields(manifest, kind, manifest_path)
     return directory, manifest
+
+
+def declared_format(path: str | Path, manifest: str) -> str | None:
+    """The ``format`` that ``path`` (a directory, or a file in it) declares in its ``manifest`` file, checking nothing
+    else and never raising: None when there is no readable manifest (the full loader then says what is wrong).
+
+    Why: to pick the loader of an artifact whose kind the caller does not know (a gene of any kind)."""
+    p = Path(path)
+    target = p / manifest if p.is_dir() else p.parent / manifest
+    try:
+        if target.stat().st_size > _MAX_MANIFEST_BYTES:
+            return None
+        fmt = json.loads(target.read_text(encoding="utf-8")).get("format")
+    except (OSError, ValueError, AttributeError, UnicodeDecodeError, RecursionError):
+        return None
+    return fmt if isinstance(fmt, str) else None
 
 
 def load_artifact(path: str | Path, kind: ArtifactKind) -> tuple[dict[str, Any], dict[str, Tensor], Path]:
@@ -365,7 +382,7 @@ def load_artifact(path: str | Path, kind: ArtifactKind) -> tuple[dict[str, Any],
         metadata, header = safetensors_header(data, tensor_path, kind)
         if metadata.get("format") != kind.format:
             raise kind.error(
-                f"{where}: {tensor_path} is a safetensors file not written as {_a(kind.noun)} "
+                f"{where}: {tensor_path} is a safetensors file not written as {article(kind.noun)} "
                 f"(metadata format {short(metadata.get('format'))}, expected {short(kind.format)})"
             )
         try:
@@ -391,6 +408,6 @@ def load_artifact(path: str | Path, kind: ArtifactKind) -> tuple[dict[str, Any],
     except Exception as err:  # noqa: BLE001 - any parser surprise must still be a clean user-facing error
         raise kind.error(
             f"cannot load the {kind.noun} from {path}: unexpected problem while reading it ({type(err).__name__}: "
-            f"{err}); the artifact is corrupt or not {_a(kind.noun)}"
+            f"{err}); the artifact is corrupt or not {article(kind.noun)}"
         ) from None
     return manifest, tensors, directory

@@ -15,16 +15,15 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from collections.abc import Sequence
 from pathlib import Path
 
-from learngene import __version__, cli_individual
+from learngene import __version__, cli_stages
 from learngene.cli_common import (
-    _COMMANDS,
+    COMMANDS,
     OVERWRITE_HELP,
     command,
     config_args,
     docs,
     load_cfg,
     output_args,
-    refuse_vit,
     setup_logging,
     verbosity_args,
 )
@@ -76,17 +75,16 @@ def build_parser() -> argparse.ArgumentParser:
                        **docs("list"))
     p.add_argument("what", nargs="?", choices=LISTABLE, help="one registry (default: all of them)")
 
-    cli_individual.add_parsers(sub)
+    cli_stages.add_parsers(sub)
     return parser
 
 
 @command("collective")
 def _collective(args: argparse.Namespace) -> int:
+    from learngene.collective_run import dump, run_collective
     from learngene.distributed import init_distributed
-    from learngene.pipeline import dump, run_collective
 
     cfg = load_cfg(args)
-    refuse_vit(cfg, "collective")
     dist, device = init_distributed(args.device)
     report = run_collective(cfg, args.out, resume=args.resume, overwrite=args.overwrite, device=device,
                             progress=not args.quiet, dist=dist)
@@ -106,7 +104,6 @@ def _tune(args: argparse.Namespace) -> int:
     if args.episodes < 1:
         raise ConfigError(f"--episodes must be >= 1, got {args.episodes}")
     cfg = load_cfg(args)
-    refuse_vit(cfg, "tune")
     params = [parse_param(p) for p in args.params]
     summary = tune(cfg, params, args.out, seeds=args.seeds, setting=args.setting, episodes=args.episodes,
                    joint=args.joint, progress=not args.quiet, score=args.score, method=args.method,
@@ -132,9 +129,8 @@ def _presets(args: argparse.Namespace) -> int:
 def _inspect(args: argparse.Namespace) -> int:
     import json
 
-    from learngene.gene import Learngene
+    from learngene.kinds import load_gene
     from learngene.safeio import artifact_kind, read_json
-    from learngene.vit_gene import TransformerGene, is_transformer_gene
 
     target = Path(args.gene)
     held = artifact_kind(target.parent if target.name == "model.json" else target)
@@ -149,9 +145,8 @@ def _inspect(args: argparse.Namespace) -> int:
         hint = (f"its learngene is {target / 'gene'}: learngene inspect {target / 'gene'}" if held == "run" else
                 f"choose its learngene first: learngene select --run {target} --out GENE_DIR")
         raise LearngeneError(f"{target} holds {'an' if held[0] in 'aeiou' else 'a'} {held}, not a learngene; {hint}")
-    gene = TransformerGene.load(args.gene) if is_transformer_gene(args.gene) else Learngene.load(args.gene)
-    manifest = gene.manifest() if isinstance(gene, Learngene) else gene.manifest_fields()
-    print(json.dumps(manifest, indent=2) if args.json else gene.describe())
+    gene = load_gene(args.gene)
+    print(json.dumps(gene.manifest(), indent=2) if args.json else gene.describe())
     return 0
 
 
@@ -169,22 +164,23 @@ def _after_interrupt(args: argparse.Namespace) -> str:
             "(--resume has no checkpoint to continue from)")
 
 
-LISTABLE = ("models", "architectures", "sources", "criteria", "methods", "presets")
+LISTABLE = ("models", "architectures", "sources", "criteria", "methods", "vit-methods", "gene-kinds", "presets")
 
 
 @command("list")
 def _list(args: argparse.Namespace) -> int:
     """Registered names, so a user can see what ``--set model.name=...`` etc. accept (their own ones too)."""
-    from learngene import registry
+    from learngene import kinds, registry, run  # noqa: F401 - they import every module that registers a built-in
     from learngene.config import list_presets, preset_description
 
     tables = {"models": registry.MODELS, "architectures": registry.ARCHITECTURES, "sources": registry.SOURCES,
-              "criteria": registry.CRITERIA, "methods": registry.METHODS}
+              "criteria": registry.CRITERIA, "methods": registry.METHODS, "vit-methods": registry.DESCENDANT_METHODS,
+              "gene-kinds": registry.GENE_KINDS}
     for what in [args.what] if args.what else LISTABLE:
         if what == "presets":
             names = [(n, preset_description(n)) for n in list_presets()]
-        elif what == "methods":
-            names = [(n, registry.METHODS.get(n).description) for n in registry.METHODS.in_order()]
+        elif what in ("methods", "vit-methods"):
+            names = [(n, tables[what].get(n).description) for n in tables[what].in_order()]
         else:
             names = [(n, "") for n in tables[what].names()]
         print(f"{what}:")
@@ -213,7 +209,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     setup_logging(args)
     try:
-        rc = _COMMANDS[args.command](args)
+        rc = COMMANDS[args.command](args)
         sys.stdout.flush()  # here, so a reader that went away (`| head -1`) is met below, not at exit
         return rc
     except BrokenPipeError:

@@ -1,6 +1,6 @@
 """What every subcommand shares: the command table, the common options, logging set-up.
 
-A module of its own so :mod:`learngene.cli` and :mod:`learngene.cli_individual` both import it and not each
+A module of its own so :mod:`learngene.cli` and :mod:`learngene.cli_stages` both import it and not each
 other (no import cycle). Nothing here imports torch: ``learngene --help`` stays instant.
 """
 
@@ -14,12 +14,12 @@ from collections.abc import Callable
 from learngene.errors import ConfigError
 
 Command = Callable[[argparse.Namespace], int]
-_COMMANDS: dict[str, Command] = {}
+COMMANDS: dict[str, Command] = {}
 
 
 def command(name: str) -> Callable[[Command], Command]:
     def deco(fn: Command) -> Command:
-        _COMMANDS[name] = fn
+        COMMANDS[name] = fn
         return fn
 
     return deco
@@ -163,7 +163,9 @@ def load_cfg(args: argparse.Namespace):
             logging.getLogger("learngene").info("resuming with the configuration stored in %s", stored)
             return apply_overrides(config_from_dict(read_json(stored, "run config")), overrides)
         raise ConfigError("give --preset NAME or --config FILE (see `learngene presets`)")
-    return load_config(args.preset, args.config, overrides)
+    from learngene.run import check_names  # every registry filled: a misspelt name is refused before any work
+
+    return check_names(load_config(args.preset, args.config, overrides))
 
 
 def _stored_config(args: argparse.Namespace):
@@ -178,12 +180,3 @@ def _stored_config(args: argparse.Namespace):
 
 def _toml_str(s: str) -> str:
     return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def refuse_vit(cfg, command_name: str) -> None:
-    """The CNN-only stages refuse a transformer config instead of silently training a CNN."""
-    if cfg.paradigm == "vit":
-        raise ConfigError(
-            f"`learngene {command_name}` is a stage of the CNN paradigm but this config has paradigm = 'vit'; run the "
-            "transformer path with `learngene run --preset vit-...` (and `learngene inherit --depth` for its genes)"
-        )

@@ -1,197 +1,108 @@
 """Typed run configuration: TOML presets shipped with the package, user TOML files and ``key=value`` overrides.
 
-Every key is checked against the dataclasses below, so a typo or a wrong type is reported with the allowed
-names instead of being silently ignored.
+Every key is checked against the dataclasses below, so a typo or a wrong type is reported with the allowed names
+instead of being silently ignored; every value against its section's ``RULES`` table whenever it is set
+(:mod:`learngene.config_rules`), and the rules that involve several keys by :meth:`Config.validate`.
+
+Both paradigms share the sections they both use: ``[train]`` holds the optimization (``lr``, ``weight_decay``,
+``batch_size``, ``amp``, the distillation temperature), ``[criterion]`` the choice of the learngene's blocks,
+``[evaluate]`` the episodes, the methods compared and the seeds; ``[vit]`` holds only what the transformer path
+alone has.  A paradigm's defaults replace the CNN defaults of those keys (:data:`PARADIGM_DEFAULTS`, applied
+wherever a value still equals its CNN default when ``paradigm`` is set), and a key the chosen paradigm never reads
+(:data:`READERS`) is refused when it is given or differs from its default, naming the key and what does apply.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
-import math
+import functools
 import sys
-import types
-import typing
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
+from learngene.config_rules import Rule, Section, one_of
+from learngene.config_sections import (
+    BaselineConfig,
+    CriterionConfig,
+    DataConfig,
+    EvaluateConfig,
+    GrowthConfig,
+    IndividualConfig,
+    ModelConfig,
+    OpenSetConfig,
+    RecordConfig,
+    StreamConfig,
+    TrainConfig,
+    parse_setting,
+)
 from learngene.errors import ConfigError
-from learngene.registry import CRITERIA, METHODS, MODELS, SOURCES
-from learngene.vit_config import ViTConfig, validate_vit
+from learngene.vit_config import ViTConfig, check_vit
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
 
-
-@dataclass
-class DataConfig:
-    source: str = "glyphs"  # glyphs | omniglot | cifar100 | imagefolder
-    root: str | None = None  # None: $LEARNGENE_DATA/<source> or ../shared/data/<source>
-    image_size: int = 32
-    channels: int | None = None
-    max_classes: int | None = None  # glyphs only: how many code points to render
-    per_class: int = 20  # glyphs only: images per class
-    split: str = "groups"  # groups (random split of alphabets/scripts) | classes | paper | explicit
-    split_fractions: list[float] = field(default_factory=lambda: [0.6, 0.15, 0.25])
-    source_groups: list[str] | None = None  # with split = "explicit"
-    open_world_groups: list[str] | None = None
-    novel_groups: list[str] | None = None
-    augment: str = "affine"  # none | affine | flip_crop
+__all__ = ["PARADIGM_DEFAULTS", "READERS", "Config", "IndividualConfig", "TrainConfig", "apply_overrides",
+           "config_diff", "config_for", "config_from_dict", "list_presets", "load_config", "parse_setting"]
 
 
-@dataclass
-class StreamConfig:
-    tasks: int = 10
-    ways: int = 5
-    train_per_class: int | None = None
-    test_fraction: float = 0.2
-    class_sampling: str = "new_first"  # new_first | random
+# The transformer paradigm's own defaults for keys it shares with the CNN paradigm (see the module docstring).
+PARADIGM_DEFAULTS: dict[str, dict[str, Any]] = {
+    "vit": {
+        "model.name": "vit_p8_d96_l8",
+        "train.lr": 1e-3,
+        "train.weight_decay": 0.05,
+        "train.batch_size": 128,
+        "train.distill_temperature": 1.0,
+        "criterion.name": "gradient_stability",
+        "criterion.n_layers": 3,
+        "criterion.pseudo_epochs": 2,
+        "stream.test_fraction": 0.25,
+        "individual.epochs": 20,
+        "individual.lr": None,
+        "evaluate.seeds": [0, 1, 2],
+    },
+}
 
 
-@dataclass
-class ModelConfig:
-    name: str = "vgg4"
-    hidden: list[int] | None = None
-    dropout: float | None = None
+@dataclass(frozen=True)
+class Reader:
+    """Who reads which keys: whole sections (``"data"``) or single keys (``"train.lr"``)."""
+
+    what: str
+    keys: tuple[str, ...]
+
+    def reads(self, key: str) -> bool:
+        return key in ("preset", "paradigm") or any(key == k or key.startswith(k + ".") for k in self.keys)
+
+    def describe(self) -> str:
+        return ", ".join(f"{k}.*" if "." not in k and k not in ("seed",) else k for k in self.keys)
 
 
-@dataclass
-class GrowthConfig:
-    mode: str = "round_robin"  # round_robin | paper | none
-    step: int = 16
-    max_width: int = 512
-    deepen_every: int | None = None
-    trigger: str = "unknown"  # unknown: grow only when the new task brings classes recognized as unknown | always | never
-    # symmetry-breaking noise on the split outgoing weights of replicated units, relative to the consumer's
-    # weight std; the split stays exact (the replicas' shares still sum to the original), so widening keeps
-    # the function and the copies get different gradients from the first step on
-    noise: float = 0.05
-
-
-@dataclass
-class TrainConfig:
-    epochs: int = 5
-    batch_size: int = 64
-    lr: float = 0.05
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    loss_scope: str = "task"  # task: cross-entropy over the current task's classes | all: over every class seen
-    memory_per_class: int = 0  # exemplars kept per class seen and replayed with later tasks (0: no memory)
-    distill: float = 0.0  # weight of LwF distillation from the model before the task, on old classes' logits
-    distill_temperature: float = 2.0
-    ewc_lambda: float = 40.0  # the Fisher is scaled to max 1: keep lr * ewc_lambda <= ~2 (SGD momentum 0.9 diverges near 3.8)
-    ewc_decay: float = 1.0
-    fisher_samples: int = 256
-    amp: bool = False
-    channels_last: bool = False
-    on_nonfinite: str = "stop"  # stop | skip
-    checkpoint_every: int = 1  # epochs between checkpoints inside a task
+_VIT_INHERIT = ("vit.descendant_epochs", "vit.eval_epochs", "vit.schedule", "individual.lr", "train.lr",
+                "train.weight_decay", "train.batch_size", "train.amp", "data.augment")
+READERS: dict[str, Reader] = {
+    "cnn": Reader("the CNN paradigm (paradigm = 'cnn')",
+                  ("seed", "data", "stream", "model", "growth", "train", "record", "openset", "criterion",
+                   "individual", "evaluate", "baseline")),
+    "vit": Reader("the transformer paradigm (paradigm = 'vit')",
+                  ("seed", "data", "model.name", "train.lr", "train.weight_decay", "train.batch_size", "train.amp",
+                   "train.distill_temperature", "criterion.name", "criterion.n_layers", "criterion.pseudo_epochs",
+                   "criterion.layers", "stream.test_fraction", "individual.epochs", "individual.lr",
+                   "evaluate.settings", "evaluate.episodes", "evaluate.queries", "evaluate.seeds", "evaluate.methods",
+                   "vit")),
+    "inherit:cnn": Reader("`learngene inherit` from a CNN learngene", ("individual", "evaluate.curve_every")),
+    "inherit:vit": Reader("`learngene inherit` from a transformer learngene", _VIT_INHERIT),
+}
 
 
 @dataclass
-class RecordConfig:
-    threshold: float = 1e-4
-    signed: bool = False
-
-
-@dataclass
-class OpenSetConfig:
-    method: str = "msp"  # msp | energy | maxlogit
-    tpr: float = 0.95
-    # a class of a new task is taken for unknown when at least this fraction of its images score below the
-    # known-class threshold (known classes put 1 - tpr = 5% of their images there)
-    class_fraction: float = 0.2
-
-
-@dataclass
-class CriterionConfig:
-    name: str = "validation"  # validation | gradient_stability | fixed
-    n_layers: int | None = None  # size of the learngene; None: let the criterion choose
-    layers: list[str] | None = None  # with name = "fixed"
-    pseudo_tasks: int = 4
-    pseudo_shots: int = 5
-    pseudo_epochs: int = 15
-
-
-@dataclass
-class IndividualConfig:
-    """The individual model's size and few-shot training: the one definition of these settings (the library
-    functions of :mod:`learngene.individual` take this object)."""
-
-    before: list[int] = field(default_factory=lambda: [32])  # fresh conv widths before the gene
-    after: list[int] = field(default_factory=list)  # fresh conv widths after the gene
-    pool_before: bool = True  # pools in the fresh layers so the gene sees the spatial size it saw in the source
-    adapt: bool = True  # the last fresh layer before the gene outputs the gene's input channels
-    hidden: list[int] = field(default_factory=list)
-    # how features reach the classifier: "avg" global average pooling (translation-robust), "flatten" the map
-    pool: str = "avg"
-    # "cosine": logits = scale * cos(feature, class row), imprinted with the class prototypes, so training starts
-    # as cosine nearest-class-mean on the inherited features; "linear": a plain Linear layer
-    classifier: str = "cosine"
-    epochs: int = 30
-    # epochs of a first stage in which the inherited layers are frozen and only the fresh layers and the head
-    # learn (linear probe, then fine-tune); 0: no such stage
-    head_epochs: int = 0
-    batch_size: int = 32
-    lr: float = 0.01
-    schedule: str = "constant"  # constant | cosine (decay over the main stage's steps)
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    ewc_lambda: float = 50.0  # with the support-set Fisher scaled to max 1 (lambda * lr must stay < ~2)
-    inherit_mode: str = "ewc"  # ewc | freeze | lr_scale | free
-    lr_scale: float = 0.1
-    imprint: bool = True
-    # inherited BatchNorm layers: "frozen" keeps the gene's statistics (a handful of support images cannot
-    # estimate them), "train" lets batch statistics replace them
-    bn: str = "frozen"
-    # augmentation of the support images while training: none | affine (drawings) | flip_crop (natural images)
-    augment: str = "affine"
-
-
-@dataclass
-class EvaluateConfig:
-    settings: list[str] = field(default_factory=lambda: ["5way1shot", "5way5shot"])
-    headline: str = "5way1shot"
-    episodes: int = 20
-    queries: int = 15
-    curve_every: int = 1  # query accuracy every N epochs for the convergence curve (1 = every epoch)
-    seeds: list[int] = field(default_factory=lambda: [0])
-    # rows of the comparison table; None: every registered method (learngene list methods), in registration order
-    methods: list[str] | None = None
-    # a trained method's own few-shot learning rate (e.g. {scratch = 0.1}), chosen on source pseudo-tasks with
-    # `learngene tune --score individual --method M --param evaluate.method_lr.M=...`; unlisted methods share
-    # individual.lr (the report names which do)
-    method_lr: dict[str, float] = field(default_factory=dict)
-
-
-@dataclass
-class BaselineConfig:
-    """Reference models trained on the stream's classes: ``joint`` (all classes at once) and ``protonet``.
-
-    ``joint`` gets the stream's image budget (every task's training images x train.epochs) unless its epochs are
-    set here; ``protonet`` gets as many optimizer steps (episodes) as ``joint``, is trained at every shot count
-    the evaluation uses, and has its own learning rate and logit scale (chosen on source pseudo-tasks with
-    ``learngene tune --score individual --method protonet``). Both use the collective model's optimizer
-    settings otherwise, and its augmentation.
-    """
-
-    joint_epochs: int | None = None  # None: the stream's image budget divided by the joint training set's size
-    protonet_ways: int = 20  # classes per training episode (at most the stream's classes)
-    # support images per class and episode (they form the prototypes); None: the shots of evaluate.settings,
-    # taken in turn episode by episode, so the model is trained at each shot it is evaluated at
-    protonet_shots: int | None = None
-    protonet_queries: int = 5  # query images per class and episode (they carry the loss)
-    protonet_episodes: int | None = None  # None: as many as joint's optimizer steps
-    protonet_scale: float = 10.0  # logits = scale x cosine(query feature, prototype)
-    protonet_lr: float | None = None  # None: train.lr (the collective model's)
-
-
-@dataclass
-class Config:
+class Config(Section):
     seed: int = 0
     preset: str | None = None
     paradigm: str = "cnn"  # cnn: the paper's collective CNN | vit: transformer learngenes (the [vit] section)
@@ -208,105 +119,139 @@ class Config:
     baseline: BaselineConfig = field(default_factory=BaselineConfig)
     vit: ViTConfig = field(default_factory=ViTConfig)
 
+    RULES: ClassVar[dict[str, Rule]] = {"paradigm": one_of("cnn", "vit")}
+
+    def __post_init__(self) -> None:
+        if self.paradigm != "cnn":
+            self._adopt_defaults("cnn", self.paradigm)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        old = self.__dict__.get("paradigm")
+        super().__setattr__(name, value)
+        if name == "paradigm" and old is not None and old != value and "vit" in self.__dict__:
+            self._adopt_defaults(old, value)  # a paradigm set on a built config brings its defaults
+
+    def _adopt_defaults(self, old: str, new: str) -> None:
+        """Keys that still hold ``old``'s default take ``new``'s (a value set on purpose stays)."""
+        before, after = _shared_defaults(old), _shared_defaults(new)
+        for key, value in after.items():
+            if get_key(self, key) == before[key]:
+                set_key(self, key, value)
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
-    def validate(self) -> Config:
-        _validate(self)
+    def require_cnn(self, stage: str) -> Config:
+        """Refuse a transformer config in a stage of the CNN paradigm, instead of silently training a CNN."""
+        if self.paradigm != "cnn":
+            raise ConfigError(
+                f"`{stage}` is a stage of the CNN paradigm but this config has paradigm = {self.paradigm!r}; run the "
+                "transformer path with `learngene run --preset vit-...` (and `learngene inherit --depth` for its genes)"
+            )
+        return self
+
+    def validate(self, reader: str | None = None) -> Config:
+        """Refuse what no single key's rule can see: rules across keys, and a key set away from its default that
+        the paradigm (or ``reader``, a :data:`READERS` entry) never reads."""
+        for paradigms, check in CHECKS:
+            if self.paradigm in paradigms:
+                check(self)
+        who = READERS[reader or self.paradigm]
+        defaults = _all_defaults(self.paradigm)
+        for key, value in flat(self.to_dict()).items():
+            if value != defaults.get(key) and not who.reads(key):
+                raise unread(key, who, value)
         return self
 
 
-_CHOICES = {
-    "data.split": ("groups", "classes", "paper", "explicit"),
-    "data.augment": ("none", "affine", "flip_crop"),
-    "stream.class_sampling": ("new_first", "random"),
-    "growth.mode": ("round_robin", "paper", "none"),
-    "growth.trigger": ("unknown", "always", "never"),
-    "train.loss_scope": ("task", "all"),
-    "train.on_nonfinite": ("stop", "skip"),
-    "openset.method": ("msp", "energy", "maxlogit"),
-    "individual.inherit_mode": ("ewc", "freeze", "lr_scale", "free"),
-    "individual.pool": ("avg", "flatten"),
-    "individual.classifier": ("cosine", "linear"),
-    "individual.schedule": ("constant", "cosine"),
-    "individual.bn": ("frozen", "train"),
-    "individual.augment": ("none", "affine", "flip_crop"),
-}
-
-_POSITIVE = (
-    "data.image_size", "data.per_class", "stream.tasks", "stream.ways", "train.epochs", "train.batch_size",
-    "train.lr", "train.fisher_samples", "train.distill_temperature", "train.checkpoint_every", "growth.step", "growth.max_width",
-    "individual.epochs", "individual.batch_size", "individual.lr", "evaluate.episodes", "evaluate.queries",
-    "evaluate.curve_every",
-    "criterion.pseudo_tasks", "criterion.pseudo_shots", "criterion.pseudo_epochs",
-)
-_NON_NEGATIVE = (
-    "train.momentum", "train.weight_decay", "train.ewc_lambda", "train.ewc_decay", "growth.noise",
-    "train.memory_per_class", "train.distill",
-    "individual.momentum", "individual.weight_decay", "individual.ewc_lambda", "individual.lr_scale",
-    "individual.head_epochs", "record.threshold",
-)
-
-
-def _get(cfg: Config, dotted: str) -> Any:
+def get_key(cfg: Config, dotted: str) -> Any:
     obj: Any = cfg
     for part in dotted.split("."):
         obj = getattr(obj, part)
     return obj
 
 
-def _validate(cfg: Config) -> None:
-    # names that plugins may add: the registries decide (a user's registered source or criterion is accepted)
-    SOURCES.check(cfg.data.source, "data.source")
-    MODELS.check(cfg.model.name, "model.name")
-    CRITERIA.check(cfg.criterion.name, "criterion.name")
-    for method in cfg.evaluate.methods or []:
-        METHODS.check(method, "evaluate.methods")
-    if cfg.paradigm not in ("cnn", "vit"):
-        raise ConfigError(f"config key paradigm = {cfg.paradigm!r} is not one of cnn, vit; fix the value")
-    validate_vit(cfg.vit)
-    for key, choices in _CHOICES.items():
-        value = _get(cfg, key)
-        if value not in choices:
-            raise ConfigError(f"config key {key} = {value!r} is not one of {', '.join(choices)}; fix the value")
-    for key in _POSITIVE:
-        value = _get(cfg, key)
-        if value is not None and value <= 0:
-            raise ConfigError(f"config key {key} = {value!r} must be > 0; fix the value")
-    for key in _NON_NEGATIVE:
-        value = _get(cfg, key)
-        if value is not None and value < 0:
-            raise ConfigError(f"config key {key} = {value!r} must be >= 0; fix the value")
-    if cfg.stream.ways < 2:
-        raise ConfigError(f"config key stream.ways = {cfg.stream.ways}: a task needs at least 2 classes to learn to "
-                          "tell apart; set stream.ways >= 2")
-    if cfg.stream.train_per_class is not None and cfg.stream.train_per_class < 1:
-        raise ConfigError("config key stream.train_per_class must be >= 1 (or unset for all images)")
-    if not 0.0 < cfg.stream.test_fraction < 1.0:
-        raise ConfigError(f"config key stream.test_fraction = {cfg.stream.test_fraction} must be between 0 and 1")
-    if not 0.0 < cfg.openset.class_fraction <= 1.0:
-        raise ConfigError(f"config key openset.class_fraction = {cfg.openset.class_fraction} must be in (0, 1]")
-    if not 0.0 < cfg.openset.tpr < 1.0:
-        raise ConfigError(f"config key openset.tpr = {cfg.openset.tpr} must be between 0 and 1")
-    if len(cfg.data.split_fractions) != 3 or any(f < 0 for f in cfg.data.split_fractions):
-        raise ConfigError("config key data.split_fractions must be three non-negative numbers (source, open-world, novel)")
-    if cfg.data.channels not in (None, 1, 3):
-        raise ConfigError(f"config key data.channels = {cfg.data.channels} must be 1 or 3 (or unset)")
+def set_key(cfg: Config, dotted: str, value: Any) -> None:
+    *path, last = dotted.split(".")
+    obj: Any = cfg
+    for part in path:
+        obj = getattr(obj, part)
+    setattr(obj, last, value)
+
+
+def flat(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"train": {"lr": 0.1}}`` -> ``{"train.lr": 0.1}`` (values of sections only; lists stay values)."""
+    out: dict[str, Any] = {}
+    for k, v in data.items():
+        if isinstance(v, dict):
+            out.update(flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+@functools.cache
+def _defaults_frozen(paradigm: str) -> tuple[tuple[str, Any], ...]:
+    cfg = Config()
+    if paradigm != "cnn":
+        cfg._adopt_defaults("cnn", paradigm)
+    return tuple((k, tuple(v) if isinstance(v, list) else v) for k, v in flat(cfg.to_dict()).items())
+
+
+def _all_defaults(paradigm: str) -> dict[str, Any]:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in _defaults_frozen(paradigm)}
+
+
+def _shared_defaults(paradigm: str) -> dict[str, Any]:
+    """The defaults of every key some paradigm sets differently, as ``paradigm`` has them."""
+    keys = {k for table in PARADIGM_DEFAULTS.values() for k in table}
+    table = PARADIGM_DEFAULTS.get(paradigm, {})
+    cnn = {f.name: f for f in dataclasses.fields(Config)}
+
+    def cnn_default(key: str) -> Any:
+        section, name = key.split(".")
+        sec = cnn[section].default_factory()
+        return getattr(sec, name)
+
+    return {k: table[k] if k in table else cnn_default(k) for k in sorted(keys)}
+
+
+def unread(key: str, who: Reader, value: Any = None) -> ConfigError:
+    """The refusal of a key ``who`` never reads, naming what does apply."""
+    shown = "" if value is None else f" = {value!r}"
+    elsewhere = [r.what for r in READERS.values() if r is not who and r.reads(key) and ":" not in r.what]
+    hint = f" (it applies to {elsewhere[0]})" if elsewhere else ""
+    return ConfigError(f"config key {key}{shown} is not read by {who.what}, which reads {who.describe()}; remove "
+                       f"{key}{hint}")
+
+
+# ------------------------------------------------------------------------------------- rules across keys
+def _explicit_split(cfg: Config) -> None:
     if cfg.data.split == "explicit" and not (cfg.data.source_groups and cfg.data.novel_groups):
         raise ConfigError("data.split = 'explicit' needs data.source_groups and data.novel_groups")
-    for s in cfg.evaluate.settings + [cfg.evaluate.headline]:
-        parse_setting(s)
+
+
+def _headline(cfg: Config) -> None:
     if cfg.evaluate.headline not in cfg.evaluate.settings:
-        raise ConfigError(f"evaluate.headline = {cfg.evaluate.headline!r} must be one of evaluate.settings {cfg.evaluate.settings}")
-    if not cfg.evaluate.seeds:
-        raise ConfigError("evaluate.seeds must list at least one seed")
+        raise ConfigError(f"evaluate.headline = {cfg.evaluate.headline!r} must be one of evaluate.settings "
+                          f"{cfg.evaluate.settings}")
+
+
+def _memory_needs_all(cfg: Config) -> None:
     if cfg.train.memory_per_class > 0 and cfg.train.loss_scope != "all":
         raise ConfigError(
             f"train.memory_per_class = {cfg.train.memory_per_class} replays earlier classes, which a loss over the "
             "current task's classes cannot score; set train.loss_scope = 'all' (or train.memory_per_class = 0)"
         )
+
+
+def _fixed_needs_layers(cfg: Config) -> None:
     if cfg.criterion.name == "fixed" and not cfg.criterion.layers:
-        raise ConfigError("criterion.name = 'fixed' needs criterion.layers, e.g. ['features.0', 'features.1']")
+        raise ConfigError("criterion.name = 'fixed' needs criterion.layers, e.g. ['features.0', 'features.1'] "
+                          "(transformer blocks: ['blocks.5', 'blocks.6'])")
+
+
+def _fresh_layer_before_gene(cfg: Config) -> None:
     gene_at_input = cfg.criterion.name == "fixed" and cfg.criterion.layers[0] == "features.0"
     if not cfg.individual.before and not gene_at_input:
         # checked now: the individual model is built only after the whole collective training
@@ -315,97 +260,47 @@ def _validate(cfg: Config) -> None:
             f"at the input layer, but criterion {cfg.criterion.name!r} may choose deeper layers; set "
             "individual.before, e.g. [32], or criterion.name = 'fixed' with layers starting at 'features.0'"
         )
-    b = cfg.baseline
-    for key, value, low in (("joint_epochs", b.joint_epochs, 1), ("protonet_ways", b.protonet_ways, 2),
-                            ("protonet_shots", b.protonet_shots, 1), ("protonet_queries", b.protonet_queries, 1),
-                            ("protonet_episodes", b.protonet_episodes, 1)):
-        if value is not None and value < low:
-            raise ConfigError(f"config key baseline.{key} = {value!r} must be >= {low}" +
-                              (" (or unset for the stream's image budget)" if key.endswith(("epochs", "episodes")) else ""))
-    for key, value in (("protonet_scale", b.protonet_scale), ("protonet_lr", b.protonet_lr)):
-        if value is not None and not value > 0:
-            raise ConfigError(f"config key baseline.{key} = {value!r} must be > 0; fix the value")
-    for method, lr in cfg.evaluate.method_lr.items():
+
+
+def _method_lr(cfg: Config) -> None:
+    from learngene.registry import METHODS
+
+    for method in cfg.evaluate.method_lr:
         METHODS.check(method, f"evaluate.method_lr.{method}")
         if METHODS.get(method).build is None:
             raise ConfigError(f"config key evaluate.method_lr.{method}: {method!r} does not train on the target "
                               "task (nearest class mean on frozen features), so it has no learning rate; remove it "
                               "(protonet's own lr is baseline.protonet_lr)")
-        if not lr > 0:
-            raise ConfigError(f"config key evaluate.method_lr.{method} = {lr!r} must be > 0; fix the value")
 
 
-def parse_setting(setting: str) -> tuple[int, int]:
-    """'5way1shot' -> (5, 1)."""
-    s = setting.lower().replace("-", "").replace("_", "")
-    try:
-        ways, shots = s.split("way")
-        if not shots.endswith("shot"):
-            raise ValueError
-        w, k = int(ways), int(shots[: -len("shot")])
-    except ValueError:
-        raise ConfigError(f"evaluation setting {setting!r} is not of the form '<ways>way<shots>shot', e.g. '5way1shot'") from None
-    if w < 2 or k < 1:
-        raise ConfigError(f"evaluation setting {setting!r}: need at least 2 ways and 1 shot")
-    return w, k
+def _individual_lr(cfg: Config) -> None:
+    if cfg.individual.lr is None:
+        raise ConfigError("config key individual.lr = None (follow train.lr) is for transformer descendants only; "
+                          "give the individual models' learning rate, e.g. 0.01")
 
 
-# --------------------------------------------------------------------------------------------- parsing
+CHECKS: tuple[tuple[tuple[str, ...], Callable[[Config], None]], ...] = (
+    (("cnn", "vit"), _explicit_split),
+    (("cnn",), _headline),
+    (("cnn",), _memory_needs_all),
+    (("cnn", "vit"), _fixed_needs_layers),
+    (("cnn",), _fresh_layer_before_gene),
+    (("cnn",), _individual_lr),
+    (("cnn",), _method_lr),
+    (("vit",), lambda cfg: check_vit(cfg.vit)),
+)
 
 
-def _type_ok(value: Any, tp: Any) -> tuple[bool, Any]:
-    """Check ``value`` against an annotation; ints are accepted where floats are expected."""
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        for arg in typing.get_args(tp):
-            ok, v = _type_ok(value, arg)
-            if ok:
-                return True, v
-        return False, value
-    if tp is type(None):
-        return value is None, value
-    if origin is dict:
-        key_tp, value_tp = typing.get_args(tp)
-        if not isinstance(value, dict):
-            return False, value
-        out_d = {}
-        for k, item in value.items():
-            ok_k, _ = _type_ok(k, key_tp)
-            ok, v = _type_ok(item, value_tp)
-            if not (ok_k and ok):
-                return False, value
-            out_d[k] = v
-        return True, out_d
-    if origin is list:
-        (inner,) = typing.get_args(tp)
-        if not isinstance(value, list):
-            return False, value
-        out = []
-        for item in value:
-            ok, v = _type_ok(item, inner)
-            if not ok:
-                return False, value
-            out.append(v)
-        return True, out
-    if tp is float:
-        if isinstance(value, bool):
-            return False, value
-        return (isinstance(value, (int, float)), float(value) if isinstance(value, (int, float)) else value)
-    if tp is int:
-        return isinstance(value, int) and not isinstance(value, bool), value
-    if tp is bool:
-        return isinstance(value, bool), value
-    if tp is str:
-        return isinstance(value, str), value
-    return False, value
+# --------------------------------------------------------------------------------------------- loading
 
 
-def _type_name(tp: Any) -> str:
-    return str(tp).replace("typing.", "").replace("<class '", "").replace("'>", "")
+def list_presets() -> list[str]:
+    files = resources.files("learngene").joinpath("presets")
+    return sorted(p.name[: -len(".toml")] for p in files.iterdir() if p.name.endswith(".toml"))
 
 
 def _merge_into(obj: Any, data: dict[str, Any], where: str) -> None:
-    hints = typing.get_type_hints(type(obj))
+    """Set ``data``'s keys on the section ``obj`` (each value checked by the section as it is set)."""
     names = [f.name for f in dataclasses.fields(obj)]
     for key, value in data.items():
         path = f"{where}{key}"
@@ -419,23 +314,9 @@ def _merge_into(obj: Any, data: dict[str, Any], where: str) -> None:
                 raise ConfigError(f"config key {path!r} must be a table/section, got {type(value).__name__}")
             _merge_into(current, value, f"{path}.")
             continue
-        ok, coerced = _type_ok(value, hints[key])
-        if ok and isinstance(current, dict):  # a table merges key by key: one override keeps the other entries
-            coerced = {**current, **coerced}
-        items = coerced if isinstance(coerced, list) else list(coerced.values()) if isinstance(coerced, dict) else [coerced]
-        bad = [v for v in items if isinstance(v, float) and not math.isfinite(v)]
-        if ok and bad:
-            raise ConfigError(f"config key {path!r} = {bad[0]} is not a finite number; give a finite value")
-        if not ok:
-            raise ConfigError(
-                f"config key {path!r} must be of type {_type_name(hints[key])}, got {value!r} ({type(value).__name__})"
-            )
-        setattr(obj, key, coerced)
-
-
-def list_presets() -> list[str]:
-    files = resources.files("learngene").joinpath("presets")
-    return sorted(p.name[: -len(".toml")] for p in files.iterdir() if p.name.endswith(".toml"))
+        if isinstance(current, dict) and isinstance(value, dict):  # a table merges key by key: one override
+            value = {**current, **value}  # (evaluate.method_lr.scratch = 0.1) keeps the other entries
+        setattr(obj, key, value)
 
 
 def preset_description(name: str) -> str:
@@ -473,8 +354,10 @@ def _parse_override(item: str) -> tuple[str, Any]:
 def load_config(
     preset: str | None = None, path: str | Path | None = None, overrides: list[str] | None = None
 ) -> Config:
-    """Defaults <- preset <- user file <- ``key=value`` overrides, each validated."""
+    """Defaults <- preset <- user file <- ``key=value`` overrides, each checked; a key given here that the
+    configured paradigm never reads is refused."""
     cfg = Config()
+    given: list[str] = []
     if preset is not None:
         available = list_presets()
         if preset not in available:
@@ -482,18 +365,28 @@ def load_config(
             hint = f" Did you mean {close[0]!r}?" if close else ""
             raise ConfigError(f"unknown preset {preset!r}; available presets: {', '.join(available)}.{hint}")
         text = resources.files("learngene").joinpath("presets", f"{preset}.toml").read_text()
-        _merge_into(cfg, _read_toml(text, f"preset {preset!r}"), "")
+        data = _read_toml(text, f"preset {preset!r}")
+        _merge_into(cfg, data, "")
+        given += flat(data)
         cfg.preset = preset
     if path is not None:
         p = Path(path)
         if not p.is_file():
             raise ConfigError(f"config file {p} does not exist; pass an existing .toml file or use --preset")
-        _merge_into(cfg, _read_toml(p.read_text(), f"config file {p}"), "")
-    return apply_overrides(cfg, overrides or [])
+        data = _read_toml(p.read_text(), f"config file {p}")
+        _merge_into(cfg, data, "")
+        given += flat(data)
+    return apply_overrides(cfg, overrides or [], given=given)
 
 
-def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
-    """Apply ``section.key=value`` strings (values parsed as TOML, else taken as strings) and re-validate."""
+def apply_overrides(cfg: Config, overrides: Sequence[str], *, reader: str | None = None,
+                    given: Iterable[str] = ()) -> Config:
+    """Apply ``section.key=value`` strings (values parsed as TOML, else taken as strings) and re-validate.
+
+    Every key given (the overrides, and ``given``) must be read by ``reader`` (a :data:`READERS` entry; default:
+    the configured paradigm): ``learngene inherit --set`` is held to what inherit reads.
+    """
+    keys = list(given)
     for item in overrides:
         key, value = _parse_override(item)
         parts = key.split(".")
@@ -501,6 +394,11 @@ def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
         for part in reversed(parts[:-1]):
             nested = {part: nested}
         _merge_into(cfg, nested, "")
+        keys += flat(nested)
+    who = READERS[reader or cfg.paradigm]
+    for key in keys:
+        if not who.reads(key):
+            raise unread(key, who)
     return cfg.validate()
 
 
@@ -515,7 +413,38 @@ def config_diff(a: Config, b: Config) -> list[str]:
     return walk(a.to_dict(), b.to_dict(), "")
 
 
+def config_for(paradigm: str) -> Config:
+    """The default configuration of a paradigm (``"cnn"`` or ``"vit"``)."""
+    return Config(paradigm=paradigm).validate()
+
+
+# [vit] keys of releases before the shared sections, and where they live now (runs record their config.json)
+_MOVED_VIT_KEYS = {
+    "ancestry": "model.name", "lr": "train.lr", "weight_decay": "train.weight_decay",
+    "batch_size": "train.batch_size", "amp": "train.amp", "distill_temperature": "train.distill_temperature",
+    "heur_criterion": "criterion.name", "heur_blocks": "criterion.n_layers",
+    "heur_val_epochs": "criterion.pseudo_epochs", "methods": "evaluate.methods", "seeds": "evaluate.seeds",
+    "test_fraction": "stream.test_fraction", "fewshot_epochs": "individual.epochs", "descendant_lr": "individual.lr",
+}
+
+
+def _migrate(data: dict[str, Any]) -> dict[str, Any]:
+    """A recorded config of an earlier release in today's keys: a transformer run's moved keys go to the shared
+    sections, a CNN run's (the defaults it never read) are dropped."""
+    old = data.get("vit")
+    if not isinstance(old, dict) or not set(old) & set(_MOVED_VIT_KEYS):
+        return data
+    data = {**data, "vit": {k: v for k, v in old.items() if k not in _MOVED_VIT_KEYS}}
+    if data.get("paradigm") == "vit":
+        for name, target in _MOVED_VIT_KEYS.items():
+            if name in old:
+                section, key = target.split(".")
+                data[section] = {**data.get(section, {}), key: old[name]}
+    return data
+
+
 def config_from_dict(data: dict[str, Any]) -> Config:
+    """A config recorded by ``to_dict`` (a run's ``config.json``), checked like a loaded one."""
     cfg = Config()
-    _merge_into(cfg, data, "")
+    _merge_into(cfg, _migrate(data), "")
     return cfg.validate()

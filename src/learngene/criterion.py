@@ -1,4 +1,8 @@
-"""Criteria that choose the learngene: which contiguous conv blocks of the collective model to inherit.
+"""Criteria that choose the learngene: which contiguous blocks of a trained model to inherit.
+
+They work on named units in model order: the collective CNN's conv blocks (``features.i``) or a transformer
+ancestry's blocks (``blocks.i``, :mod:`learngene.vit.criterion`); what differs between the two is the evidence
+(:class:`FractionEvidence` or the ancestry's gradient shares) and the scorer the caller passes in.
 
 The paper's hypothesis is that layers whose gradient statistic stays low and stable across the task stream
 carry task-independent knowledge (it ends up with the last blocks). We implement that rule
@@ -43,8 +47,8 @@ def list_criteria() -> list[str]:
 
 @dataclass
 class CriterionContext:
-    network: nn.Module  # the trained collective network (ExpandableVGG)
-    layer_names: list[str]  # its conv blocks in order, e.g. ["features.0", ...]
+    network: nn.Module  # the trained model (the collective network, or a transformer ancestry)
+    layer_names: list[str]  # the candidate units in model order, e.g. ["features.0", ...] or ["blocks.0", ...]
     grad_stats: torch.Tensor | None  # [n_tasks, n_layers] per-task mean of the recorded gradient fraction
     grad_norms: torch.Tensor | None  # [n_tasks, n_layers] per-task mean gradient norm
     cfg: Config
@@ -55,6 +59,51 @@ class CriterionContext:
     # the validation criterion's scorer: score_window(layers, inherit=True) -> mean pseudo-task accuracy
     score_window: Any = None
     progress: bool = False  # a progress bar over the candidates (the validation criterion trains for minutes)
+    window_size: int | None = None  # size of the candidate windows; None: criterion.n_layers
+    # the gradient record gradient_stability reads (see FractionEvidence); None: grad_stats / grad_norms
+    evidence: Any = None
+    unit: str = "conv blocks"  # what the candidate units are, for messages
+
+    def __post_init__(self) -> None:
+        if self.window_size is None:
+            self.window_size = self.cfg.criterion.n_layers
+        if self.evidence is None:
+            self.evidence = FractionEvidence(self.grad_stats, self.grad_norms, self.cfg.record.threshold)
+
+
+class FractionEvidence:
+    """The collective model's gradient record: per task, each layer's fraction of weight-gradient entries above
+    the threshold (and the gradient norm).  Any object with ``available``, ``missing``, ``record(a, b)``,
+    ``instability(a, b)`` and ``reason(size)`` can stand for it (a transformer ancestry's gradient shares do)."""
+
+    missing = "the gradient_stability criterion needs recorded gradient statistics (gradient_stats.*)"
+
+    def __init__(self, stats: torch.Tensor | None, norms: torch.Tensor | None, threshold: float) -> None:
+        self.stats, self.norms, self.threshold = stats, norms, threshold
+
+    @property
+    def available(self) -> bool:
+        return self.stats is not None and bool(self.stats.numel())
+
+    def record(self, a: int, b: int) -> dict[str, float]:
+        """The statistics of the window [a, b) shown next to every candidate's score."""
+        out: dict[str, float] = {}
+        if self.available:
+            s = self.stats[:, a:b]
+            out["grad_fraction_mean"] = float(torch.nanmean(s))
+            per_layer_std = torch.stack([_nanstd(self.stats[:, i]) for i in range(a, b)])
+            out["grad_fraction_std_over_tasks"] = float(per_layer_std.mean())
+        if self.norms is not None and self.norms.numel():
+            out["grad_norm_mean"] = float(torch.nanmean(self.norms[:, a:b]))
+        return out
+
+    def instability(self, a: int, b: int) -> float:
+        st = self.record(a, b)
+        return st["grad_fraction_mean"] + st["grad_fraction_std_over_tasks"]
+
+    def reason(self, size: int) -> str:
+        return (f"window of {size} blocks with the lowest mean + across-task std of the fraction of weight-gradient "
+                f"entries above the threshold ({self.threshold:g}); score = -(mean + std)")
 
 
 @dataclass
@@ -87,18 +136,6 @@ def windows(n_layers: int, size: int | None) -> list[tuple[int, int]]:
         raise ConfigError(f"criterion.n_layers = {k} leaves nothing fresh in a {n_layers}-block collective model")
     out = {(a, a + k) for a in range(n_layers - k + 1)}
     return sorted(out)
-
-
-def _layer_stat(ctx: CriterionContext, a: int, b: int) -> dict[str, float]:
-    out: dict[str, float] = {}
-    if ctx.grad_stats is not None and ctx.grad_stats.numel():
-        s = ctx.grad_stats[:, a:b]
-        out["grad_fraction_mean"] = float(torch.nanmean(s))
-        per_layer_std = torch.stack([_nanstd(ctx.grad_stats[:, i]) for i in range(a, b)])
-        out["grad_fraction_std_over_tasks"] = float(per_layer_std.mean())
-    if ctx.grad_norms is not None and ctx.grad_norms.numel():
-        out["grad_norm_mean"] = float(torch.nanmean(ctx.grad_norms[:, a:b]))
-    return out
 
 
 def _nanstd(x: torch.Tensor) -> torch.Tensor:
@@ -151,22 +188,15 @@ def _tie_note(tie: dict[str, Any] | None) -> str:
 
 @register_criterion("gradient_stability")
 def gradient_stability(ctx: CriterionContext) -> CriterionResult:
-    """The paper's rule: the window whose gradient fraction is lowest and most stable across tasks."""
-    if ctx.grad_stats is None or not ctx.grad_stats.numel():
-        raise LearngeneError("the gradient_stability criterion needs recorded gradient statistics (gradient_stats.*)")
-    size = ctx.cfg.criterion.n_layers or 3
-    size = min(size, len(ctx.layer_names) - 1)
-    cands = []
-    for a, b in windows(len(ctx.layer_names), size):
-        st = _layer_stat(ctx, a, b)
-        score = -(st["grad_fraction_mean"] + st["grad_fraction_std_over_tasks"])  # higher is better
-        cands.append({"layers": ctx.layer_names[a:b], "score": score, **st})
+    """The paper's rule: the window whose gradient statistic is lowest and most stable over training."""
+    evidence = ctx.evidence
+    if not evidence.available:
+        raise LearngeneError(evidence.missing)
+    size = min(ctx.window_size or 3, len(ctx.layer_names) - 1)
+    cands = [{"layers": ctx.layer_names[a:b], "score": -evidence.instability(a, b), **evidence.record(a, b)}
+             for a, b in windows(len(ctx.layer_names), size)]  # score: higher is better
     best, tie = choose("gradient_stability", cands, ctx.layer_names)
-    return CriterionResult(
-        "gradient_stability", best["layers"], cands,
-        f"window of {size} blocks with the lowest mean + across-task std of the fraction of weight-gradient entries "
-        f"above the threshold ({ctx.cfg.record.threshold:g}); score = -(mean + std){_tie_note(tie)}", tie,
-    )
+    return CriterionResult("gradient_stability", best["layers"], cands, evidence.reason(size) + _tie_note(tie), tie)
 
 
 @register_criterion("fixed")
@@ -174,21 +204,21 @@ def fixed(ctx: CriterionContext) -> CriterionResult:
     layers = list(ctx.cfg.criterion.layers or [])
     unknown = [n for n in layers if n not in ctx.layer_names]
     if unknown:
-        raise ConfigError(f"criterion.layers names {unknown} that are not conv blocks of the model {ctx.layer_names}")
+        raise ConfigError(f"criterion.layers names {unknown} that are not {ctx.unit} of the model {ctx.layer_names}")
     idx = [ctx.layer_names.index(n) for n in layers]
     if idx != list(range(idx[0], idx[0] + len(idx))):
         raise ConfigError(f"criterion.layers {layers} must be contiguous blocks in model order")
-    st = _layer_stat(ctx, idx[0], idx[-1] + 1)
+    st = ctx.evidence.record(idx[0], idx[-1] + 1)
     return CriterionResult("fixed", layers, [{"layers": layers, "score": float("nan"), **st}], "chosen by the user")
 
 
 @register_criterion("validation")
 def validation(ctx: CriterionContext) -> CriterionResult:
-    """Score each window by few-shot accuracy on pseudo-target tasks from classes the collective never trained on.
+    """Score each window by few-shot accuracy on pseudo-target tasks from classes the trained model never saw.
 
-    The scoring itself (build individual models around the window, train them, measure query accuracy) belongs to
-    later stages of the flow; the caller passes it in as ``ctx.score_window`` (see
-    :class:`learngene.individual.PseudoTaskScorer`).
+    The scoring itself (build models around the window, train them, measure their accuracy) belongs to later
+    stages of the flow; the caller passes it in as ``ctx.score_window`` (see
+    :class:`learngene.individual.PseudoTaskScorer`; ``score(layers, inherit=False)`` is the scratch reference).
     """
     score = ctx.score_window
     if score is None:
@@ -196,13 +226,14 @@ def validation(ctx: CriterionContext) -> CriterionResult:
             "the validation criterion needs at least 2 classes outside the stream and the novel split for pseudo-tasks; "
             "use criterion.name = 'gradient_stability' or a split with open-world classes"
         )
-    spans = windows(len(ctx.layer_names), ctx.cfg.criterion.n_layers)
+    spans = windows(len(ctx.layer_names), ctx.window_size)
     log.info("criterion validation: training individual models on %s for each of %d candidate windows "
              "(and a scratch reference)", score.describe(), len(spans))
     cands = []
     for a, b in progress_bar(spans, enabled=ctx.progress, desc="criterion: windows"):
-        cands.append({"layers": ctx.layer_names[a:b], "score": score(ctx.layer_names[a:b]), **_layer_stat(ctx, a, b)})
-    # reference: the same individual architecture from scratch on the same pseudo-tasks
+        cands.append({"layers": ctx.layer_names[a:b], "score": score(ctx.layer_names[a:b]),
+                      **ctx.evidence.record(a, b)})
+    # reference: the same architecture from scratch on the same pseudo-tasks
     scratch = score(ctx.layer_names[:1], inherit=False)
     best, tie = choose("validation", cands, ctx.layer_names)
     return CriterionResult(
@@ -214,4 +245,5 @@ def validation(ctx: CriterionContext) -> CriterionResult:
 
 
 def select_layers(ctx: CriterionContext) -> CriterionResult:
+    CRITERIA.check(ctx.cfg.criterion.name, "criterion.name")
     return CRITERIA.get(ctx.cfg.criterion.name)(ctx)

@@ -24,16 +24,19 @@ from torch import Tensor, nn
 
 from learngene.artifacts import GENE, load_artifact, package_version, save_artifact, serialize
 from learngene.artifacts import short as _short
+from learngene.config import IndividualConfig
 from learngene.errors import GeneError, ModelError
 from learngene.gene_format import (
-    _block_spec,
-    _is_number,
-    _validate_criterion,
-    _validate_input_spec,
-    _validate_layers,
-    _validate_provenance,
-    _validate_tensors,
+    block_spec,
+    is_number,
+    validate_criterion,
+    validate_input_spec,
+    validate_layers,
+    validate_provenance,
+    validate_tensors,
 )
+from learngene.models.individual import IndividualModel, plan_individual
+from learngene.runtime import seeded
 
 if TYPE_CHECKING:  # pragma: no cover
     import os
@@ -63,11 +66,11 @@ class Learngene:
         criterion: dict | None = None,
         provenance: dict | None = None,
     ) -> None:
-        self._layers = _validate_layers(layers)
-        self._tensors = _validate_tensors(self._layers, tensors)
-        self.input_spec = _validate_input_spec(input_spec)
-        self.criterion = _validate_criterion(criterion)
-        self.provenance = _validate_provenance(provenance)
+        self._layers = validate_layers(layers)
+        self._tensors = validate_tensors(self._layers, tensors)
+        self.input_spec = validate_input_spec(input_spec)
+        self.criterion = validate_criterion(criterion)
+        self.provenance = validate_provenance(provenance)
         self.made_by = _package_version()
 
     # ------------------------------------------------------------------ building
@@ -147,6 +150,21 @@ class Learngene:
         prov.setdefault("created", datetime.now(timezone.utc).isoformat(timespec="seconds"))
         return cls(layers, tensors, input_spec=input_spec, criterion=criterion, provenance=prov)
 
+    paradigm = "cnn"  # the config paradigm whose settings ([individual]) build and train its individual models
+
+    def build(self, num_classes: int, *, settings: IndividualConfig | None = None, seed: int | None = 0,
+              inherit: bool = True) -> nn.Module:
+        """An individual model around this gene for ``num_classes`` classes, sized by ``settings`` (``before``,
+        ``after``, ``hidden``, ... of :class:`~learngene.config.IndividualConfig`); ``inherit=False`` gives the same
+        architecture with random initialization (scratch).  The fresh layers' initialization depends on ``seed``
+        only, and every model starts from a fresh copy of the gene's tensors."""
+        cfg = plan_individual(self.layers, self.input_spec, settings or IndividualConfig(), num_classes)
+        with seeded(seed):
+            model = IndividualModel.from_config(cfg)
+        if inherit:
+            model.gene.load_state_dict({k: v.clone() for k, v in self.state_dict_for("").items()}, strict=True)
+        return model
+
     def preprocess(self, images: Tensor) -> Tensor:
         """uint8 images [N, C, H, W] (as an :class:`~learngene.data.ImageSet` holds them) -> the normalized float
         input the gene was trained on (its ``input_spec`` mean and std)."""
@@ -180,7 +198,7 @@ class Learngene:
         """Tensors renamed from ``"features.10.conv.weight"`` to ``f"{prefix}{k}.conv.weight"`` for the k-th layer."""
         out: dict[str, Tensor] = {}
         for k, layer in enumerate(self._layers):
-            spec, _ = _block_spec(layer["in_channels"], layer["out_channels"], layer["pool"], layer["bias"])
+            spec, _ = block_spec(layer["in_channels"], layer["out_channels"], layer["pool"], layer["bias"])
             for suffix in spec:
                 out[f"{prefix}{k}.{suffix}"] = self._tensors[f"{layer['name']}.{suffix}"].clone()
         return out
@@ -224,7 +242,7 @@ class Learngene:
         """Parameters of the same layers at their effective widths: what the gene really carries."""
         total, c_in = 0, self.in_channels
         for layer, c_out in zip(self._layers, self.effective_widths):
-            total += _block_spec(c_in, c_out, layer["pool"], layer["bias"])[1]
+            total += block_spec(c_in, c_out, layer["pool"], layer["bias"])[1]
             c_in = c_out
         return total
 
@@ -341,9 +359,9 @@ def _fmt_numbers(values: list) -> str:
 
 
 def _fmt_value(value: Any) -> str:
-    if _is_number(value) and isinstance(value, float):
+    if is_number(value) and isinstance(value, float):
         return f"{value:.4g}"
-    if isinstance(value, list) and value and all(_is_number(v) for v in value):
+    if isinstance(value, list) and value and all(is_number(v) for v in value):
         return _fmt_numbers(value) if len(value) <= 12 else _fmt_numbers(value[:12])[:-1] + ", ...]"
     text = value if isinstance(value, str) else json.dumps(value)
     return text if len(text) <= 100 else text[:97] + "..."

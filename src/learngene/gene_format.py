@@ -40,7 +40,7 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _is_number(value: Any) -> bool:
+def is_number(value: Any) -> bool:
     """A finite JSON number that survives conversion to float (huge ints do not)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return False
@@ -68,7 +68,7 @@ def _to_plain_json(value: Any, what: str) -> Any:
 
 
 @lru_cache(maxsize=256)
-def _block_spec(
+def block_spec(
     in_channels: int, out_channels: int, pool: bool, bias: bool
 ) -> tuple[dict[str, tuple[tuple[int, ...], torch.dtype]], int]:
     """Expected state-dict entries (suffix -> (shape, dtype)) and parameter count of one ConvBlock.
@@ -85,7 +85,7 @@ def _block_spec(
     return spec, params
 
 
-def _validate_layers(layers: Any) -> list[dict]:
+def validate_layers(layers: Any) -> list[dict]:
     if not isinstance(layers, list) or not layers:
         raise GeneError(f"'layers' must be a non-empty list of layer specs, got {type(layers).__name__}")
     if len(layers) > _MAX_LAYERS:
@@ -141,7 +141,7 @@ def _validate_layers(layers: Any) -> list[dict]:
     return out
 
 
-def _validate_input_spec(spec: Any) -> dict:
+def validate_input_spec(spec: Any) -> dict:
     if not isinstance(spec, dict):
         raise GeneError(f"'input_spec' must be an object, got {type(spec).__name__}")
     spec = _to_plain_json(spec, "input_spec")
@@ -162,7 +162,7 @@ def _validate_input_spec(spec: Any) -> dict:
         if (
             not isinstance(values, list)
             or len(values) != spec["channels"]
-            or not all(_is_number(v) for v in values)
+            or not all(is_number(v) for v in values)
         ):
             raise GeneError(
                 f"input_spec: '{key}' must be a list of {spec['channels']} finite numbers (one per image channel), "
@@ -187,7 +187,7 @@ def validate_file_contract(spec: dict, error: type[Exception]) -> dict:
     return spec
 
 
-def _validate_criterion(criterion: Any) -> dict | None:
+def validate_criterion(criterion: Any) -> dict | None:
     if criterion is None:
         return None
     if not isinstance(criterion, dict):
@@ -204,7 +204,7 @@ def _validate_criterion(criterion: Any) -> dict | None:
     return criterion
 
 
-def _validate_provenance(provenance: Any) -> dict | None:
+def validate_provenance(provenance: Any) -> dict | None:
     if provenance is None:
         return None
     if not isinstance(provenance, dict):
@@ -217,7 +217,7 @@ def _validate_provenance(provenance: Any) -> dict | None:
 _MAX_ABS_VALUE = 1e6
 
 
-def _validate_tensors(layers: list[dict], tensors: Any) -> dict[str, Tensor]:
+def validate_tensors(layers: list[dict], tensors: Any) -> dict[str, Tensor]:
     """Check the tensors against what ConvBlocks of the given specs hold: names, shapes, dtypes, finiteness."""
     if not isinstance(tensors, Mapping):
         raise GeneError(f"tensors must be a mapping of name -> tensor, got {type(tensors).__name__}")
@@ -231,7 +231,7 @@ def _validate_tensors(layers: list[dict], tensors: Any) -> dict[str, Tensor]:
     for layer in layers:
         name = layer["name"]
         try:
-            spec, params = _block_spec(
+            spec, params = block_spec(
                 layer["in_channels"], layer["out_channels"], layer["pool"], layer["bias"]
             )
         except (ImportError, GeneError):

@@ -7,7 +7,6 @@ Every target task starts from a *fresh* copy of the gene (the paper's code reuse
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import math
 import os
@@ -25,102 +24,16 @@ from learngene.artifacts import INDIVIDUAL
 from learngene.collective.ewc import EWC
 from learngene.collective.fisher import diagonal_fisher
 from learngene.config import IndividualConfig
+from learngene.engine import accuracy
 from learngene.errors import LearngeneError, ModelError, NonFiniteError
-from learngene.models.heads import imprint, make_classifier
+from learngene.models.heads import imprint
+from learngene.models.individual import IndividualModel, plan_individual  # noqa: F401 - re-exported
 from learngene.models.inputs import check_few_shot_inputs
 from learngene.models.io import load_network, save_network
-from learngene.models.layers import ConvBlock
-from learngene.models.registry import register_architecture
 from learngene.runtime import seeded
 from learngene.stats import calibration
 
 GENE_PREFIX = "gene."
-POOLS = ("flatten", "avg")
-
-
-def _blocks(specs: Sequence[dict[str, Any]]) -> nn.Sequential:
-    return nn.Sequential(*[ConvBlock(s["in_channels"], s["out_channels"], pool=bool(s["pool"])) for s in specs])
-
-
-@register_architecture("individual")
-class IndividualModel(nn.Module):
-    """A lightweight descendant: ``before -> gene -> after -> head -> classifier``.
-
-    timm's conventions: ``forward_features`` (the conv stack), ``forward_head`` (MLP + classifier, or the
-    penultimate features with ``pre_logits=True``) and ``reset_classifier`` (a new label set).
-    """
-
-    def __init__(self, in_channels: int, image_size: int, before: Sequence[dict[str, Any]],
-                 gene: Sequence[dict[str, Any]], after: Sequence[dict[str, Any]], hidden: Sequence[int],
-                 num_classes: int, dropout: float = 0.0, pool: str = "flatten", classifier: str = "linear"):
-        super().__init__()
-        if pool not in POOLS:
-            raise ModelError(f"individual model: pool must be one of {', '.join(POOLS)}, got {pool!r}")
-        self._cfg = {
-            "name": "individual", "in_channels": in_channels, "image_size": image_size,
-            "before": [dict(s) for s in before], "gene": [dict(s) for s in gene], "after": [dict(s) for s in after],
-            "hidden": list(hidden), "num_classes": num_classes, "dropout": dropout, "pool": pool,
-            "classifier": classifier,
-        }
-        chain = list(before) + list(gene) + list(after)
-        prev = in_channels
-        size = image_size
-        for s in chain:
-            if s["in_channels"] != prev:
-                raise ModelError(f"individual model: a block expects {s['in_channels']} input channels but gets {prev}")
-            prev = s["out_channels"]
-            size = size // 2 if s["pool"] else size
-        if size < 1:
-            raise ModelError(f"individual model: too many pools for {image_size}x{image_size} images")
-        self.before = _blocks(before)
-        self.gene = _blocks(gene)
-        self.after = _blocks(after)
-        # "avg": global average pooling, features that do not move with the drawing (on Omniglot pseudo-tasks
-        # cosine NCM on the gene's pooled features beats the flattened map by 6.6 points, BENCHMARKS.md)
-        layers: list[nn.Module] = [nn.AdaptiveAvgPool2d(1), nn.Flatten()] if pool == "avg" else [nn.Flatten()]
-        dim = prev if pool == "avg" else prev * size * size
-        for h in hidden:
-            layers += [nn.Linear(dim, h), nn.ReLU(inplace=True)]
-            if dropout:
-                layers.append(nn.Dropout(dropout))
-            dim = h
-        self.head = nn.Sequential(*layers)
-        self.classifier = make_classifier(classifier, dim, num_classes)
-        self.feature_dim = dim
-
-    def config(self) -> dict[str, Any]:
-        return copy.deepcopy(self._cfg)
-
-    @classmethod
-    def from_config(cls, cfg: dict[str, Any]) -> IndividualModel:
-        kw = {k: v for k, v in cfg.items() if k != "name"}
-        return cls(**kw)
-
-    @property
-    def num_classes(self) -> int:
-        return self.classifier.out_features
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.after(self.gene(self.before(x)))
-
-    def forward_head(self, feats: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        h = self.head(feats)
-        return h if pre_logits else self.classifier(h)
-
-    def forward_penultimate(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x), pre_logits=True)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
-    def reset_classifier(self, num_classes: int) -> None:
-        """A fresh ``num_classes``-way output layer (new label set); the rest of the model is kept."""
-        self.classifier = make_classifier(self._cfg["classifier"], self.feature_dim, num_classes).to(
-            self.classifier.weight.device)
-        self._cfg["num_classes"] = num_classes
-
-    def inherited_params(self) -> int:
-        return sum(p.numel() for p in self.gene.parameters())
 
 
 def weights_fingerprint(tensors: Mapping[str, torch.Tensor]) -> str:
@@ -137,71 +50,13 @@ def weights_fingerprint(tensors: Mapping[str, torch.Tensor]) -> str:
     return digest.hexdigest()
 
 
-def plan_individual(gene_layers: Sequence[dict[str, Any]], input_spec: dict[str, Any], spec: IndividualConfig,
-                    num_classes: int) -> dict[str, Any]:
-    """Turn a gene's layer list and the size settings (``before``, ``after``, ``hidden``, ``pool_before``,
-    ``adapt`` of :class:`~learngene.config.IndividualConfig`) into an IndividualModel config (shape-checked)."""
-    channels, image_size = int(input_spec["channels"]), int(input_spec["image_size"])
-    gene_specs = [
-        {"in_channels": int(g["in_channels"]), "out_channels": int(g["out_channels"]), "pool": bool(g["pool"])}
-        for g in gene_layers
-    ]
-    before: list[dict[str, Any]] = []
-    spatial_in = int(input_spec.get("spatial_in", image_size))
-    gene_in = gene_specs[0]["in_channels"] if gene_specs else channels
-    at_input = spatial_in == image_size and gene_in == channels
-    if gene_specs and not at_input:
-        widths = list(spec.before)
-        if not widths:
-            raise ModelError(
-                f"the gene expects {gene_in} input channels (it sat inside the collective model), so the individual "
-                "model needs at least one fresh layer before it: set individual.before, e.g. [32]"
-            )
-        if widths[-1] != gene_in:
-            if not spec.adapt:
-                raise ModelError(
-                    f"the last fresh layer before the gene has {widths[-1]} channels but the gene expects {gene_in}; "
-                    f"set individual.before to end with {gene_in}, or keep individual.adapt = true"
-                )
-            widths[-1] = gene_in
-        n_pools = 0
-        if spec.pool_before and spatial_in < image_size:
-            n_pools = max(0, round(math.log2(image_size / spatial_in)))
-        prev = channels
-        for i, w in enumerate(widths):
-            pool = i < n_pools if n_pools <= len(widths) else True
-            before.append({"in_channels": prev, "out_channels": w, "pool": pool})
-            prev = w
-    elif not gene_specs:
-        prev = channels
-        for w in spec.before:
-            before.append({"in_channels": prev, "out_channels": w, "pool": True})
-            prev = w
-    after: list[dict[str, Any]] = []
-    prev = gene_specs[-1]["out_channels"] if gene_specs else (before[-1]["out_channels"] if before else channels)
-    for w in spec.after:
-        after.append({"in_channels": prev, "out_channels": w, "pool": False})
-        prev = w
-    return {
-        "name": "individual", "in_channels": channels, "image_size": image_size, "before": before,
-        "gene": gene_specs, "after": after, "hidden": list(spec.hidden), "num_classes": num_classes, "dropout": 0.0,
-        "pool": spec.pool, "classifier": spec.classifier,
-    }
-
-
 def build_individual(gene, spec: IndividualConfig, num_classes: int, *, seed: int = 0,
                      inherit: bool = True) -> IndividualModel:
     """A descendant around ``gene``; ``inherit=False`` gives the same architecture with random init (scratch)."""
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
         raise ModelError(f"build_individual: num_classes = {num_classes!r}; a classifier needs at least 2 classes "
                          "(the number of classes of the target task)")
-    cfg = plan_individual(gene.layers, gene.input_spec, spec, num_classes)
-    with seeded(seed):  # the fresh layers' initialization depends on the seed only
-        model = IndividualModel.from_config(cfg)
-    if inherit:
-        # a fresh copy of the gene every time: the artifact's tensors are never trained in place
-        model.gene.load_state_dict({k: v.clone() for k, v in gene.state_dict_for("").items()}, strict=True)
-    return model
+    return gene.build(num_classes, settings=spec, seed=seed, inherit=inherit)
 
 
 @torch.no_grad()
@@ -369,13 +224,8 @@ def _train_few_shot(model, support_x, support_y, s: IndividualConfig, query_x, q
     return out
 
 
-@torch.no_grad()
 def accuracy_of(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 256) -> float:
-    model.eval()
-    correct = 0
-    for start in range(0, len(x), batch_size):
-        correct += int((model(x[start : start + batch_size]).argmax(1) == y[start : start + batch_size]).sum())
-    return correct / max(len(x), 1)
+    return accuracy(model, x, y, batch_size=batch_size)
 
 
 PREPROCESSING_KEYS = ("image_size", "channels", "mean", "std")
@@ -472,13 +322,14 @@ class PseudoTaskScorer:
 
 def read_support_query(support_dir: str | os.PathLike[str], query_dir: str | os.PathLike[str] | None,
                        input_spec: Mapping[str, Any], *, invert: bool | str | None = None,
-                       resize: str | None = None, warnings: list[str] | None = None):
+                       resize: str | None = None, warnings: list[str] | None = None, normalized: bool = True):
     """A user's ImageFolder support set (and optional query set), read as the gene's inputs.
 
     Files are read by the gene's input contract (:mod:`learngene.data.contract`: size, channels, the recorded
-    inversion and resize mode; ``invert``/``resize`` override them) and normalized with its statistics. When the
-    support images still look unlike the gene's data (e.g. an inverted polarity), a warning names the cause and
-    the fix; it is logged and appended to ``warnings`` when given.
+    inversion and resize mode; ``invert``/``resize`` override them) and normalized with its statistics
+    (``normalized=False``: uint8, for per-batch augmentation). When the support images still look unlike the
+    gene's data (e.g. an inverted polarity), a warning names the cause and the fix; it is logged and appended to
+    ``warnings`` when given.
     Returns ``(classes, support_x, support_y, query_x, query_y)`` (query tensors None without a query folder);
     labels follow the support folder's sorted class names.
     """
@@ -497,7 +348,7 @@ def read_support_query(support_dir: str | os.PathLike[str], query_dir: str | os.
     message = warn_if_unlike(support.images, input_spec, invert_used=how["invert"])
     if message and warnings is not None:
         warnings.append(message)
-    x = normalize(support.images, input_spec["mean"], input_spec["std"])
+    x = normalize(support.images, input_spec["mean"], input_spec["std"]) if normalized else support.images
     y = support.labels.long()
     qx = qy = None
     if query_dir is not None:
@@ -505,7 +356,7 @@ def read_support_query(support_dir: str | os.PathLike[str], query_dir: str | os.
         extra = [c for c in query.classes if c not in classes]
         if extra:
             raise DataError(f"query folder {query_dir} has classes {extra} that the support folder {support_dir} lacks")
-        qx = normalize(query.images, input_spec["mean"], input_spec["std"])
+        qx = normalize(query.images, input_spec["mean"], input_spec["std"]) if normalized else query.images
         qy = torch.tensor([classes.index(query.classes[int(i)]) for i in query.labels])
     return classes, x, y, qx, qy
 

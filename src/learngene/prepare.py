@@ -8,10 +8,12 @@ from learngene.config import Config
 from learngene.data import ClassSplit, ImageSet, TaskStream, load_source, paper_split
 from learngene.data.lookalikes import lookalike_clusters
 from learngene.errors import ConfigError
+from learngene.registry import SOURCES
 
 
 def load_data(cfg: Config, root: str | None = None) -> ImageSet:
     d = cfg.data
+    SOURCES.check(d.source, "data.source")
     kwargs: dict[str, Any] = {}
     if d.source == "glyphs":
         kwargs = {"per_class": d.per_class, "max_classes": d.max_classes}

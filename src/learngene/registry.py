@@ -4,24 +4,27 @@
 * :data:`ARCHITECTURES` -- builders ``cfg -> nn.Module`` keyed by a ``config()`` dict's ``"name"``;
 * :data:`SOURCES` -- data sources ``fn(root, image_size, channels, seed, **kw) -> ImageSet``;
 * :data:`CRITERIA` -- learngene criteria ``fn(ctx) -> CriterionResult``;
-* :data:`METHODS` -- evaluation methods (rows of the comparison table).
+* :data:`METHODS` -- evaluation methods (rows of the comparison table);
+* :data:`DESCENDANT_METHODS` -- the methods a transformer run compares (columns of its depth table);
+* :data:`GENE_KINDS` -- kinds of learngene keyed by artifact format: how to load one and inherit from it.
 
-A registry knows the modules that register its built-in entries and imports them on the first lookup, so
-``import learngene`` stays light and a user's own entry (``@SOURCES.register("mine")``) is accepted by the
-config, listed by ``learngene list`` and used exactly like a built-in one.
+The built-in entries are registered by the modules that define them (the package that offers ``register_*``
+imports them, so they are there before a user's own entry), never imported from here by name: this module comes
+first in the data flow.  A user's own entry (``@SOURCES.register("mine")``) is accepted by the config, listed by
+``learngene list`` and used exactly like a built-in one; names are checked where they are used, and by
+:func:`learngene.run.check_names` before a run starts.
 """
 
 from __future__ import annotations
 
 import difflib
 import fnmatch
-import importlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from typing import Any, Generic, TypeVar
 
 from learngene.errors import ConfigError, LearngeneError, ModelError
 
-__all__ = ["ARCHITECTURES", "CRITERIA", "METHODS", "MODELS", "SOURCES", "Registry"]
+__all__ = ["ARCHITECTURES", "CRITERIA", "DESCENDANT_METHODS", "GENE_KINDS", "METHODS", "MODELS", "SOURCES", "Registry"]
 
 T = TypeVar("T")
 
@@ -37,18 +40,10 @@ def _origin(obj: Any) -> tuple[Any, Any] | None:
 class Registry(Generic[T]):
     """Names -> objects of one kind, with close-match suggestions for unknown names."""
 
-    def __init__(self, kind: str, builtins: Sequence[str] = (), error: type[LearngeneError] = ConfigError) -> None:
+    def __init__(self, kind: str, error: type[LearngeneError] = ConfigError) -> None:
         self.kind = kind
         self.error = error
-        self._builtins = tuple(builtins)
         self._entries: dict[str, T] = {}
-        self._loaded = False
-
-    def _load_builtins(self) -> None:
-        if not self._loaded:
-            self._loaded = True  # first: a builtin module may look names up while it registers
-            for module in self._builtins:
-                importlib.import_module(module)
 
     def register(self, name: str | None = None, obj: T | None = None) -> Any:
         """``@REG.register("name")`` (or ``@REG.register()`` for ``fn.__name__``), or ``REG.register("name", obj)``.
@@ -58,9 +53,6 @@ class Registry(Generic[T]):
         """
 
         def add(item: T) -> T:
-            module = getattr(getattr(item, "__func__", item), "__module__", None) or ""
-            if not module.startswith("learngene."):  # a user's entry: one clashing with a built-in is refused now
-                self._load_builtins()
             key = name if name is not None else getattr(item, "__name__", None)
             if not isinstance(key, str) or not key:
                 raise self.error(f"a {self.kind} needs a non-empty string name, got {key!r}")
@@ -82,7 +74,6 @@ class Registry(Generic[T]):
 
     def get(self, name: Any) -> T:
         """The entry called ``name``; an error naming close matches and every available name otherwise."""
-        self._load_builtins()
         item = self._entries.get(name) if isinstance(name, str) else None
         if item is None:
             raise self.unknown(name)
@@ -97,22 +88,18 @@ class Registry(Generic[T]):
 
     def check(self, name: Any, key: str) -> None:
         """Refuse a config value that names no entry (``key`` is the config key, for the message)."""
-        self._load_builtins()
         if not isinstance(name, str) or name not in self._entries:
             raise self.unknown(name, key)
 
     def names(self, pattern: str = "*") -> list[str]:
         """Sorted names matching a shell-style ``pattern``."""
-        self._load_builtins()
         return sorted(n for n in self._entries if fnmatch.fnmatchcase(n, pattern))
 
     def in_order(self) -> list[str]:
         """Names in registration order (built-ins first, in their modules' order)."""
-        self._load_builtins()
         return list(self._entries)
 
     def __contains__(self, name: object) -> bool:
-        self._load_builtins()
         return name in self._entries
 
     def __iter__(self) -> Iterator[str]:
@@ -122,11 +109,10 @@ class Registry(Generic[T]):
         return f"Registry({self.kind!r}, {len(self._entries)} entries)"
 
 
-MODELS: Registry[Callable[..., Any]] = Registry(
-    "model", ("learngene.models.vgg", "learngene.models.vit", "learngene.models.expansion"), error=ModelError)
-ARCHITECTURES: Registry[Callable[[dict[str, Any]], Any]] = Registry(
-    "architecture", ("learngene.models.vgg", "learngene.models.vit", "learngene.models.expansion",
-                     "learngene.individual"), error=ModelError)
-SOURCES: Registry[Callable[..., Any]] = Registry("data source", ("learngene.data.sources",))
-CRITERIA: Registry[Callable[..., Any]] = Registry("criterion", ("learngene.criterion",))
-METHODS: Registry[Any] = Registry("evaluation method", ("learngene.evaluate",))
+MODELS: Registry[Callable[..., Any]] = Registry("model", error=ModelError)
+ARCHITECTURES: Registry[Callable[[dict[str, Any]], Any]] = Registry("architecture", error=ModelError)
+SOURCES: Registry[Callable[..., Any]] = Registry("data source")
+CRITERIA: Registry[Callable[..., Any]] = Registry("criterion")
+METHODS: Registry[Any] = Registry("evaluation method")
+DESCENDANT_METHODS: Registry[Any] = Registry("transformer method")
+GENE_KINDS: Registry[Any] = Registry("kind of learngene")

@@ -353,7 +353,7 @@ def artifact_kind(path: str | os.PathLike[str]) -> str | None:
     return None
 
 
-def _a(kind: str) -> str:
+def article(kind: str) -> str:
     return ("an " if kind[0] in "aeiou" else "a ") + kind
 
 
@@ -369,7 +369,7 @@ def _check_kind(p: Path, kind: str, part_of_run: bool) -> None:
     held = artifact_kind(p)
     if held is not None and held != kind:
         raise ConfigError(
-            f"{p} holds {_a(held)}, not {_a(kind)}; learngene never writes one kind of artifact over another, "
+            f"{p} holds {article(held)}, not {article(kind)}; learngene never writes one kind of artifact over another, "
             f"even with --overwrite. Choose another --out directory"
         )
     if part_of_run:

@@ -25,15 +25,15 @@ from pathlib import Path
 from typing import Any
 
 from learngene.baselines import ncm_episodes, penultimate_features, train_joint
+from learngene.collective_run import load_collective_run, run_collective
 from learngene.config import Config, apply_overrides, config_from_dict, parse_setting
 from learngene.data import TaskStream, sample_episodes
 from learngene.errors import CheckpointError, ConfigError
 from learngene.evaluate import evaluate_methods
 from learngene.gene import Learngene
-from learngene.paradigm import _pseudo_pool, select_gene
-from learngene.pipeline import load_collective_run, run_collective
 from learngene.prepare import load_data
 from learngene.registry import METHODS
+from learngene.run import pseudo_pool, select_gene
 from learngene.runtime import derive_seed
 from learngene.safeio import (
     atomic_write_bytes,
@@ -96,7 +96,7 @@ def _trial_config(base: Config, overrides: list[str], seed: int) -> Config:
 
 
 def _score(cfg: Config, data, stream, network, spec, setting: str, episodes: int) -> dict[str, Any]:
-    pool, where = _pseudo_pool(stream)
+    pool, where = pseudo_pool(stream)
     ways, shots = parse_setting(setting)
     if len(pool) < ways:
         raise ConfigError(f"the pseudo-task pool ({where}) has {len(pool)} classes, fewer than {ways} ways; "
@@ -148,7 +148,7 @@ def _score_individual(cfg: Config, data, run_dir: Path, stream: TaskStream, sett
     trained = {k: cfg.to_dict()[k] for k in ("train", "baseline")}
     cache = run_dir / "baselines-tune" / hashlib.sha256(json.dumps(trained, sort_keys=True).encode()).hexdigest()[:12]
     methods = [method, "scratch"] if with_scratch else [method]
-    res = evaluate_methods(ecfg, data, _pseudo_pool(stream)[0], network, gene, network.conv_layer_names(),
+    res = evaluate_methods(ecfg, data, pseudo_pool(stream)[0], network, gene, network.conv_layer_names(),
                            run["meta"]["input_spec"], methods=methods, progress=False, stream=stream,
                            cache_dir=cache if row.needs_stream else None)["settings"][setting]["methods"]
     accs = res[method]["accuracies"]
@@ -201,6 +201,7 @@ def tune(base: Config, params: Sequence[tuple[str, list[str]]], out: str | Path,
     Like every command, a non-empty ``out`` is refused unless ``overwrite`` (start afresh) or ``resume`` (keep
     the finished trials and collective runs there).
     """
+    base.require_cnn("learngene tune")
     if score not in ("ncm", "individual"):
         raise ConfigError(f"tune score must be 'ncm' or 'individual', got {score!r}")
     METHODS.check(method, "the tuned method (--method)")

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from learngene.collective.learner import from_config
+from learngene.collective_run import run_collective
 from learngene.config import load_config
 from learngene.errors import CheckpointError, ConfigError, NonFiniteError
-from learngene.pipeline import run_collective
 from learngene.prepare import input_spec, load_data, make_split, make_stream
 
 
@@ -212,7 +212,7 @@ def test_distillation_pulls_towards_the_previous_model(smoke):
 
 
 def _kd(model, x):
-    from learngene.collective.trainer import Batch
+    from learngene.collective.plugins import Batch
 
     batch = Batch(t=1, epoch=0, index=0, indices=torch.arange(len(x)), x=x, y=torch.zeros(len(x)),
                   logits_all=model.network(x))

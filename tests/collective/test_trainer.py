@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torchvision
 from torch import nn
 
-from learngene.collective.learner import GrowthPlugin, from_config
-from learngene.collective.plugins import Plugin
+from learngene.collective.learner import from_config
+from learngene.collective.plugins import GrowthPlugin, Plugin
 from learngene.collective.trainer import CollectiveTrainer
 from learngene.config import load_config
 from learngene.data import TaskStream
@@ -57,8 +58,8 @@ class Lifecycle(Plugin):
         result["seen_by_plugin"] = True
         self.events.append(f"after_task {t}")
 
-    def on_task_end(self, trainer, t):
-        self.events.append(f"on_task_end {t}")
+    def after_task_done(self, trainer, t):
+        self.events.append(f"after_task_done {t}")
 
     def state_dict(self):
         return {"batches": self.batches}
@@ -81,10 +82,10 @@ def test_user_plugin_sees_the_documented_lifecycle_and_its_loss_counts():
     plugin = Lifecycle()
     report = _trainer([plugin]).fit(progress=False)
     assert plugin.events == [
-        "before_task 0", "before_epochs 0", "before_epoch 0.0", "after_epoch 0.0", "after_task 0", "on_task_end 0",
+        "before_task 0", "before_epochs 0", "before_epoch 0.0", "after_epoch 0.0", "after_task 0", "after_task_done 0",
         # plugins run in list order: the growth plugin (listed first) widens before this one's before_task
         "after_growth widen", "before_task 1", "after_growth classes", "before_epochs 1", "before_epoch 1.0",
-        "after_epoch 1.0", "after_task 1", "on_task_end 1",
+        "after_epoch 1.0", "after_task 1", "after_task_done 1",
     ]
     assert all(t["seen_by_plugin"] for t in report["tasks"]) and plugin.batches > 0
     assert report["tasks"][1]["epochs"][0]["lifecycle_batches"] == plugin.batches
@@ -113,7 +114,7 @@ def test_optimizer_factory_is_rebuilt_after_growth_over_every_parameter():
 
 
 def test_plugin_state_is_checkpointed_and_restored(tmp_path):
-    from learngene.collective.learner import CheckpointPlugin
+    from learngene.collective.plugins import CheckpointPlugin
 
     first = Lifecycle()
     _trainer([first, CheckpointPlugin()]).fit(ckpt_dir=tmp_path / "ck", progress=False)
@@ -158,7 +159,7 @@ class _Plain(nn.Module):
 
 
 def test_a_plain_module_trains_checkpoints_and_resumes(tmp_path):
-    from learngene.collective.learner import CheckpointPlugin
+    from learngene.collective.plugins import CheckpointPlugin
 
     stream = _fake_stream()
     n = len(stream.split.source)
@@ -171,7 +172,7 @@ def test_a_plain_module_trains_checkpoints_and_resumes(tmp_path):
     class Watch(Plugin):
         name = "watch"
 
-        def on_resume(self, trainer, t, epoch):
+        def after_resume(self, trainer, t, epoch):
             resumed_at.append((t, epoch))
 
     def kill(t, e):
@@ -202,3 +203,14 @@ def test_a_plain_module_too_small_for_the_classes_is_refused_clearly():
 
     with pytest.raises(ConfigError, match="has 3 outputs and no expand_classes"):
         CollectiveTrainer(_Plain(3), _fake_stream(), epochs=1, batch_size=16).fit(progress=False)
+
+
+def test_a_plugin_with_an_old_hook_name_still_runs_and_is_warned():
+    with pytest.warns(DeprecationWarning, match="on_task_end is the old name of the hook after_task_done"):
+        class Old(Plugin):
+            def on_task_end(self, trainer, t):
+                self.done = t
+
+    plugin = Old()
+    plugin.after_task_done(None, 3)
+    assert plugin.done == 3

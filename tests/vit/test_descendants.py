@@ -5,15 +5,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from learngene.descendants import (
+from learngene.errors import ModelError
+from learngene.models.expansion import ExpandedViT
+from learngene.models.vit import block_state_dict
+from learngene.vit.descendants import (
     build_descendant,
     scratch_descendant,
     stack_descendant,
     truncated_ancestry,
 )
-from learngene.errors import ModelError
-from learngene.models.expansion import ExpandedViT
-from learngene.models.vit import block_state_dict
 
 
 def _same_block(a, i: int, b, j: int) -> bool:

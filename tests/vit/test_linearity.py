@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from learngene.errors import ModelError
-from learngene.linearity import layer_linearity
 from learngene.models.expansion import ExpandedViT
 from learngene.models.vit import build_vit
+from learngene.vit.linearity import layer_linearity
 
 
 def _set_blocks(model, make) -> None:

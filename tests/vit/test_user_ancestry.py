@@ -14,13 +14,14 @@ from learngene.config import load_config
 from learngene.errors import ConfigError, ModelError
 from learngene.models.io import load_network, save_network
 from learngene.models.vit import vit_config
-from learngene.vit_gene import TransformerGene
-from learngene.vit_paradigm import run_vit, save_ancestry
+from learngene.vit.ancestry import save_ancestry
+from learngene.vit.gene import TransformerGene
+from learngene.vit.run import run_vit
 
 # everything small: one seed, one epoch per stage, descendants of depth 2 and (deeper than the ancestry) 4
-FAST = ["vit.methods=['heur-lg','tleg']", "vit.depths=[2,4]", "vit.seeds=[0]", "vit.aux_epochs=1",
+FAST = ["evaluate.methods=['heur-lg','tleg']", "vit.depths=[2,4]", "evaluate.seeds=[0]", "vit.aux_epochs=1",
         "vit.descendant_epochs=1", "vit.scratch_epochs=1", "vit.eval_epochs=[1]", "evaluate.episodes=1",
-        "vit.fewshot_epochs=1", "vit.fewshot_depths=[2]"]
+        "individual.epochs=1", "vit.fewshot_depths=[2]"]
 
 
 def _cfg(weights, *extra: str):
@@ -104,7 +105,7 @@ def test_network_directory_used_as_is_then_a_changed_file_retrains(tiny, tmp_pat
 
 def test_fine_tuned_user_ancestry_starts_from_the_file(tiny, tmp_path):
     save_ancestry(tiny, tmp_path / "anc")
-    cfg = _cfg(tmp_path / "anc", "vit.ancestry_epochs=1", "vit.ancestry_probe_epochs=0", "vit.methods=['heur-lg']",
+    cfg = _cfg(tmp_path / "anc", "vit.ancestry_epochs=1", "vit.ancestry_probe_epochs=0", "evaluate.methods=['heur-lg']",
                "vit.depths=[2]")
     report = run_vit(cfg, tmp_path / "run", progress=False)
     assert report["ancestry"]["probe"] is None and report["ancestry"]["fine_tune_epochs"] == 1
@@ -121,7 +122,7 @@ def test_fine_tuned_user_ancestry_starts_from_the_file(tiny, tmp_path):
 def test_timm_named_safetensors_deit_adapted_to_the_data(deit, tmp_path):
     save_file(deit.state_dict(), str(tmp_path / "deit.safetensors"))
     cfg = _cfg(tmp_path / "deit.safetensors", "vit.ancestry_timm='deit_tiny_patch16_224'", "vit.ancestry_epochs=0",
-               "vit.ancestry_probe_epochs=1", "vit.methods=['heur-lg']", "vit.depths=[2]")
+               "vit.ancestry_probe_epochs=1", "evaluate.methods=['heur-lg']", "vit.depths=[2]")
     report = run_vit(cfg, tmp_path / "run", progress=False)
     user = report["ancestry"]["user"]
     assert user["kind"] == "file" and user["timm"] == "deit_tiny_patch16_224" and report["ancestry"]["depth"] == 12
@@ -140,7 +141,7 @@ def test_pth_checkpoint_with_wrapper_and_ddp_prefix(deit, tmp_path):
     wrapped = {"model": {f"module.{k}": v for k, v in deit.state_dict().items()}, "epoch": 300}
     torch.save(wrapped, tmp_path / "deit.pth")
     cfg = _cfg(tmp_path / "deit.pth", "vit.ancestry_timm='deit_tiny_patch16_224'", "vit.ancestry_epochs=0",
-               "vit.ancestry_probe_epochs=1", "vit.methods=['heur-lg']", "vit.depths=[2]")
+               "vit.ancestry_probe_epochs=1", "evaluate.methods=['heur-lg']", "vit.depths=[2]")
     report = run_vit(cfg, tmp_path / "run", progress=False)
     assert report["ancestry"]["user"]["kind"] == "file"
     _assert_gene_blocks_from(tmp_path / "run" / "genes" / "heur-lg", deit.state_dict())
@@ -232,9 +233,9 @@ def test_weights_that_do_not_fit_are_refused(tiny, deit, tmp_path):
 
 def test_directory_refusals(tiny, tmp_path):
     from learngene.models.expansion import ExpandedViT
-    from learngene.vit_paradigm import _Record
+    from learngene.vit.train import NetworkRecord
 
-    save_network(ExpandedViT(_Record(tiny).config(), "linear", 3, seed=0), tmp_path / "aux")
+    save_network(ExpandedViT(NetworkRecord(tiny).config(), "linear", 3, seed=0), tmp_path / "aux")
     _refused(_cfg(tmp_path / "aux"), tmp_path / "a", ConfigError, "not a plain ViT")
     save_ancestry(tiny, tmp_path / "anc")
     _refused(_cfg(tmp_path / "anc", "data.image_size=18"), tmp_path / "b", ConfigError,

@@ -22,10 +22,10 @@ from torch import Tensor, nn
 
 from learngene.collective.fisher import (
     ParamFilter,
-    _model_device,
     diagonal_fisher,
     diagonal_fisher_loop,
     exclude_classifier,
+    model_device,
 )
 from learngene.errors import CheckpointError, ConfigError, ModelError, NonFiniteError
 
@@ -159,7 +159,7 @@ class EWC:
         Exactly zero (no parameter traversal) before anything was consolidated or when ``lam == 0``.
         """
         if not self._anchor or self.lam == 0.0:
-            return torch.zeros((), device=_model_device(model))
+            return torch.zeros((), device=model_device(model))
         terms: list[Tensor] = []
         for name, p in model.named_parameters():
             a = self._anchor.get(name)

@@ -48,7 +48,7 @@ def _selected_params(model: nn.Module, params: ParamFilter | None) -> dict[str, 
     return chosen
 
 
-def _model_device(model: nn.Module) -> torch.device:
+def model_device(model: nn.Module) -> torch.device:
     for p in model.parameters():
         return p.device
     for b in model.buffers():
@@ -100,7 +100,7 @@ def _check_samples(model: nn.Module, inputs: Tensor, targets: Tensor) -> None:
         )
     if targets.dtype.is_floating_point or targets.dtype == torch.bool:
         raise DataError(f"`targets` must hold integer class indices, got dtype {targets.dtype}")
-    device = _model_device(model)
+    device = model_device(model)
     with torch.no_grad(), _eval_mode(model):
         n_classes = model(inputs[:1].to(device)).shape[-1]
     lo, hi = int(targets.min()), int(targets.max())
@@ -169,7 +169,7 @@ _SAMPLEWISE_NAMES = frozenset(
     {
         "learngene.models.vgg.ExpandableVGG",
         "learngene.models.layers.ConvBlock",
-        "learngene.individual.IndividualModel",
+        "learngene.models.individual.IndividualModel",
     }
 )
 # elements of one im2col / per-sample-gradient buffer (16 MiB in float32): a convolution's per-sample gradients
@@ -341,7 +341,7 @@ def diagonal_fisher(
         raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
     _check_samples(model, inputs, targets)
     selected = _selected_params(model, params)
-    device = _model_device(model)
+    device = model_device(model)
     n = inputs.shape[0]
     owners = _layerwise_owners(model, selected)
     if owners is not None:
@@ -386,7 +386,7 @@ def diagonal_fisher_loop(
     selected = _selected_params(model, params)
     names = list(selected)
     tensors = list(selected.values())
-    device = _model_device(model)
+    device = model_device(model)
     sums = [torch.zeros_like(p, requires_grad=False) for p in tensors]
     n = inputs.shape[0]
     with _eval_mode(model):

@@ -4,7 +4,7 @@ The trainer owns only what every continual learner needs: batches of the stream'
 by a factory at the start of every task, so it learns about parameters added by growth), the cross-entropy
 step with AMP and a non-finite guard, new head units for new classes, the accuracy matrices and the
 checkpointable state. Recognizing unknown classes, growth, EWC, replay, distillation, gradient statistics,
-checkpoints and fault injection are plugins (:mod:`learngene.collective.plugins` documents the lifecycle);
+checkpoints and fault injection are plugins (:mod:`learngene.collective.plugins.base` documents the lifecycle);
 :func:`learngene.collective.learner.from_config` assembles the paper's learner from a config.
 
 The data order, augmentation and dropout of an epoch depend only on (seed, task, epoch), drawn inside
@@ -19,7 +19,6 @@ import logging
 import math
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,10 +28,11 @@ from torch import nn
 
 from learngene import __version__
 from learngene.collective.metrics import AccuracyMatrix
-from learngene.collective.plugins import Plugin
+from learngene.collective.plugins.base import Batch, Plugin
 from learngene.data import ImageSet, TaskStream
-from learngene.data.transforms import BatchAugment, normalize
+from learngene.data.transforms import BatchAugment
 from learngene.distributed import SINGLE, DistInfo, all_reduce_sum, all_true, broadcast_buffers_
+from learngene.engine import batch_of
 from learngene.errors import CheckpointError, ConfigError, NonFiniteError
 from learngene.models.growth import plan_expand_classes
 from learngene.models.width import effective_widths, width_report
@@ -62,23 +62,18 @@ def sgd(lr: float = 0.01, momentum: float = 0.9, weight_decay: float = 5e-4) -> 
 
 
 class Batches:
-    """Feeds normalized (optionally augmented) batches from an in-memory ImageSet to a device."""
+    """Feeds normalized (optionally augmented) batches of an in-memory ImageSet, by image index, to a device (each
+    batch made by the engine's :func:`~learngene.engine.batch_of`)."""
 
     def __init__(self, data: ImageSet, spec: dict[str, Any], device: torch.device, channels_last: bool = False):
         self.data = data
-        self.mean = spec["mean"]
-        self.std = spec["std"]
+        self.spec = spec
         self.device = device
         self.channels_last = channels_last
 
     def prepare(self, idx: torch.Tensor, augment: BatchAugment | None = None, gen: torch.Generator | None = None):
-        x = self.data.images[idx]
-        if augment is not None:
-            x = augment(x, generator=gen)
-        x = normalize(x.to(self.device, non_blocking=True), self.mean, self.std)
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        return x
+        return batch_of(self.data.images, idx, augment=augment, generator=gen, spec=self.spec, device=self.device,
+                        channels_last=self.channels_last)
 
     def iterate(
         self,
@@ -104,21 +99,6 @@ class Batches:
         if not outs:
             return torch.empty(0, model.num_classes, device=self.device)
         return torch.cat(outs)
-
-
-@dataclass
-class Batch:
-    """One training step as plugins see it (``logits`` over the loss's classes, ``logits_all`` over every unit)."""
-
-    t: int
-    epoch: int
-    index: int
-    indices: torch.Tensor
-    x: torch.Tensor
-    y: torch.Tensor
-    logits: torch.Tensor | None = None
-    logits_all: torch.Tensor | None = None
-    loss: torch.Tensor | None = None
 
 
 class CollectiveTrainer:
@@ -482,7 +462,7 @@ class CollectiveTrainer:
             if ckpt_dir is None or not has_checkpoint(ckpt_dir):
                 raise CheckpointError(f"--resume given but no checkpoint found in {ckpt_dir}; start without --resume")
             self.load_state_dict(load_latest(ckpt_dir))
-            self._call("on_resume", self.position["task"], self.position["epoch"])
+            self._call("after_resume", self.position["task"], self.position["epoch"])
         n = len(self.stream)
         while self.position["task"] < n:
             t, start_epoch = self.position["task"], self.position["epoch"]
@@ -495,7 +475,7 @@ class CollectiveTrainer:
                 row = self.train_epoch(t, epoch)
                 bar.set_postfix(loss=f"{row['loss']:.3f}", acc=f"{row['train_acc']:.2f}")
                 self.position = {"task": t, "epoch": epoch + 1}
-                self._call("on_epoch_end", t, epoch)
+                self._call("after_epoch_done", t, epoch)
                 if on_epoch is not None:
                     on_epoch(t, epoch)
             bar.close()
@@ -503,7 +483,7 @@ class CollectiveTrainer:
             self.tasks[-1].update(result)
             self.tasks[-1]["train_seconds"] = self.tasks[-1].get("train_seconds", 0.0) + time.perf_counter() - tick
             self.position = {"task": t + 1, "epoch": 0}
-            self._call("on_task_end", t)
+            self._call("after_task_done", t)
             if self.dist.is_main:
                 ow = result.get("open_world", {})
                 msg = (f"task {t + 1}/{n}: avg acc {result['average_accuracy']:.3f} "

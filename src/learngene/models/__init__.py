@@ -6,6 +6,9 @@
 
 from __future__ import annotations
 
+# the built-in models and architectures register themselves when imported: here, so that every user of the
+# registries (and a user registering a name of their own) finds them there
+from learngene.models import expansion, individual, vit  # noqa: E402, F401, I001
 from learngene.models.growth import (
     GrowthPlan,
     deepen,

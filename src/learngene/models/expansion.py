@@ -28,12 +28,12 @@ from learngene.errors import GeneError, ModelError
 from learngene.models.registry import register_architecture
 from learngene.models.vit import (
     BLOCK_PREFIX,
-    _construct,
-    _full_config,
-    _vit_kwargs,
     build_vit,
+    construct_vit,
+    full_config,
     shared_state_dict,
     vit_config,
+    vit_kwargs,
     vit_preset_config,
 )
 from learngene.runtime import seeded
@@ -350,16 +350,16 @@ class ExpandedViT(nn.Module):
         elif isinstance(vit, nn.Module):
             cfg = vit_config(vit)
         else:
-            cfg = _full_config(vit)
+            cfg = full_config(vit)
         depth = _depth(cfg["depth"] if depth is None else depth)
         self.rule = rule_from_spec(rule, depth)
         self.rule.check_depth(depth)
         self.vit_cfg: dict[str, Any] = {**cfg, "depth": depth}
-        kwargs = _vit_kwargs(self.vit_cfg)
+        kwargs = vit_kwargs(self.vit_cfg)
         rate = kwargs["drop_path_rate"]
         with seeded(seed):
             # depth 2 with drop path so the template block owns DropPath modules (timm gives block 0 none)
-            shell = _construct(kwargs, depth=2 if rate > 0 else 1)
+            shell = construct_vit(kwargs, depth=2 if rate > 0 else 1)
             template_block = shell.blocks[-1]
             _init_templates(template_block, self.rule.init_roles(), self.vit_cfg["init_values"])
         shell.blocks = _ExpandedBlocks(template_block, self.rule, depth, rate)

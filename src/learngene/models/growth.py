@@ -468,7 +468,7 @@ class GrowthPlan:
 
 
 # ---------------------------------------------------------------------- planning (on shape records)
-def _require_vgg(model: nn.Module) -> dict[str, Any]:
+def require_vgg(model: nn.Module) -> dict[str, Any]:
     if not isinstance(model, ExpandableVGG):
         raise ModelError(f"growth needs an ExpandableVGG model, got {type(model).__name__}")
     return model.config()
@@ -483,7 +483,7 @@ def _check_layer(cfg: Mapping[str, Any], layer: int, what: str) -> int:
     return layer
 
 
-def _consumer_of(cfg: Mapping[str, Any], layer: int) -> tuple[str, int]:
+def consumer_of(cfg: Mapping[str, Any], layer: int) -> tuple[str, int]:
     n = len(cfg["widths"])
     if layer < n - 1:
         return f"features.{layer + 1}.conv", 1
@@ -493,7 +493,7 @@ def _consumer_of(cfg: Mapping[str, Any], layer: int) -> tuple[str, int]:
     return ("head.fc0" if cfg["hidden"] else "classifier"), side * side
 
 
-def _plan_widen_cfg(
+def plan_widen_cfg(
     cfg: Mapping[str, Any],
     layer: int,
     new_width: int,
@@ -511,7 +511,7 @@ def _plan_widen_cfg(
     delta = new_width - old
     rounds = -(-delta // old)
     mapping = torch.cat([torch.randperm(old, generator=generator) for _ in range(rounds)])[:delta]
-    consumer, spatial = _consumer_of(cfg, layer)
+    consumer, spatial = consumer_of(cfg, layer)
     seed = _draw_seed(generator) if noise_std > 0 else None
     return GrowthPlan(
         kind="widen",
@@ -528,7 +528,7 @@ def _plan_widen_cfg(
     )
 
 
-def _plan_deepen_cfg(cfg: Mapping[str, Any], after: int) -> GrowthPlan:
+def plan_deepen_cfg(cfg: Mapping[str, Any], after: int) -> GrowthPlan:
     after = _check_layer(cfg, after, "deepen position `after`")
     width = int(cfg["widths"][after])
     return GrowthPlan(
@@ -536,7 +536,7 @@ def _plan_deepen_cfg(cfg: Mapping[str, Any], after: int) -> GrowthPlan:
     )
 
 
-def _advance(cfg: dict[str, Any], plan: GrowthPlan) -> dict[str, Any]:
+def advance(cfg: dict[str, Any], plan: GrowthPlan) -> dict[str, Any]:
     """The shape record after ``plan`` -- lets a schedule plan several steps before any is applied."""
     cfg = {**cfg, "widths": list(cfg["widths"]), "pools": list(cfg["pools"])}
     if plan.kind == "widen":
@@ -549,7 +549,7 @@ def _advance(cfg: dict[str, Any], plan: GrowthPlan) -> dict[str, Any]:
     return cfg
 
 
-def _noise_std(model: ExpandableVGG, consumer: str, noise: float) -> float:
+def split_noise_std(model: ExpandableVGG, consumer: str, noise: float) -> float:
     if (
         isinstance(noise, bool)
         or not isinstance(noise, (int, float))
@@ -576,21 +576,21 @@ def plan_widen(
     noise: float = 0.0,
 ) -> GrowthPlan:
     """Plan widening block ``layer`` to ``new_width`` channels (replicas drawn with ``generator``); not applied."""
-    cfg = _require_vgg(model)
-    consumer, _ = _consumer_of(cfg, _check_layer(cfg, layer, "widen layer"))
-    return _plan_widen_cfg(cfg, layer, new_width, generator, noise, _noise_std(model, consumer, noise))
+    cfg = require_vgg(model)
+    consumer, _ = consumer_of(cfg, _check_layer(cfg, layer, "widen layer"))
+    return plan_widen_cfg(cfg, layer, new_width, generator, noise, split_noise_std(model, consumer, noise))
 
 
 def plan_deepen(model: ExpandableVGG, after: int) -> GrowthPlan:
     """Plan inserting an identity block right after block ``after`` (after its pool, if any); not applied."""
-    return _plan_deepen_cfg(_require_vgg(model), after)
+    return plan_deepen_cfg(require_vgg(model), after)
 
 
 def plan_expand_classes(
     model: ExpandableVGG, num_classes: int, generator: torch.Generator | None = None
 ) -> GrowthPlan:
     """Plan growing the classifier to ``num_classes`` rows, replayable on EWC/optimizer state like the others."""
-    cfg = _require_vgg(model)
+    cfg = require_vgg(model)
     old = int(cfg["num_classes"])
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < old:
         raise ModelError(

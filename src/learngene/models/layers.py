@@ -17,7 +17,7 @@ from learngene.models.registry import register_architecture
 __all__ = ["ConvBlock"]
 
 
-def _as_int(value: Any, what: str, minimum: int = 1) -> int:
+def as_int(value: Any, what: str, minimum: int = 1) -> int:
     """Accept ints (and integral floats from JSON/TOML) only, with a message naming the field."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
         raise ModelError(f"{what} must be an integer >= {minimum}, got {value!r}")
@@ -26,10 +26,10 @@ def _as_int(value: Any, what: str, minimum: int = 1) -> int:
     return int(value)
 
 
-def _as_int_list(values: Any, what: str, minimum: int) -> list[int]:
+def as_int_list(values: Any, what: str, minimum: int) -> list[int]:
     if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
         raise ModelError(f"{what} must be a list of integers, got {values!r}")
-    return [_as_int(v, f"{what}[{i}]", minimum) for i, v in enumerate(values)]
+    return [as_int(v, f"{what}[{i}]", minimum) for i, v in enumerate(values)]
 
 
 @register_architecture("conv_block")
@@ -42,8 +42,8 @@ class ConvBlock(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int, pool: bool = False, bias: bool = True) -> None:
         super().__init__()
-        in_channels = _as_int(in_channels, "ConvBlock in_channels")
-        out_channels = _as_int(out_channels, "ConvBlock out_channels")
+        in_channels = as_int(in_channels, "ConvBlock in_channels")
+        out_channels = as_int(out_channels, "ConvBlock out_channels")
         self.conv = nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1, bias=bool(bias))
         self.bn = nn.BatchNorm2d(out_channels)
         self.act = nn.ReLU()

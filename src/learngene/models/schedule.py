@@ -15,12 +15,12 @@ import torch
 from learngene.errors import ConfigError, ModelError
 from learngene.models.growth import (
     GrowthPlan,
-    _advance,
-    _consumer_of,
-    _noise_std,
-    _plan_deepen_cfg,
-    _plan_widen_cfg,
-    _require_vgg,
+    advance,
+    consumer_of,
+    plan_deepen_cfg,
+    plan_widen_cfg,
+    require_vgg,
+    split_noise_std,
 )
 from learngene.models.vgg import ExpandableVGG
 
@@ -140,21 +140,21 @@ class GrowthSchedule:
         """Plans (not yet applied) to run, in order, before task ``task_index``; none before task 0."""
         if isinstance(task_index, bool) or not isinstance(task_index, int) or task_index < 0:
             raise ConfigError(f"task_index must be an integer >= 0, got {task_index!r}")
-        cfg = _require_vgg(model)
+        cfg = require_vgg(model)
         if task_index == 0:
             return []
         plans: list[GrowthPlan] = []
         for layer, new_width in self._widen_steps(cfg, task_index):
-            consumer, _ = _consumer_of(cfg, layer)
-            noise_std = _noise_std(model, consumer, self.noise) if not plans else 0.0
-            plan = _plan_widen_cfg(cfg, layer, new_width, generator, self.noise, noise_std)
+            consumer, _ = consumer_of(cfg, layer)
+            noise_std = split_noise_std(model, consumer, self.noise) if not plans else 0.0
+            plan = plan_widen_cfg(cfg, layer, new_width, generator, self.noise, noise_std)
             plans.append(plan)
-            cfg = _advance(cfg, plan)
+            cfg = advance(cfg, plan)
         if self.deepen_every is not None and task_index % self.deepen_every == 0:
             n = len(cfg["widths"])
             stage_ends = sorted(set(cfg["pools"]) | {n - 1})
             after = stage_ends[(task_index // self.deepen_every - 1) % len(stage_ends)]
-            plan = _plan_deepen_cfg(cfg, after)
+            plan = plan_deepen_cfg(cfg, after)
             plans.append(plan)
-            cfg = _advance(cfg, plan)
+            cfg = advance(cfg, plan)
         return plans

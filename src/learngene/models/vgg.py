@@ -30,7 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from learngene.errors import ModelError
-from learngene.models.layers import ConvBlock, _as_int, _as_int_list
+from learngene.models.layers import ConvBlock, as_int, as_int_list
 from learngene.models.registry import register_architecture, register_model
 
 __all__ = [
@@ -74,12 +74,12 @@ class ExpandableVGG(nn.Module):
         conv_bias: bool = True,
     ) -> None:
         super().__init__()
-        widths = _as_int_list(widths, "widths", 1)
+        widths = as_int_list(widths, "widths", 1)
         if not widths:
             raise ModelError(
                 "widths is empty; an ExpandableVGG needs at least one conv block, e.g. widths=[64]"
             )
-        pool_list = _as_int_list(pools, "pools", 0)
+        pool_list = as_int_list(pools, "pools", 0)
         bad = [p for p in pool_list if p >= len(widths)]
         if bad:
             raise ModelError(
@@ -88,16 +88,16 @@ class ExpandableVGG(nn.Module):
             )
         if len(set(pool_list)) != len(pool_list):
             raise ModelError(f"pools {pool_list} lists a block twice; each block has at most one pool")
-        in_channels = _as_int(in_channels, "in_channels")
-        image_size = _as_int(image_size, "image_size")
-        num_classes = _as_int(num_classes, "num_classes")
+        in_channels = as_int(in_channels, "in_channels")
+        image_size = as_int(image_size, "image_size")
+        num_classes = as_int(num_classes, "num_classes")
         if _final_spatial(image_size, len(pool_list)) < 1:
             max_pools = int(math.floor(math.log2(image_size)))
             raise ModelError(
                 f"{len(pool_list)} max-pools shrink a {image_size}x{image_size} image to nothing; use at most "
                 f"{max_pools} pools for this image size or a larger image_size"
             )
-        hidden = _as_int_list(hidden, "hidden", 1)
+        hidden = as_int_list(hidden, "hidden", 1)
         if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
             raise ModelError(f"dropout must be a number in [0, 1), got {dropout!r}")
 
@@ -190,7 +190,7 @@ class ExpandableVGG(nn.Module):
 
     def reset_classifier(self, num_classes: int, seed: int | None = None) -> None:
         """A fresh ``num_classes``-way classifier (a new label set; timm's convention), drawn from ``seed``."""
-        num_classes = _as_int(num_classes, "num_classes")
+        num_classes = as_int(num_classes, "num_classes")
         old = self.classifier
         if seed is None:
             new = nn.Linear(old.in_features, num_classes, device=old.weight.device, dtype=old.weight.dtype)
@@ -213,7 +213,7 @@ class ExpandableVGG(nn.Module):
         New rows get nn.Linear's default init (uniform in +-1/sqrt(fan_in)), drawn from ``seed`` when given
         (reproducible) or from torch's global RNG.  Any optimizer built before this call is stale.
         """
-        num_classes = _as_int(num_classes, "num_classes")
+        num_classes = as_int(num_classes, "num_classes")
         old = self.classifier
         if num_classes < old.out_features:
             raise ModelError(

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import functools
 import math
+import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -39,14 +40,19 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
     from timm.models.vision_transformer import VisionTransformer
 
 __all__ = [
+    "BLOCK_PREFIX",
+    "EMBEDDING_PREFIXES",
+    "FINAL_NORM_PREFIXES",
     "VIT_PRESETS",
     "block_param_names",
     "block_prefix",
     "block_state_dict",
     "build_vit",
+    "full_config",
     "load_block_state_dict",
     "num_blocks",
     "shared_state_dict",
+    "split_block_key",
     "vit_config",
     "vit_preset_config",
 ]
@@ -115,6 +121,9 @@ _RATE_KEYS = (
 # shared tensors that feed the first block: what "the embeddings" means when copying from an ancestry
 EMBEDDING_PREFIXES = ("patch_embed.", "pos_embed", "cls_token", "reg_token", "norm_pre.")
 BLOCK_PREFIX = "blocks."
+# the norm after the last block (timm puts it in ``norm`` or, with global pooling, ``fc_norm``)
+FINAL_NORM_PREFIXES = ("norm.", "fc_norm.")
+_BLOCK_KEY = re.compile(r"^blocks\.(\d+)\.(.+)$")
 
 
 # ---------------------------------------------------------------------- validation helpers
@@ -183,7 +192,7 @@ def require_timm() -> None:
         ) from None
 
 
-def _vit_kwargs(cfg: Mapping[str, Any], *, allow_depth_zero: bool = False) -> dict[str, Any]:
+def vit_kwargs(cfg: Mapping[str, Any], *, allow_depth_zero: bool = False) -> dict[str, Any]:
     """Validate a shape record and turn it into ``VisionTransformer`` keyword arguments."""
     require_timm()  # every ViT (a preset, a gene's record, a descendant) is built from a record checked here
     if not isinstance(cfg, Mapping):
@@ -239,7 +248,7 @@ def _vit_kwargs(cfg: Mapping[str, Any], *, allow_depth_zero: bool = False) -> di
     return out
 
 
-def _construct(kwargs: dict[str, Any], **extra: Any) -> VisionTransformer:
+def construct_vit(kwargs: dict[str, Any], **extra: Any) -> VisionTransformer:
     from timm.models.vision_transformer import VisionTransformer
 
     try:
@@ -253,12 +262,12 @@ def _construct(kwargs: dict[str, Any], **extra: Any) -> VisionTransformer:
 @register_architecture("vit")
 def build_vit(cfg: Mapping[str, Any]) -> VisionTransformer:
     """Build a timm ``VisionTransformer`` from a shape record (missing keys take the preset defaults)."""
-    return _construct(_vit_kwargs(cfg))
+    return construct_vit(vit_kwargs(cfg))
 
 
-def _full_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
+def full_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
     """The record with every key present, so two configs compare and serialize alike."""
-    _vit_kwargs(cfg, allow_depth_zero=True)  # validation only
+    vit_kwargs(cfg, allow_depth_zero=True)  # validation only
     out = {"name": "vit", **_VIT_DEFAULTS, **{k: v for k, v in cfg.items() if k != "name"}}
     for key in ("img_size", "patch_size"):
         if isinstance(out[key], (list, tuple)):
@@ -296,7 +305,7 @@ def vit_preset_config(name: str, **overrides: Any) -> dict[str, Any]:
         raise ModelError(
             f"ViT preset {name!r} does not take {unknown}; valid overrides: {sorted(_VIT_DEFAULTS)}"
         )
-    return _full_config({**VIT_PRESETS[name], **{k: v for k, v in overrides.items() if v is not None}})
+    return full_config({**VIT_PRESETS[name], **{k: v for k, v in overrides.items() if v is not None}})
 
 
 def _register_preset(name: str, defaults: dict[str, Any], doc: str) -> None:
@@ -498,7 +507,7 @@ def vit_config(model: nn.Module) -> dict[str, Any]:
         raise ModelError(f"global_pool {cfg['global_pool']!r} is not supported; use one of {list(_POOLS)}")
     if not cfg["final_norm"]:
         cfg["fc_norm"] = False
-    rebuilt = _construct(_vit_kwargs(cfg), device="meta", weight_init="skip")
+    rebuilt = construct_vit(vit_kwargs(cfg), device="meta", weight_init="skip")
     want, got = _signature(model), _signature(rebuilt)
     if want != got:
         w, g = next((w, g) for w, g in zip([*want, ("-", "-", "-")], [*got, ("-", "-", "-")]) if w != g)
@@ -518,6 +527,12 @@ def num_blocks(model: nn.Module) -> int:
             f"{type(model).__name__} has no 'blocks' sequence; expected a timm VisionTransformer"
         )
     return len(blocks)
+
+
+def split_block_key(key: str) -> tuple[int, str] | None:
+    """``"blocks.3.attn.qkv.weight"`` -> ``(3, "attn.qkv.weight")``; None for a tensor outside the blocks."""
+    m = _BLOCK_KEY.match(key)
+    return (int(m.group(1)), m.group(2)) if m else None
 
 
 def block_prefix(index: int) -> str:

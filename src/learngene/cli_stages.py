@@ -13,7 +13,6 @@ from learngene.cli_common import (
     docs,
     load_cfg,
     output_args,
-    refuse_vit,
     verbosity_args,
 )
 from learngene.errors import LearngeneError
@@ -51,10 +50,12 @@ def add_parsers(sub) -> None:
     p.add_argument("--query", help="optional folder of the same layout to measure accuracy")
     p.add_argument("--out", required=True, help="model directory to write")
     p.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
-    p.add_argument("--preset", help="take the [individual] settings of a preset")
-    p.add_argument("--config", help="take the [individual] settings of a TOML file")
+    p.add_argument("--preset", help="take the settings inherit reads from a preset of the gene's paradigm (CNN: "
+                                    "[individual]; transformer: the descendants' training)")
+    p.add_argument("--config", help="take the same settings from a TOML file")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override an [individual] setting, e.g. --set individual.epochs=50 (repeatable)")
+                   help="override a setting inherit reads, e.g. individual.epochs=10 or vit.descendant_epochs=5 "
+                        "(others are refused)")
     p.add_argument("--seed", type=int, default=0,
                    help="seed of the fresh layers' initialization and of the training order (default 0)")
     p.add_argument("--depth", type=int, help="transformer genes: the descendant's number of blocks")
@@ -95,42 +96,16 @@ def reading_args(p: argparse.ArgumentParser, default_from: str = "the gene's") -
                         f"(default: {default_from} input contract)")
 
 
-def _run_vit(args: argparse.Namespace, cfg) -> int:
-    """The transformer path: ancestry -> TLEG and Heur-LG learngenes -> descendants of every depth."""
-    from learngene.runtime import resolve_device
-    from learngene.safeio import check_writable_dir
-    from learngene.vit_paradigm import render_vit_report, run_vit
-
-    if not args.resume:  # --resume reuses the cached ancestry, auxiliary net and finished descendants
-        check_writable_dir(args.out, overwrite=args.overwrite, kind="run")
-    report = run_vit(cfg, args.out, progress=not args.quiet, device=resolve_device(args.device))
-    print(render_vit_report(report))
-    print(f"\nreport: {Path(args.out) / 'report.md'}")
-    return 0
-
-
 def _run(args: argparse.Namespace) -> int:
     from learngene.distributed import init_distributed
-    from learngene.paradigm import run_paradigm
-    from learngene.report import methods_table
+    from learngene.run import run_paradigm, run_summary
 
     cfg = load_cfg(args)
-    if cfg.paradigm == "vit":
-        return _run_vit(args, cfg)
     dist, device = init_distributed(args.device)
     report = run_paradigm(cfg, args.out, resume=args.resume, overwrite=args.overwrite,
                           device=device, progress=not args.quiet, dist=dist)
-    if not dist.is_main:
-        return 0
-    ind = report["individual"]
-    ow = report["collective"].get("open_world") or {}
-    print(f"learngene selected: {', '.join(report['criterion']['selected'])} ({report['criterion']['name']})")
-    print(f"collective: final avg accuracy {report['collective']['final']['average_accuracy']:.3f}, "
-          f"open-world AUROC {ow.get('auroc', float('nan')):.3f}")
-    for setting, res in ind["settings"].items():
-        print(f"\n{setting}:")
-        print(methods_table(res["methods"]))
-    print(f"\nreport: {Path(args.out) / 'report.md'}")
+    if dist.is_main:
+        print(run_summary(cfg, report, args.out))
     return 0
 
 
@@ -150,10 +125,9 @@ def _run_cfg(run_dir: str, overrides: list[str]):
 
 
 def _select(args: argparse.Namespace) -> int:
-    from learngene.paradigm import select_gene
+    from learngene.run import select_gene
 
     cfg = _run_cfg(args.run, args.overrides)
-    refuse_vit(cfg, "select")
     gene, result = select_gene(args.run, args.out, cfg=cfg, overwrite=args.overwrite, progress=not args.quiet)
     print(gene.describe())
     print(f"\nselected {result['selected']} by {result['name']}: {result['reason']}")
@@ -163,12 +137,11 @@ def _select(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     from learngene.distributed import init_distributed
     from learngene.gene import Learngene
-    from learngene.paradigm import evaluate_run, write_evaluation
     from learngene.report import methods_table
+    from learngene.run import evaluate_run, write_evaluation
     from learngene.safeio import check_writable_dir
 
     cfg = _run_cfg(args.run, args.overrides)
-    refuse_vit(cfg, "evaluate")
     dist, _ = init_distributed("cpu")  # individual trainings are small: sharded over ranks on the CPU
     gene = Learngene.load(args.gene)
     if dist.is_main:  # an unwritable --out fails now, not after the whole evaluation
@@ -185,60 +158,26 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _inherit(args: argparse.Namespace) -> int:
-    from learngene.config import Config, load_config
-    from learngene.safeio import check_writable_dir
+    from learngene.config import load_config
+    from learngene.kinds import inherit
+    from learngene.runtime import resolve_device
 
-    cfg = load_config(args.preset, args.config, args.overrides) if (args.preset or args.config or args.overrides) \
-        else Config()
-    from learngene.vit_gene import is_transformer_gene
-
-    if args.compare not in (None, "scratch"):
-        raise LearngeneError(f"--compare {args.compare!r}: the only comparison is 'scratch'")
-    if is_transformer_gene(args.gene):
-        from learngene.vit_paradigm import inherit_vit
-
-        if args.depth is None:
-            raise LearngeneError(f"{args.gene} is a transformer learngene: give the descendant's depth, e.g. --depth 6")
-        given = bool(args.preset or args.config or args.overrides)  # else inherit_vit's few-shot defaults
-        v = cfg.vit
-        settings = {"epochs": v.descendant_epochs, "lr": v.descendant_lr or v.lr, "weight_decay": v.weight_decay,
-                    "batch_size": v.batch_size, "augment": cfg.data.augment} if given else {}
-        from learngene.runtime import resolve_device
-
-        result = inherit_vit(args.gene, args.support, args.query, args.depth, args.out,
-                             compare_scratch=args.compare == "scratch", seed=args.seed, overwrite=args.overwrite,
-                             device=resolve_device(args.device), **settings)
-        print(f"trained a depth-{result['depth']} {result['kind']} descendant on {result['support_images']} images of "
-              f"{len(result['classes'])} classes -> {result['out']}"
-              + (f"; query accuracy {result['query_accuracy']:.3f}" if result.get("query_accuracy") is not None else ""))
-        if result.get("scratch"):
-            acc = result["scratch"].get("query_accuracy")
-            print("scratch (same architecture, random init, same budget): "
-                  + (f"query accuracy {acc:.3f}" if acc is not None else "no --query folder to measure it on"))
-        return 0
-    from learngene.gene import Learngene
-    from learngene.individual import inherit
-
-    gene = Learngene.load(args.gene)  # first: a missing or broken --gene is named as such, whatever else is given
-    if args.depth is not None:
-        raise LearngeneError(
-            f"--depth builds transformer descendants, but {args.gene} is a CNN learngene (its individual model's "
-            "size is set by individual.before / individual.after); drop --depth"
-        )
-    out = check_writable_dir(args.out, overwrite=args.overwrite, resumable=False, kind="individual model")
-    result = inherit(gene, args.support, out, query_dir=args.query, settings=cfg.individual, seed=args.seed,
-                     compare_scratch=args.compare == "scratch", curve_every=cfg.evaluate.curve_every,
-                     invert=args.invert, resize=args.resize)
-    msg = f"trained an individual model on {result['images']} images of {len(result['classes'])} classes -> {out}"
-    if "accuracy" in result:
-        msg += f"; query accuracy {result['accuracy']:.3f} on {result['query_images']} images"
+    cfg = load_config(args.preset, args.config, []) if (args.preset or args.config) else None
+    result = inherit(args.gene, args.support, args.out, query_dir=args.query, cfg=cfg, overrides=args.overrides,
+                     depth=args.depth, seed=args.seed, compare_scratch=args.compare == "scratch",
+                     device=resolve_device(args.device), overwrite=args.overwrite, invert=args.invert,
+                     resize=args.resize)
+    msg = (f"trained {result['what']} on {result['images']} images of {len(result['classes'])} classes -> "
+           f"{result['out']}")
+    if result.get("query_accuracy") is not None:
+        msg += f"; query accuracy {result['query_accuracy']:.3f} on {result['query_images']} images"
         cal = result.get("calibration")
         if cal:
             msg += (f"\nmean top score {cal['mean_score']:.3f}, calibration error (ECE) {cal['ece']:.3f}: the "
                     "scores `predict` prints are softmax outputs, not probabilities")
     print(msg)
-    if "scratch" in result:
-        acc = result["scratch"].get("accuracy")
+    if result.get("scratch"):
+        acc = result["scratch"].get("query_accuracy")
         print("scratch (same architecture, random init, same budget): "
               + (f"query accuracy {acc:.3f}" if acc is not None else "no --query folder to measure it on"))
     return 0

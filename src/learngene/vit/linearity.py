@@ -10,7 +10,6 @@ on a shuffled layer order is the control: a high R^2 only means something if the
 from __future__ import annotations
 
 import math
-import re
 import statistics
 from collections.abc import Mapping
 from typing import Any
@@ -19,10 +18,9 @@ import torch
 from torch import Tensor, nn
 
 from learngene.errors import ModelError
+from learngene.models.vit import split_block_key
 
 __all__ = ["layer_linearity", "linear_fit_r2"]
-
-_BLOCK_KEY = re.compile(r"^blocks\.(\d+)\.(.+)$")
 
 
 def linear_fit_r2(values: Tensor, order: Tensor | None = None) -> tuple[float, float]:
@@ -58,9 +56,9 @@ def _blocks(source: nn.Module | Mapping[str, Tensor]) -> tuple[int, dict[str, li
     state = source.state_dict() if isinstance(source, nn.Module) else source
     found: dict[str, dict[int, Tensor]] = {}
     for key, value in state.items():
-        m = _BLOCK_KEY.match(key)
-        if m:
-            found.setdefault(m.group(2), {})[int(m.group(1))] = value.detach().cpu()
+        block = split_block_key(key)
+        if block is not None:
+            found.setdefault(block[1], {})[block[0]] = value.detach().cpu()
     if not found:
         raise ModelError(
             "no 'blocks.{i}.*' tensors found; layer_linearity needs a timm ViT or its state dict"

@@ -143,10 +143,10 @@ def test_inherit_compare_scratch_trains_the_same_architecture_with_the_same_budg
 def _expected_starts(run_dir) -> dict[str, str]:
     """Fingerprints of the weights each gene-based method must start every target task from: the gene file's
     tensors for ``learngene``, the collective network's blocks for the ablations."""
+    from learngene.collective_run import load_collective_run
     from learngene.evaluate import ablation_genes
     from learngene.gene import Learngene
     from learngene.individual import weights_fingerprint
-    from learngene.pipeline import load_collective_run
 
     gene = Learngene.load(run_dir / "gene")
     run = load_collective_run(run_dir / "collective")
@@ -179,7 +179,7 @@ def test_a_model_reused_across_target_tasks_is_caught(run_dir, monkeypatch):
     """Inject the paper code's bug (one task's fine-tuned model starts the next): the check must fail."""
     import learngene.evaluate as ev
     from learngene.gene import Learngene
-    from learngene.paradigm import evaluate_run
+    from learngene.run import evaluate_run
 
     built: dict = {}
     real = ev.build_individual
@@ -252,10 +252,10 @@ def test_duplicate_gene_methods_are_trained_once_and_match_a_real_run(run_dir):
     """gene-bottom with the learngene's own layers is reported as a copy, equal to training it for real."""
     import copy
 
+    from learngene.collective_run import load_collective_run
     from learngene.data import TaskStream
     from learngene.evaluate import evaluate_methods
     from learngene.gene import Learngene
-    from learngene.pipeline import load_collective_run
     from learngene.prepare import load_data
 
     run = load_collective_run(run_dir / "collective")

@@ -1,4 +1,5 @@
-"""The later stages over run directories: select the learngene, evaluate individuals, run everything."""
+"""Whole runs (``learngene run`` for either paradigm) and the CNN stages after the collective model over a run
+directory: select the learngene, evaluate the individual models against the baselines."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import torch
 
 from learngene import __version__
 from learngene.collective.recorder import GradientRecorder
+from learngene.collective_run import check_same_config, cnn_stage, load_collective_run, run_collective
 from learngene.config import Config, parse_setting
 from learngene.criterion import CriterionContext, select_layers
 from learngene.data import TaskStream, sample_episodes
@@ -20,10 +22,10 @@ from learngene.errors import CheckpointError, LearngeneError
 from learngene.evaluate import evaluate_methods
 from learngene.gene import Learngene
 from learngene.individual import PseudoTaskScorer
-from learngene.pipeline import check_same_config, load_collective_run, locked_output, run_collective
 from learngene.plots import plot_bars, plot_criterion, plot_curves
 from learngene.prepare import load_data, make_split, make_stream
-from learngene.report import render_evaluation, write_report
+from learngene.registry import CRITERIA, DESCENDANT_METHODS, METHODS, MODELS, SOURCES
+from learngene.report import methods_table, render_evaluation, write_report
 from learngene.safeio import (
     atomic_write_bytes,
     atomic_write_json,
@@ -32,11 +34,13 @@ from learngene.safeio import (
     jsonable,
     read_json,
 )
+from learngene.vit.report import render_vit_report
+from learngene.vit.run import run_vit
 
 log = logging.getLogger(__name__)
 
 
-def _pseudo_pool(stream: TaskStream) -> tuple[list[str], str]:
+def pseudo_pool(stream: TaskStream) -> tuple[list[str], str]:
     """Classes for pseudo-target tasks: source classes the stream never used, else the open world. Never novel."""
     split = stream.split
     unseen = [c for c in split.source if c not in set(stream.class_order)]
@@ -58,7 +62,7 @@ def preflight(cfg: Config, data) -> None:
         ways, shots = parse_setting(setting)
         sample_episodes(data, list(stream.split.novel), ways, shots, cfg.evaluate.queries, 1)
     if cfg.criterion.name == "validation":
-        pool, _ = _pseudo_pool(stream)
+        pool, _ = pseudo_pool(stream)
         ways = min(cfg.stream.ways, len(pool))
         if ways < 2:
             raise LearngeneError(
@@ -103,7 +107,7 @@ def select_learngene(network, stream: TaskStream, *, cfg: Config | None = None,
         else:
             fractions = norms = None
     spec = input_spec if input_spec is not None else data.input_spec(stream.split.source)
-    pseudo, pool = _pseudo_pool(stream)
+    pseudo, pool = pseudo_pool(stream)
     scorer = PseudoTaskScorer(network, data, pseudo, spec, cfg) if min(cfg.stream.ways, len(pseudo)) >= 2 else None
     ctx = CriterionContext(network=network, layer_names=layer_names, grad_stats=fractions, grad_norms=norms,
                            cfg=cfg, data=data, pseudo_classes=pseudo, pseudo_pool=pool, input_spec=spec,
@@ -132,7 +136,7 @@ def select_gene(run_dir: str | Path, gene_dir: str | Path, *, cfg: Config | None
     if dist.is_main:
         check_writable_dir(gene_dir, overwrite=overwrite, resumable=False, kind="learngene", part_of_run=part_of_run)
     run = load_collective_run(run_dir)
-    cfg = cfg or run["config"]
+    cfg = (cfg or run["config"]).require_cnn("learngene select")
     data = data if data is not None else load_data(cfg)
     stream = TaskStream.from_manifest(data, run["stream_manifest"])
     gene, result = select_learngene(run["network"], stream, cfg=cfg, recorder=GradientRecorder.load(run_dir),
@@ -158,7 +162,7 @@ def evaluate_run(run_dir: str | Path, gene: Learngene, *, cfg: Config | None = N
     processed more, so the run's measured ``images_seen`` is the budget then.
     """
     run = load_collective_run(run_dir)
-    cfg = cfg or run["config"]
+    cfg = (cfg or run["config"]).require_cnn("learngene evaluate")
     data = data if data is not None else load_data(cfg)
     stream = TaskStream.from_manifest(data, run["stream_manifest"])
     network = run["network"]
@@ -190,10 +194,55 @@ def write_evaluation(result: dict[str, Any], out: str | Path, *, run_dir: str | 
     plot_settings(result, out / "plots")
 
 
-@locked_output
+
+
+def check_names(cfg: Config) -> Config:
+    """Refuse a name the config gives a registry that nothing registered (checked here, where every registry is
+    filled, before anything runs): the data source, the model, the criterion and the compared methods."""
+    SOURCES.check(cfg.data.source, "data.source")
+    if cfg.paradigm == "cnn":  # a transformer's model.name is checked against the ViT presets (vit_shape)
+        MODELS.check(cfg.model.name, "model.name")
+    CRITERIA.check(cfg.criterion.name, "criterion.name")
+    methods = METHODS if cfg.paradigm == "cnn" else DESCENDANT_METHODS
+    for name in cfg.evaluate.methods or []:
+        methods.check(name, "evaluate.methods")
+    return cfg
+
+
 def run_paradigm(cfg: Config, out: str | Path, *, resume: bool = False, overwrite: bool = False,
                  device: torch.device | str = "cpu", progress: bool = True,
                  dist: DistInfo = SINGLE) -> dict[str, Any]:
+    """``learngene run``: the whole paradigm ``cfg.paradigm`` names into ``out``; returns the report it wrote.
+
+    ``cnn``: collective -> criterion -> gene -> individuals + baselines; ``vit``:
+    :func:`learngene.vit.run.run_vit` (``resume`` reuses its cached stages, as any rerun does).
+    """
+    check_names(cfg)
+    if cfg.paradigm == "vit":
+        if not resume:
+            check_writable_dir(out, overwrite=overwrite, kind="run")
+        return run_vit(cfg, out, progress=progress, device=device)
+    return _run_cnn(cfg, out, resume=resume, overwrite=overwrite, device=device, progress=progress, dist=dist)
+
+
+def run_summary(cfg: Config, report: dict[str, Any], out: str | Path) -> str:
+    """What ``learngene run`` prints once a run is done."""
+    if cfg.paradigm == "vit":
+        return f"{render_vit_report(report)}\n\nreport: {Path(out) / 'report.md'}"
+    ind = report["individual"]
+    ow = report["collective"].get("open_world") or {}
+    lines = [f"learngene selected: {', '.join(report['criterion']['selected'])} ({report['criterion']['name']})",
+             f"collective: final avg accuracy {report['collective']['final']['average_accuracy']:.3f}, "
+             f"open-world AUROC {ow.get('auroc', float('nan')):.3f}"]
+    for setting, res in ind["settings"].items():
+        lines += ["", f"{setting}:", methods_table(res["methods"])]
+    return "\n".join([*lines, "", f"report: {Path(out) / 'report.md'}"])
+
+
+@cnn_stage("learngene run")
+def _run_cnn(cfg: Config, out: str | Path, *, resume: bool = False, overwrite: bool = False,
+             device: torch.device | str = "cpu", progress: bool = True,
+             dist: DistInfo = SINGLE) -> dict[str, Any]:
     """collective -> criterion -> gene -> individuals + baselines -> report.json / report.md / plots."""
     out = Path(out)
     if not resume and dist.is_main:

@@ -16,7 +16,7 @@ that the tensors are exactly those the manifest's shape record, kind, rule and b
 right shapes: anything else is a :class:`~learngene.errors.GeneError` that names the difference.
 
 ``build_descendant(gene, depth=D, num_classes=C, seed=s)`` returns a
-:class:`~learngene.descendants.Descendant` (a plain timm ``VisionTransformer`` with a fresh head) of any depth
+:class:`~learngene.vit.descendants.Descendant` (a plain timm ``VisionTransformer`` with a fresh head) of any depth
 the gene allows: deeper than the ancestry too.
 """
 
@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -32,19 +31,24 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from learngene.artifacts import TRANSFORMER_GENE, load_artifact, save_artifact
+from learngene.artifacts import TRANSFORMER_GENE, declared_format, load_artifact, save_artifact, serialize
 from learngene.errors import GeneError, ModelError
 from learngene.gene_format import validate_file_contract
 from learngene.models.expansion import ExpandedViT, rule_from_spec
 from learngene.models.vit import (
     BLOCK_PREFIX,
     EMBEDDING_PREFIXES,
-    _full_config,
+    FINAL_NORM_PREFIXES,
     build_vit,
+    full_config,
+    load_block_state_dict,
     num_blocks,
     shared_state_dict,
+    split_block_key,
     vit_config,
 )
+from learngene.runtime import seeded
+from learngene.safeio import jsonable
 
 __all__ = [
     "GENE_KINDS",
@@ -55,9 +59,7 @@ __all__ = [
 ]
 
 GENE_KINDS = ("tleg", "heur-lg")
-FINAL_NORM_PREFIXES = ("norm.", "fc_norm.")
 _SPEC_KEYS = ("image_size", "channels", "mean", "std")
-_BLOCK_KEY = re.compile(r"^blocks\.(\d+)\.(.+)$")
 
 
 def _err(where: str, message: str) -> GeneError:
@@ -145,7 +147,7 @@ class TransformerGene:
         self.kind = kind
         self.tensors: dict[str, Tensor] = {k: v.detach().cpu() for k, v in tensors.items()}
         try:
-            self.vit_cfg: dict[str, Any] = _full_config(dict(vit_cfg))
+            self.vit_cfg: dict[str, Any] = full_config(dict(vit_cfg))
         except (ModelError, TypeError, AttributeError) as err:
             raise _err(where, f"its ViT shape record 'vit' cannot be built: {err}") from None
         self.input_spec = _check_spec(input_spec, where)
@@ -232,8 +234,44 @@ class TransformerGene:
             rule_from_spec(self.rule).check_depth(depth)
         return depth
 
+    # ------------------------------------------------------------------ descendants
+    paradigm = "vit"  # the config paradigm whose settings train its descendants
+
+    def descendant(self, depth: int, num_classes: int, *, seed: int | None = None) -> tuple[nn.Module, tuple[str, ...]]:
+        """A ViT of ``depth`` blocks with a fresh ``num_classes`` head built from this gene, and the state-dict keys
+        that came from the gene.  TLEG: every block expanded by the rule, embeddings and final norm copied.
+        Heur-LG: a fresh ViT, embeddings (+ final norm) copied, the gene's blocks stacked last (a descendant
+        shallower than the gene keeps its last ``depth`` blocks: the criterion's blocks end the network)."""
+        depth = self.check_depth(depth)
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+            raise ModelError(f"num_classes must be an integer >= 1, got {num_classes!r}")
+        if self.kind == "tleg":
+            model = self.expanded(seed=seed).materialize(depth, num_classes, copy_head=False, seed=seed)
+            return model, tuple(k for k in model.state_dict() if not k.startswith("head."))
+        with seeded(seed):
+            model = build_vit({**self.vit_cfg, "depth": depth, "num_classes": num_classes})
+        shared = {k: v for k, v in self.tensors.items() if not k.startswith(BLOCK_PREFIX)}
+        state = model.state_dict()
+        state.update({k: v.clone() for k, v in shared.items()})
+        model.load_state_dict(state, strict=True)
+        inherited = list(shared)
+        chosen = self.block_indices[-depth:] if depth < len(self.block_indices) else list(self.block_indices)
+        start = depth - len(chosen)
+        for offset, src in enumerate(chosen):
+            block = {b[1]: v for k, v in self.tensors.items() if (b := split_block_key(k)) and b[0] == src}
+            load_block_state_dict(model, start + offset, block)
+            inherited += [f"{BLOCK_PREFIX}{start + offset}.{name}" for name in block]
+        return model, tuple(inherited)
+
+    def build(self, num_classes: int, *, depth: int, seed: int | None = None, inherit: bool = True) -> nn.Module:
+        """A descendant of ``depth`` blocks (``inherit=False``: the same shape, randomly initialized)."""
+        if not inherit:
+            with seeded(seed):
+                return build_vit({**self.vit_cfg, "depth": self.check_depth(depth), "num_classes": num_classes})
+        return self.descendant(depth, num_classes, seed=seed)[0]
+
     # ------------------------------------------------------------------ files
-    def manifest_fields(self) -> dict[str, Any]:
+    def _fields(self) -> dict[str, Any]:
         fields: dict[str, Any] = {
             "kind": self.kind,
             "vit": self.vit_cfg,
@@ -246,13 +284,16 @@ class TransformerGene:
             fields.update(rule=self.rule, aux_depth=self.aux_depth)
         else:
             fields.update(block_indices=self.block_indices, criterion=self.criterion)
-        return fields
+        return jsonable(fields)
 
-    def save(self, directory: str | Path) -> dict[str, Any]:
-        """Write ``learngene.json`` + ``model.safetensors`` into ``directory`` (atomically); the manifest."""
-        from learngene.safeio import jsonable
+    def manifest(self) -> dict[str, Any]:
+        """The learngene.json content of this gene (including the tensor file's SHA-256)."""
+        return serialize(TRANSFORMER_GENE, dict(self.tensors), self._fields(), version=self.made_by)[1]
 
-        return save_artifact(directory, TRANSFORMER_GENE, dict(self.tensors), jsonable(self.manifest_fields()))
+    def save(self, directory: str | Path) -> Path:
+        """Write ``model.safetensors`` then ``learngene.json`` into ``directory`` (atomically)."""
+        save_artifact(directory, TRANSFORMER_GENE, dict(self.tensors), self._fields())
+        return Path(directory)
 
     @classmethod
     def load(cls, path: str | Path) -> TransformerGene:
@@ -413,15 +454,6 @@ def extract_heur_lg(
 
 
 def is_transformer_gene(path: str | Path) -> bool:
-    """Whether ``path`` (a directory or its ``learngene.json``) holds a transformer learngene (by its format).
-
-    For the CLI to dispatch ``inspect`` / ``inherit`` between CNN and transformer genes; never raises.
-    """
-    p = Path(path)
-    manifest = p / TRANSFORMER_GENE.manifest if p.is_dir() else p.parent / TRANSFORMER_GENE.manifest
-    try:
-        if manifest.stat().st_size > 16 * 1024 * 1024:
-            return False
-        return json.loads(manifest.read_text(encoding="utf-8")).get("format") == TRANSFORMER_GENE.format
-    except (OSError, ValueError, AttributeError, UnicodeDecodeError):
-        return False
+    """Whether ``path`` (a directory or its ``learngene.json``) holds a transformer learngene (by its format);
+    never raises."""
+    return declared_format(path, TRANSFORMER_GENE.manifest) == TRANSFORMER_GENE.format

@@ -1,4 +1,4 @@
-"""Distillation loss and the training loops (distillation and plain cross-entropy)."""
+"""The auxiliary net's distillation: the loss, and its training loop on the engine."""
 
 from __future__ import annotations
 
@@ -6,11 +6,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from learngene.distill import TensorBatches, distillation_loss, train_classifier, train_distilled
-from learngene.errors import ConfigError, ModelError, NonFiniteError
+from learngene.errors import ConfigError, ModelError
 from learngene.models.expansion import ExpandedViT
 from learngene.models.vit import build_vit
 from learngene.runtime import seeded
+from learngene.vit.auxiliary import distillation_loss, train_distilled
 
 
 def _logits(seed: int, n: int = 8, c: int = 5) -> torch.Tensor:
@@ -61,7 +61,7 @@ def test_distillation_lowers_kl_and_leaves_teacher_untouched(tiny_cfg, batch):
     y = torch.zeros(len(batch), dtype=torch.long)
     before = _kl(student, teacher, batch)
     history = train_distilled(
-        student, teacher, [(batch, y)], epochs=8, lr=3e-3, mode="soft", alpha=1.0, temperature=2.0, seed=0
+        student, teacher, [(batch, y)], 8, lr=3e-3, mode="soft", alpha=1.0, temperature=2.0, seed=0
     )
     after = _kl(student, teacher, batch)
     assert len(history["loss"]) == 8 and history["train_seconds"] > 0
@@ -69,50 +69,3 @@ def test_distillation_lowers_kl_and_leaves_teacher_untouched(tiny_cfg, batch):
     assert history["loss"][-1] < history["loss"][0]
     assert teacher.training
     assert all(torch.equal(v, teacher_state[k]) for k, v in teacher.state_dict().items())
-
-
-def test_non_finite_loss_raises_a_clear_error(tiny_cfg, batch):
-    model = build_vit(tiny_cfg)
-    bad = batch.clone()
-    bad[0, 0, 0, 0] = float("nan")
-    with pytest.raises(NonFiniteError, match="non-finite classification loss at epoch 0, batch 0"):
-        train_classifier(model, [(bad, torch.zeros(len(bad), dtype=torch.long))], epochs=1)
-
-
-def test_classifier_curve_seed_and_global_rng(tiny_cfg, batch):
-    cfg = {**tiny_cfg, "drop_rate": 0.3, "depth": 1}  # dropout: the seed must decide the masks
-    y = torch.arange(len(batch)) % 5
-    loader = [(batch, y)]
-    seen: list[int] = []
-
-    def eval_fn(model) -> float:
-        seen.append(int(model.training))
-        return 0.5
-
-    def run(seed: int) -> dict:
-        with seeded(3):
-            model = build_vit(cfg)
-        return train_classifier(model, loader, 3, seed=seed, eval_fn=eval_fn, eval_epochs=[0, 1, 3])
-
-    rng = torch.get_rng_state()
-    a, b, c = run(7), run(7), run(8)
-    assert torch.equal(torch.get_rng_state(), rng)  # seeded runs never move the caller's RNG
-    assert a["loss"] == b["loss"] and a["loss"] != c["loss"]
-    assert a["curve_epochs"] == [0, 1, 3] and a["curve"] == [0.5, 0.5, 0.5]
-
-
-def test_tensor_batches_reshuffle_reproducibly():
-    x, y = torch.arange(10).float()[:, None], torch.arange(10)
-    first = [b[1].tolist() for b in TensorBatches(x, y, 4, seed=1)]
-    loader = TensorBatches(x, y, 4, seed=1)
-    epoch1, epoch2 = [b[1].tolist() for b in loader], [b[1].tolist() for b in loader]
-    assert epoch1 == first and epoch1 != epoch2 and len(loader) == 3
-    assert sorted(sum(epoch2, [])) == list(range(10))
-    with pytest.raises(ConfigError, match="batch_size"):
-        TensorBatches(x, y, 0)
-
-
-def test_amp_path_runs_on_cpu(tiny_cfg, batch):
-    model = build_vit({**tiny_cfg, "depth": 1})
-    out = train_classifier(model, [(batch, torch.arange(len(batch)) % 5)], 2, amp=True, seed=0)
-    assert len(out["loss"]) == 2 and all(torch.isfinite(torch.tensor(out["loss"])))

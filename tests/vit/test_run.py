@@ -13,9 +13,11 @@ from PIL import Image
 from learngene.artifacts import INDIVIDUAL
 from learngene.config import load_config
 from learngene.errors import ConfigError, DataError
+from learngene.kinds import inherit
 from learngene.models.io import load_network
-from learngene.vit_gene import TransformerGene
-from learngene.vit_paradigm import inherit_vit, run_vit
+from learngene.run import check_names
+from learngene.vit.gene import TransformerGene
+from learngene.vit.run import run_vit
 
 METHODS = ["scratch", "heur-lg", "truncated", "tleg"]
 
@@ -56,7 +58,7 @@ def test_smoke_report_rows_are_well_formed(smoke):
         want = sorted({e for e in cfg.vit.eval_epochs if e <= epochs} | {epochs})
         assert r["curve"]["epochs"] == want and len(r["curve"]["acc"]) == len(want)
         assert r["curve"]["acc"][-1] == pytest.approx(r["acc"])
-        assert [s["seed"] for s in r["per_seed"]] == cfg.vit.seeds
+        assert [s["seed"] for s in r["per_seed"]] == cfg.evaluate.seeds
         stored = {"scratch": 0, "truncated": on_disk["ancestry"]["params"],
                   "tleg": genes["tleg"].stored_params, "heur-lg": genes["heur-lg"].stored_params}[r["method"]]
         assert r["stored_params"] == stored
@@ -94,7 +96,7 @@ def test_rerun_reuses_the_cached_ancestry_aux_and_descendants(smoke, tmp_path):
     assert [(r["method"], r["depth"], r["acc"]) for r in again["descendants"]["rows"]] == \
         [(r["method"], r["depth"], r["acc"]) for r in report["descendants"]["rows"]]
     # a changed setting that the descendants depend on retrains them, not the ancestry
-    changed = load_config("vit-smoke", None, ["vit.descendant_epochs=1", "vit.methods=['tleg']", "vit.depths=[2]"])
+    changed = load_config("vit-smoke", None, ["vit.descendant_epochs=1", "evaluate.methods=['tleg']", "vit.depths=[2]"])
     third = run_vit(changed, out, progress=False)
     assert third["ancestry"]["cached"] and third["tleg"]["cached"]
     assert [r["curve"]["epochs"] for r in third["descendants"]["rows"]] == [[0, 1]]
@@ -102,8 +104,8 @@ def test_rerun_reuses_the_cached_ancestry_aux_and_descendants(smoke, tmp_path):
 
 def test_validation_criterion_chooses_blocks_on_open_world_pseudo_tasks(tmp_path):
     cfg = load_config("vit-smoke", None, [
-        "vit.heur_criterion='validation'", "vit.methods=['heur-lg']", "vit.depths=[2]", "vit.seeds=[0]",
-        "vit.heur_val_epochs=1", "vit.ancestry_epochs=1", "vit.descendant_epochs=1", "evaluate.episodes=1"])
+        "criterion.name='validation'", "evaluate.methods=['heur-lg']", "vit.depths=[2]", "evaluate.seeds=[0]",
+        "criterion.pseudo_epochs=1", "vit.ancestry_epochs=1", "vit.descendant_epochs=1", "evaluate.episodes=1"])
     report = run_vit(cfg, tmp_path / "run", progress=False)
     crit = report["heur_lg"]
     assert crit["name"] == "validation" and "open-world" in crit["reason"]
@@ -121,18 +123,18 @@ def test_validation_criterion_chooses_blocks_on_open_world_pseudo_tasks(tmp_path
 def test_bad_settings_are_refused_before_training(tmp_path):
     with pytest.raises(ConfigError, match="paradigm"):
         run_vit(load_config("smoke"), tmp_path / "a", progress=False)
-    with pytest.raises(ConfigError, match="vit.ancestry = 'vgg4' is not a registered ViT preset"):
-        run_vit(load_config("vit-smoke", None, ["vit.ancestry='vgg4'"]), tmp_path / "b", progress=False)
+    with pytest.raises(ConfigError, match="model.name = 'vgg4' is not a registered ViT preset"):
+        run_vit(load_config("vit-smoke", None, ["model.name='vgg4'"]), tmp_path / "b", progress=False)
     with pytest.raises(ConfigError, match="not a multiple of the ViT patch size"):
         run_vit(load_config("vit-smoke", None, ["vit.patch_size=3"]), tmp_path / "c", progress=False)
     with pytest.raises(ConfigError, match="vit.rule = 'stack' cannot build every depth"):
         run_vit(load_config("vit-smoke", None, ["vit.rule='stack'"]), tmp_path / "d", progress=False)
-    with pytest.raises(ConfigError, match="vit.methods names unknown methods"):
-        load_config("vit-smoke", None, ["vit.methods=['wave']"])
-    with pytest.raises(ConfigError, match="vit.heur_criterion"):
-        load_config("vit-smoke", None, ["vit.heur_criterion='random'"])
-    with pytest.raises(ConfigError, match="vit.test_fraction"):
-        load_config("vit-smoke", None, ["vit.test_fraction=1.0"])
+    with pytest.raises(ConfigError, match="evaluate.methods = 'wave' is not a registered transformer method"):
+        run_vit(load_config("vit-smoke", None, ["evaluate.methods=['wave']"]), tmp_path / "e", progress=False)
+    with pytest.raises(ConfigError, match="criterion.name = 'random' is not a registered criterion"):
+        check_names(load_config("vit-smoke", None, ["criterion.name='random'"]))
+    with pytest.raises(ConfigError, match="stream.test_fraction"):
+        load_config("vit-smoke", None, ["stream.test_fraction=1.0"])
     (tmp_path / "gene").mkdir()
     (tmp_path / "gene" / "learngene.json").write_text("{}")
     with pytest.raises(ConfigError, match="holds a learngene"):
@@ -160,12 +162,13 @@ def _novel_folders(cfg, tmp_path):
     return data, novel, sup, qry
 
 
-def test_inherit_vit_trains_saves_for_predict_and_compares_scratch(smoke, tmp_path):
+def test_inherit_trains_a_descendant_saves_it_for_predict_and_compares_scratch(smoke, tmp_path):
     from learngene.individual import load_individual
 
     cfg, out, _ = smoke
     data, novel, sup, qry = _novel_folders(cfg, tmp_path)
-    result = inherit_vit(out / "genes" / "tleg", sup, qry, 5, tmp_path / "model", compare_scratch=True, epochs=3)
+    result = inherit(out / "genes" / "tleg", sup, tmp_path / "model", query_dir=qry, depth=5, compare_scratch=True,
+                     overrides=["vit.descendant_epochs=3"])
     assert result["classes"] == sorted(novel) and result["depth"] == 5 and result["kind"] == "tleg"
     assert 0.0 <= result["query_accuracy"] <= 1.0 and 0.0 <= result["scratch"]["query_accuracy"] <= 1.0
     assert result["curve"]["epochs"][0] == 0 and result["curve"]["epochs"][-1] == 3
@@ -177,14 +180,15 @@ def test_inherit_vit_trains_saves_for_predict_and_compares_scratch(smoke, tmp_pa
     assert torch.equal(model(x), again(x)) and model(x).shape == (2, 3)
     # Heur-LG genes too, without a query folder; an occupied --out needs overwrite
     with pytest.raises(ConfigError, match="not empty"):
-        inherit_vit(out / "genes" / "heur-lg", sup, None, 2, tmp_path / "model", epochs=1)
-    plain = inherit_vit(out / "genes" / "heur-lg", sup, None, 2, tmp_path / "model", epochs=1, overwrite=True)
+        inherit(out / "genes" / "heur-lg", sup, tmp_path / "model", depth=2, overrides=["vit.descendant_epochs=1"])
+    plain = inherit(out / "genes" / "heur-lg", sup, tmp_path / "model", depth=2, overrides=["vit.descendant_epochs=1"],
+                    overwrite=True)
     assert plain["query_accuracy"] is None and plain["scratch"] is None
     two = tmp_path / "two"
     for i, c in enumerate(novel[:2]):
         _image_folder(two, data.images[data.indices_of(c)[:2]], [i] * 2, novel)
     with pytest.raises(DataError, match="lacks"):
-        inherit_vit(out / "genes" / "tleg", two, qry, 2, tmp_path / "m2", epochs=1)
+        inherit(out / "genes" / "tleg", two, tmp_path / "m2", query_dir=qry, depth=2)
 
 
 def test_cli_inherit_depth_compare_scratch_predict_and_inspect(smoke, tmp_path, capsys):
@@ -209,3 +213,40 @@ def test_cli_inherit_depth_compare_scratch_predict_and_inspect(smoke, tmp_path, 
     no_depth = ["inherit", "--gene", str(out / "genes" / "tleg"), "--support", str(sup), "--out", str(tmp_path / "m2")]
     assert main(no_depth) == 2
     assert "give the descendant's depth, e.g. --depth 6" in capsys.readouterr().err
+
+
+def test_cli_inherit_set_is_used_or_refused(smoke, tmp_path, capsys):
+    """`inherit --set` either changes what trains (the descendant's epochs: its accuracy curve) or is refused."""
+    from learngene.cli import main
+
+    cfg, out, _ = smoke
+    _, _, sup, qry = _novel_folders(cfg, tmp_path)
+    base = ["inherit", "--gene", str(out / "genes" / "heur-lg"), "--depth", "2", "--support", str(sup), "--query",
+            str(qry)]
+    assert main([*base, "--out", str(tmp_path / "a"), "--set", "train.epochs=3"]) == 2
+    assert "config key train.epochs is not read by `learngene inherit` from a transformer learngene, which reads " \
+           "vit.descendant_epochs" in capsys.readouterr().err and not (tmp_path / "a").exists()
+    assert main([*base, "--out", str(tmp_path / "b"), "--preset", "smoke"]) == 2
+    assert "configuration given has paradigm = 'cnn'" in capsys.readouterr().err
+    assert main([*base, "--out", str(tmp_path / "c"), "--set", "vit.descendant_epochs=2"]) == 0
+    from learngene.individual import load_individual
+
+    assert load_individual(tmp_path / "c")[1]["training"]["epochs"] == 2
+
+
+def test_progress_bars_and_log_lines_unless_quiet(tmp_path, capsys):
+    """Every long step shows a bar over its epochs (with the ETA) and says what it does; --quiet silences both."""
+    from learngene.cli import main
+
+    args = ["run", "--preset", "vit-smoke", "--device", "cpu", "--set", "evaluate.methods=['tleg']",
+            "--set", "vit.depths=[2]", "--set", "evaluate.seeds=[0]", "--set", "vit.ancestry_epochs=2",
+            "--set", "vit.aux_epochs=2", "--set", "vit.descendant_epochs=1", "--set", "evaluate.episodes=1"]
+    assert main([*args, "--out", str(tmp_path / "a")]) == 0
+    err = capsys.readouterr().err
+    assert "ancestry: training 3 blocks" in err and "tleg: distilling the ancestry" in err
+    for bar in ("ancestry:   0%|", "auxiliary net:   0%|", "tleg depth 2 seed 0:   0%|"):
+        assert bar in err, bar  # a bar over the epochs, opened before the first: n/total [elapsed<remaining]
+    assert "0/2 [00:00<?" in err
+    assert main([*args, "--out", str(tmp_path / "b"), "--quiet"]) == 0
+    quiet = capsys.readouterr().err
+    assert "ancestry" not in quiet and "%|" not in quiet

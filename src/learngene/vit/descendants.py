@@ -13,7 +13,6 @@ ancestry's.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,16 +25,17 @@ from learngene.models.expansion import ExpandedViT
 from learngene.models.vit import (
     BLOCK_PREFIX,
     EMBEDDING_PREFIXES,
-    _full_config,
+    FINAL_NORM_PREFIXES,
     block_state_dict,
     build_vit,
+    full_config,
     load_block_state_dict,
     num_blocks,
     shared_state_dict,
     vit_config,
 )
 from learngene.runtime import seeded
-from learngene.vit_gene import _BLOCK_KEY, TransformerGene
+from learngene.vit.gene import TransformerGene
 
 __all__ = [
     "EMBEDDING_PREFIXES",
@@ -46,8 +46,6 @@ __all__ = [
     "stack_descendant",
     "truncated_ancestry",
 ]
-
-_FINAL_NORM_PREFIXES = ("norm.", "fc_norm.")
 
 
 @dataclass
@@ -98,7 +96,7 @@ def build_descendant(
 ) -> Descendant:
     """A descendant of ``depth`` blocks with a fresh ``num_classes`` head, from any transformer learngene.
 
-    ``gene`` is a :class:`~learngene.vit_gene.TransformerGene` (or the directory of a saved one): TLEG genes
+    ``gene`` is a :class:`~learngene.vit.gene.TransformerGene` (or the directory of a saved one): TLEG genes
     expand by their rule, Heur-LG genes stack their blocks on fresh ones (:func:`descendant_from_gene`); or an
     :class:`ExpandedViT` / a ``(tensors, config)`` pair from its ``templates_state_dict()`` and ``config()``.
     """
@@ -177,7 +175,7 @@ def stack_descendant(
             f"got {position!r}"
         )
     model = _fresh(vit_config(ancestry), depth, num_classes, seed)
-    keep = EMBEDDING_PREFIXES + (_FINAL_NORM_PREFIXES if copy_final_norm else ())
+    keep = EMBEDDING_PREFIXES + (FINAL_NORM_PREFIXES if copy_final_norm else ())
     shared = {
         k_: v for k_, v in shared_state_dict(ancestry, include_head=False).items() if k_.startswith(keep)
     }
@@ -232,51 +230,25 @@ def scratch_descendant(
     elif isinstance(config, nn.Module):
         cfg = vit_config(config)
     else:
-        cfg = _full_config(config)
+        cfg = full_config(config)
     depth, num_classes = _depth(depth), _classes(num_classes)
     return Descendant(_fresh(cfg, depth, num_classes, seed), "scratch", depth, num_classes, 0, ())
 
 
 # ---------------------------------------------------------------------- from a saved transformer learngene
-def _stacked(gene: TransformerGene, depth: int, num_classes: int, seed: int | None) -> Descendant:
-    """Heur-LG descendant: fresh ViT, embeddings (+ final norm) copied, the gene's blocks on top."""
-    with seeded(seed):
-        model = build_vit({**gene.vit_cfg, "depth": depth, "num_classes": num_classes})
-    shared = {k: v for k, v in gene.tensors.items() if not k.startswith(BLOCK_PREFIX)}
-    state = model.state_dict()
-    state.update({k: v.clone() for k, v in shared.items()})
-    model.load_state_dict(state, strict=True)
-    inherited = list(shared)
-    # a descendant shallower than the gene keeps its top (last) blocks: the criterion's blocks end the network
-    chosen = gene.block_indices[-depth:] if depth < len(gene.block_indices) else list(gene.block_indices)
-    start = depth - len(chosen)
-    for offset, src in enumerate(chosen):
-        block = {m.group(2): v for k, v in gene.tensors.items()
-                 if (m := _BLOCK_KEY.match(k)) and int(m.group(1)) == src}
-        load_block_state_dict(model, start + offset, block)
-        inherited += [f"{BLOCK_PREFIX}{start + offset}.{name}" for name in block]
-    return Descendant(model, "heur-lg", depth, num_classes, gene.stored_params, tuple(inherited))
-
-
 def descendant_from_gene(
     gene: TransformerGene | str | Path, depth: int, num_classes: int, *, seed: int | None = None
 ) -> Descendant:
     """A descendant ViT of ``depth`` blocks and a fresh ``num_classes`` head from a transformer learngene.
 
-    ``gene`` is a :class:`TransformerGene` or the path of a saved one.  TLEG: every block expanded by the
-    gene's rule (any depth it allows), embeddings and final norm copied.  Heur-LG: the gene's blocks stacked
-    last on fresh ones (a shallower descendant keeps the gene's last ``depth`` blocks).  ``stored_params``
-    is the gene's size: what must be kept to build every depth.
+    ``gene`` is a :class:`TransformerGene` or the path of a saved one (see :meth:`TransformerGene.descendant`:
+    TLEG expands every block by its rule, Heur-LG stacks its blocks last on fresh ones).  ``stored_params`` is
+    the gene's size: what must be kept to build every depth.
     """
     if isinstance(gene, (str, Path)):
         gene = TransformerGene.load(gene)
     if not isinstance(gene, TransformerGene):
         raise GeneError(f"descendant_from_gene needs a TransformerGene or its directory, got {type(gene).__name__}")
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-        raise ModelError(f"num_classes must be an integer >= 1, got {num_classes!r}")
-    depth = gene.check_depth(depth)
-    if gene.kind == "heur-lg":
-        return _stacked(gene, depth, num_classes, seed)
-    d = _from_templates((gene.tensors, gene.aux_config()), depth, num_classes, seed=seed)
-    method = "tleg" if gene.rule_name == "linear" else f"expanded:{gene.rule_name}"
-    return dataclasses.replace(d, method=method, stored_params=gene.stored_params)
+    model, inherited = gene.descendant(depth, num_classes, seed=seed)
+    method = gene.kind if gene.kind == "heur-lg" or gene.rule_name == "linear" else f"expanded:{gene.rule_name}"
+    return Descendant(model, method, depth, num_classes, gene.stored_params, inherited)

@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from learngene.artifacts import GENE, TRANSFORMER_GENE, load_artifact, save_artifact
-from learngene.descendants import build_descendant
 from learngene.errors import GeneError, ModelError
 from learngene.models.expansion import ExpandedViT
 from learngene.models.vit import block_state_dict
-from learngene.vit_gene import (
+from learngene.vit.descendants import build_descendant
+from learngene.vit.gene import (
     TransformerGene,
     extract_heur_lg,
     extract_tleg,
@@ -20,6 +20,11 @@ from learngene.vit_gene import (
 )
 
 SPEC = {"image_size": 16, "channels": 1, "mean": [0.3], "std": [0.2]}
+
+
+def _fields(gene) -> dict:
+    """The gene's own manifest fields (what save_artifact takes), without the artifact layer's."""
+    return {k: v for k, v in gene.manifest().items() if k not in ("format", "version", "tensors", "sha256", "fields_sha256")}
 
 
 @pytest.fixture
@@ -94,7 +99,7 @@ def test_heur_lg_round_trip_stacks_blocks_last(tmp_path, ancestry, batch):
 
 def test_tensors_that_do_not_match_the_manifest_are_refused(tmp_path, aux, ancestry):
     gene = extract_tleg(aux, SPEC)
-    fields = gene.manifest_fields()
+    fields = _fields(gene)
     # a valid artifact (checksums fine) whose tensors lack one template the manifest's rule calls for
     tensors = {k: v for k, v in gene.tensors.items() if k != "templates.attn.qkv.weight"}
     save_artifact(tmp_path / "missing", TRANSFORMER_GENE, tensors, fields)
@@ -139,11 +144,11 @@ def test_foreign_and_broken_genes_are_refused(tmp_path, aux):
     with pytest.raises(GeneError, match="not a transformer learngene"):
         TransformerGene.load(tmp_path / "cnn")
     assert not is_transformer_gene(tmp_path / "cnn")
-    fields = {**gene.manifest_fields(), "kind": "wave"}
+    fields = {**_fields(gene), "kind": "wave"}
     save_artifact(tmp_path / "kind", TRANSFORMER_GENE, dict(gene.tensors), fields)
     with pytest.raises(GeneError, match="'kind' must be one of"):
         TransformerGene.load(tmp_path / "kind")
-    fields = {**gene.manifest_fields(), "stored_params": 5}
+    fields = {**_fields(gene), "stored_params": 5}
     save_artifact(tmp_path / "count", TRANSFORMER_GENE, dict(gene.tensors), fields)
     with pytest.raises(GeneError, match="stored_params"):
         TransformerGene.load(tmp_path / "count")

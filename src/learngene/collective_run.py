@@ -33,17 +33,22 @@ from learngene.safeio import (
 MODEL_DIR = "model"
 
 
-def locked_output(fn):
-    """Run ``fn(cfg, out, ...)`` holding ``out``'s lock (rank 0 only): two runs never write one directory."""
+def cnn_stage(stage: str):
+    """``fn(cfg, out, ...)`` as a stage of the CNN paradigm writing ``out``: a transformer config is refused before
+    anything is written, then ``out``'s lock is held (rank 0 only), so two runs never write one directory."""
 
-    @functools.wraps(fn)
-    def wrapper(cfg, out, *args, dist: DistInfo = SINGLE, **kwargs):
-        if not dist.is_main:
-            return fn(cfg, out, *args, dist=dist, **kwargs)
-        with output_lock(out):
-            return fn(cfg, out, *args, dist=dist, **kwargs)
+    def decorator(fn):
+        @functools.wraps(fn)
+        def wrapper(cfg, out, *args, dist: DistInfo = SINGLE, **kwargs):
+            cfg.require_cnn(stage)
+            if not dist.is_main:
+                return fn(cfg, out, *args, dist=dist, **kwargs)
+            with output_lock(out):
+                return fn(cfg, out, *args, dist=dist, **kwargs)
 
-    return wrapper
+        return wrapper
+
+    return decorator
 
 
 COLLECTIVE_OUTPUTS = ("collective.json", "config.json", "stream.json", MODEL_DIR, "checkpoints", "plots",
@@ -69,7 +74,7 @@ def check_same_config(run_dir: str | Path, cfg: Config) -> None:
         )
 
 
-@locked_output
+@cnn_stage("learngene collective")
 def run_collective(
     cfg: Config,
     out: str | Path,
