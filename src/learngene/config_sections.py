@@ -236,12 +236,13 @@ class IndividualConfig(Section):
     # "cosine": logits = scale * cos(feature, class row), imprinted with the class prototypes, so training starts
     # as cosine nearest-class-mean on the inherited features; "linear": a plain Linear layer
     classifier: str = "cosine"
-    epochs: int = 30
+    # 60 epochs at lr 0.03: chosen on Omniglot source pseudo-tasks (BENCHMARKS.md); presets may override both
+    epochs: int = 60
     # epochs of a first stage in which the inherited layers are frozen and only the fresh layers and the head
     # learn (linear probe, then fine-tune); 0: no such stage
     head_epochs: int = 0
     batch_size: int = 32
-    lr: float | None = 0.01
+    lr: float | None = 0.03
     schedule: str = "constant"  # constant | cosine (decay over the main stage's steps)
     momentum: float = 0.9
     weight_decay: float = 5e-4
