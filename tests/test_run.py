@@ -54,7 +54,8 @@ def test_report_schema(run_dir):
     split = report["split"]
     assert split["novel"] and not set(split["novel"]) & set(split["source"])
     for name in ("report.md", "gene/learngene.json", "gene/model.safetensors", "plots/accuracy_5way1shot.png",
-                 "plots/convergence_5way1shot.png", "plots/criterion_scores.png"):
+                 "plots/convergence_5way1shot.png", "plots/criterion_scores.png", "plots/tradeoff_params_5way1shot.png",
+                 "plots/tradeoff_time_5way1shot.png"):
         assert (run_dir / name).is_file(), name
     md = (run_dir / "report.md").read_text()
     assert "| learngene |" in md and "| ncm-collective |" in md and "| protonet |" in md

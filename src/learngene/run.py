@@ -22,7 +22,7 @@ from learngene.errors import CheckpointError, LearngeneError
 from learngene.evaluate import evaluate_methods
 from learngene.gene import Learngene
 from learngene.individual import PseudoTaskScorer
-from learngene.plots import plot_bars, plot_criterion, plot_curves
+from learngene.plots import plot_bars, plot_criterion, plot_curves, plot_tradeoff
 from learngene.prepare import load_data, make_split, make_stream
 from learngene.registry import CRITERIA, DESCENDANT_METHODS, METHODS, MODELS, SOURCES
 from learngene.report import methods_table, render_evaluation, write_report
@@ -184,6 +184,11 @@ def plot_settings(individual: dict[str, Any], plots: Path) -> None:
                     references={m: r["acc_mean"] for m, r in ms.items() if not r["curve"]}, aliases=aliases)
         plot_bars({m: r["acc_mean"] for m, r in ms.items()}, {m: r["acc_ci95"] for m, r in ms.items()},
                   plots / f"accuracy_{setting}.png", title=f"{setting}: mean accuracy with 95% CI", aliases=aliases)
+        # the trade-off a user weighs: accuracy against the model's size and against training time per task
+        plot_tradeoff(ms, "params", plots / f"tradeoff_params_{setting}.png",
+                      title=f"{setting}: accuracy against parameters")
+        plot_tradeoff(ms, "train_seconds_mean", plots / f"tradeoff_time_{setting}.png",
+                      title=f"{setting}: accuracy against training time per task")
 
 
 def write_evaluation(result: dict[str, Any], out: str | Path, *, run_dir: str | Path, gene_dir: str | Path) -> None:
