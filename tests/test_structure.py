@@ -18,6 +18,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "learngene"
 # stage of each module (prefix match: a package covers its modules); lower stages never import higher ones
 STAGES: list[tuple[int, tuple[str, ...]]] = [
     (0, ("learngene", "learngene.errors", "learngene.faults", "learngene.runtime", "learngene.safeio",
+         "learngene.output_dirs",
          "learngene.artifacts", "learngene.registry", "learngene.vit_config", "learngene.config", "learngene.stats",
          "learngene.config_rules", "learngene.config_sections",
          "learngene.plots", "learngene.distributed", "learngene.checkpoint")),
