@@ -30,7 +30,7 @@ STAGES: list[tuple[int, tuple[str, ...]]] = [
     (6, ("learngene.gene", "learngene.gene_format", "learngene.vit.gene")),
     (7, ("learngene.individual", "learngene.vit.descendants", "learngene.vit.criterion", "learngene.vit.inherit",
          "learngene.kinds", "learngene.prediction")),
-    (8, ("learngene.evaluate", "learngene.baselines", "learngene.vit.methods")),
+    (8, ("learngene.evaluate", "learngene.evaluation_summary", "learngene.baselines", "learngene.vit.methods")),
     (9, ("learngene.report", "learngene.collective_run", "learngene.run", "learngene.tune", "learngene.vit",
          "learngene.vit.run", "learngene.vit.report")),
     (10, ("learngene.cli", "learngene.cli_common", "learngene.cli_stages", "learngene.__main__")),
