@@ -180,3 +180,41 @@ def test_one_atomic_writer():
             if writers.search(code):
                 offenders.append(f"{path.relative_to(PACKAGE)}:{i}: {line.strip()}")
     assert not offenders, "\n".join(offenders)
+
+
+STAGE_NAMES = ("foundation", "data", "models", "engine", "collective", "criterion", "gene", "individual", "evaluate",
+               "runs", "CLI")
+
+
+def _readme_rows() -> dict[str, str]:
+    """The README's architecture table: stage name -> the text of its "modules" cell."""
+    readme = PACKAGE.parents[1] / "README.md"
+    rows = {}
+    for line in readme.read_text().splitlines():
+        cells = [c.strip() for c in line.split("|")]
+        if len(cells) == 5 and cells[1] in STAGE_NAMES:
+            rows[cells[1]] = cells[2]
+    return rows
+
+
+def test_the_readme_architecture_table_names_every_module_in_its_stage():
+    """Every module is listed in the README's table on its stage's row (a package's modules inside ``pkg/ (...)``,
+    the ViT ones as ``vit/x``; plugins are ``plugins/`` one per file)."""
+    rows = _readme_rows()
+    assert set(rows) == set(STAGE_NAMES), f"README architecture rows: {sorted(rows)}"
+    missing = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        module = _module_name(path)
+        parts = module.split(".")[1:]
+        if not parts or path.name in ("__init__.py", "__main__.py"):
+            continue
+        if parts[:2] == ["collective", "plugins"]:
+            short = "plugins/"
+        elif parts[0] == "vit":
+            short = "/".join(parts)
+        else:
+            short = parts[-1]
+        row = STAGE_NAMES[_stage(module)]
+        if f"`{short}`" not in rows[row]:
+            missing.append(f"{module}: `{short}` not in the README's {row} row")
+    assert not missing, "\n".join(missing)
