@@ -18,7 +18,6 @@ loading never unpickles) under a key of everything that determines them, so reru
 from __future__ import annotations
 
 import json
-import logging
 import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict
@@ -34,9 +33,10 @@ from learngene.config import Config, parse_setting
 from learngene.data import Episode, ImageSet, TaskStream
 from learngene.data.transforms import BatchAugment, normalize
 from learngene.engine import Batches, batch_of, fit
-from learngene.errors import ConfigError, LearngeneError
+from learngene.errors import ConfigError
 from learngene.models import model_from_config
-from learngene.models.io import load_network, save_network
+from learngene.models.cache import cached_network, load_cached
+from learngene.models.io import save_network
 from learngene.runtime import derive_seed, generator, seeded
 from learngene.safeio import sha256_bytes
 
@@ -62,7 +62,6 @@ __all__ = [
 
 
 FeatureFn = Callable[[Tensor], Tensor]
-log = logging.getLogger(__name__)
 
 
 # ------------------------------------------------------------------------------------------------ NCM
@@ -444,27 +443,12 @@ def load_baseline(
     directory: str | Path, key: dict[str, Any] | None = None
 ) -> tuple[nn.Module, dict[str, Any]]:
     """Load a cached baseline (checked like every artifact and, if given, against ``key``)."""
-    model, manifest = load_network(directory, BASELINE)
-    if key is not None and manifest.get("key") != key:
-        raise LearngeneError(f"{directory} holds a baseline trained under another configuration or stream")
-    return model, manifest.get("info", {})
+    return load_cached(directory, BASELINE, key)
 
 
 def cached_baseline(
     directory: str | Path | None, key: dict[str, Any], train: Callable[[], tuple[nn.Module, dict[str, Any]]]
 ) -> tuple[nn.Module, dict[str, Any]]:
-    """The cached model under ``key`` if ``directory`` holds one, else ``train()`` it and cache it there.
-
-    A missing, stale (other key) or damaged cache is retrained and replaced: it is derived data.
-    """
-    if directory is not None and (Path(directory) / BASELINE.manifest).is_file():
-        try:
-            model, info = load_baseline(directory, key)
-            log.debug("baseline loaded from %s", directory)
-            return model, {**info, "cached": True}
-        except LearngeneError as err:
-            log.info("baseline cache in %s not used (%s); retraining", directory, err)
-    model, info = train()
-    if directory is not None:
-        save_baseline(directory, model, key, info)
-    return model, {**info, "cached": False}
+    """The cached model under ``key`` if ``directory`` holds one, else ``train()`` it and cache it there
+    (:func:`learngene.models.cache.cached_network`: a missing, stale or damaged cache is retrained)."""
+    return cached_network(directory, BASELINE, key, train, what="baseline")
