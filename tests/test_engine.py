@@ -104,3 +104,41 @@ def test_loss_hook_step_losses_and_accuracy_on_raw_images():
     with torch.no_grad():
         expected = (model(normalize(images, [0.5], [0.25])).argmax(1) == y).float().mean().item()
     assert acc == pytest.approx(expected)
+
+
+def test_train_mode_hook_runs_every_epoch_and_keeps_a_layer_in_eval_mode(batch):
+    """``train_mode``: e.g. inherited BatchNorm layers kept on their statistics while the rest trains (the
+    individual recipe's ``bn = frozen``); the evaluation in between does not undo it for the next epoch."""
+    with seeded(0):
+        model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(4 * 14 * 14, 5))
+    kept = model[1].running_mean.clone()
+    modes: list[bool] = []
+
+    def train_mode(m: nn.Module) -> None:
+        m.train()
+        m[1].eval()
+
+    def loss(m, x, y):
+        modes.append(m[1].training)
+        return torch.nn.functional.cross_entropy(m(x), y)
+
+    fit(model, [(batch, torch.arange(len(batch)) % 5)], 3, loss=loss, train_mode=train_mode,
+        evaluate=lambda m: float(m.eval() is m), seed=0)
+    assert modes == [False, False, False] and torch.equal(model[1].running_mean, kept)
+    fit(model, [(batch, torch.arange(len(batch)) % 5)], 1, seed=0)  # the default: model.train()
+    assert not torch.equal(model[1].running_mean, kept)
+
+
+def test_batches_take_any_augmentation_callable_drawing_from_their_generator():
+    x, y = torch.zeros(6, 1, 4, 4), torch.arange(6)
+    draws: list[torch.Tensor] = []
+
+    def augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        draws.append(torch.rand(len(images), generator=generator))
+        return images + draws[-1][:, None, None, None]
+
+    out = [b for b in Batches(x, y, 4, augment=augment, seed=5)]
+    assert len(draws) == 2 and torch.equal(out[0][0][:, 0, 0, 0], draws[0])
+    again = [b for b in Batches(x, y, 4, augment=augment, seed=5)]
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(out, again))
+    assert Batches(x, y, 4, augment="none").augment is None

@@ -18,6 +18,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "learngene"
 # stage of each module (prefix match: a package covers its modules); lower stages never import higher ones
 STAGES: list[tuple[int, tuple[str, ...]]] = [
     (0, ("learngene", "learngene.errors", "learngene.faults", "learngene.runtime", "learngene.safeio",
+         "learngene.output_dirs",
          "learngene.artifacts", "learngene.registry", "learngene.vit_config", "learngene.config", "learngene.stats",
          "learngene.config_rules", "learngene.config_sections",
          "learngene.plots", "learngene.distributed", "learngene.checkpoint")),
@@ -29,7 +30,7 @@ STAGES: list[tuple[int, tuple[str, ...]]] = [
     (6, ("learngene.gene", "learngene.gene_format", "learngene.vit.gene")),
     (7, ("learngene.individual", "learngene.vit.descendants", "learngene.vit.criterion", "learngene.vit.inherit",
          "learngene.kinds", "learngene.prediction")),
-    (8, ("learngene.evaluate", "learngene.baselines", "learngene.vit.methods")),
+    (8, ("learngene.evaluate", "learngene.evaluation_summary", "learngene.baselines", "learngene.vit.methods")),
     (9, ("learngene.report", "learngene.collective_run", "learngene.run", "learngene.tune", "learngene.vit",
          "learngene.vit.run", "learngene.vit.report")),
     (10, ("learngene.cli", "learngene.cli_common", "learngene.cli_stages", "learngene.__main__")),
@@ -179,3 +180,41 @@ def test_one_atomic_writer():
             if writers.search(code):
                 offenders.append(f"{path.relative_to(PACKAGE)}:{i}: {line.strip()}")
     assert not offenders, "\n".join(offenders)
+
+
+STAGE_NAMES = ("foundation", "data", "models", "engine", "collective", "criterion", "gene", "individual", "evaluate",
+               "runs", "CLI")
+
+
+def _readme_rows() -> dict[str, str]:
+    """The README's architecture table: stage name -> the text of its "modules" cell."""
+    readme = PACKAGE.parents[1] / "README.md"
+    rows = {}
+    for line in readme.read_text().splitlines():
+        cells = [c.strip() for c in line.split("|")]
+        if len(cells) == 5 and cells[1] in STAGE_NAMES:
+            rows[cells[1]] = cells[2]
+    return rows
+
+
+def test_the_readme_architecture_table_names_every_module_in_its_stage():
+    """Every module is listed in the README's table on its stage's row (a package's modules inside ``pkg/ (...)``,
+    the ViT ones as ``vit/x``; plugins are ``plugins/`` one per file)."""
+    rows = _readme_rows()
+    assert set(rows) == set(STAGE_NAMES), f"README architecture rows: {sorted(rows)}"
+    missing = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        module = _module_name(path)
+        parts = module.split(".")[1:]
+        if not parts or path.name in ("__init__.py", "__main__.py"):
+            continue
+        if parts[:2] == ["collective", "plugins"]:
+            short = "plugins/"
+        elif parts[0] == "vit":
+            short = "/".join(parts)
+        else:
+            short = parts[-1]
+        row = STAGE_NAMES[_stage(module)]
+        if f"`{short}`" not in rows[row]:
+            missing.append(f"{module}: `{short}` not in the README's {row} row")
+    assert not missing, "\n".join(missing)

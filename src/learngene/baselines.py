@@ -18,10 +18,8 @@ loading never unpickles) under a key of everything that determines them, so reru
 from __future__ import annotations
 
 import json
-import logging
 import math
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -34,10 +32,12 @@ from learngene.artifacts import BASELINE
 from learngene.config import Config, parse_setting
 from learngene.data import Episode, ImageSet, TaskStream
 from learngene.data.transforms import BatchAugment, normalize
-from learngene.errors import ConfigError, LearngeneError, NonFiniteError
+from learngene.engine import Batches, batch_of, fit
+from learngene.errors import ConfigError
 from learngene.models import model_from_config
-from learngene.models.io import load_network, save_network
-from learngene.runtime import derive_seed, generator, progress_bar, seeded
+from learngene.models.cache import cached_network, load_cached
+from learngene.models.io import save_network
+from learngene.runtime import derive_seed, generator, seeded
 from learngene.safeio import sha256_bytes
 
 __all__ = [
@@ -62,7 +62,6 @@ __all__ = [
 
 
 FeatureFn = Callable[[Tensor], Tensor]
-log = logging.getLogger(__name__)
 
 
 # ------------------------------------------------------------------------------------------------ NCM
@@ -268,22 +267,32 @@ def _fresh_backbone(architecture: dict[str, Any], seed: int, device: torch.devic
         return model_from_config(architecture).to(device)
 
 
-def _sgd(model: nn.Module, cfg: Config, steps: int, lr: float | None = None):
+def _sgd(model: nn.Module, cfg: Config, lr: float | None = None) -> torch.optim.Optimizer:
     t = cfg.train
-    opt = torch.optim.SGD(model.parameters(), lr=t.lr if lr is None else lr, momentum=t.momentum,
-                          weight_decay=t.weight_decay)
-    return opt, torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, steps))
+    return torch.optim.SGD(model.parameters(), lr=t.lr if lr is None else lr, momentum=t.momentum,
+                           weight_decay=t.weight_decay)
 
 
-def _step(opt, sched, loss: Tensor, what: str, where: str) -> float:
-    value = float(loss.detach())
-    if not math.isfinite(value):
-        raise NonFiniteError(f"non-finite loss while training the {what} baseline ({where}); lower train.lr")
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    opt.step()
-    sched.step()
-    return value
+def _cosine(opt: torch.optim.Optimizer, steps: int) -> torch.optim.lr_scheduler.CosineAnnealingLR:
+    return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, steps))
+
+
+def _fit(model: nn.Module, batches, epochs: int, cfg: Config, what: str, where: Callable[[int, int], str], *,
+         seed: int, device: torch.device | str, progress: bool, lr: float | None = None,
+         loss=None) -> dict[str, Any]:
+    """SGD + cosine per step with :func:`learngene.engine.fit`; every epoch's dropout draws from its own seed
+    (the caller's global RNG is left alone)."""
+    return fit(model, batches, epochs, loss=loss, optimizer=_sgd(model, cfg, lr), scheduler=_cosine,
+               device=device, seed=lambda e: derive_seed(seed, "dropout", e) % (2**31), what=f"{what} baseline",
+               nonfinite=lambda e, b: f"non-finite loss while training the {what} baseline ({where(e, b)}); "
+                                      "lower train.lr",
+               progress=progress, desc=f"{what} baseline")
+
+
+def _summary(plan: dict[str, Any], res: dict[str, Any]) -> dict[str, Any]:
+    last = res["step_loss"][-10:]
+    return {**plan, "steps": len(res["step_loss"]), "final_loss": sum(last) / max(len(last), 1),
+            "train_seconds": res["train_seconds"]}
 
 
 def train_joint(
@@ -299,38 +308,62 @@ def train_joint(
     """The backbone trained on all stream classes at once (cross-entropy over global labels), SGD + cosine.
 
     Same optimizer settings, batch size and augmentation as the collective model; ``joint_plan`` sets the
-    epochs.
+    epochs. Epoch ``e``'s order and augmentation come from its own seed.
     """
     plan = joint_plan(stream, cfg, budget_images)
     seed = derive_seed(cfg.seed, "baseline", "joint") % (2**31)
     model = _fresh_backbone(architecture, seed, device)
     idx = joint_indices(stream)
-    bs = cfg.train.batch_size
-    steps = plan["epochs"] * math.ceil(len(idx) / bs)
-    opt, sched = _sgd(model, cfg, steps)
-    augment = BatchAugment(cfg.data.augment)
-    tick = time.perf_counter()
-    losses: list[float] = []
-    model.train()
-    for epoch in progress_bar(range(plan["epochs"]), enabled=progress, desc="joint baseline"):
-        with seeded(derive_seed(seed, "dropout", epoch) % (2**31)):  # dropout draws: the caller's global RNG is left alone
-            gen = generator(derive_seed(seed, "epoch", epoch))
-            order = idx[torch.randperm(len(idx), generator=gen)]
-            for start in range(0, len(order), bs):
-                chunk = order[start : start + bs]
-                x = normalize(
-                    augment(stream.data.images[chunk], generator=gen).to(device), spec["mean"], spec["std"]
-                )
-                y = stream.targets(chunk).to(device)
-                loss = F.cross_entropy(model(x), y)
-                losses.append(_step(opt, sched, loss, "joint", f"epoch {epoch}, batch {start // bs}"))
-    info = {
-        **plan,
-        "steps": steps,
-        "final_loss": sum(losses[-10:]) / max(len(losses[-10:]), 1),
-        "train_seconds": time.perf_counter() - tick,
-    }
-    return model.cpu().eval(), info
+    batches = Batches(stream.data.images[idx], stream.targets(idx), cfg.train.batch_size, spec=spec,
+                      augment=BatchAugment(cfg.data.augment), device=device,
+                      epoch_seed=lambda e: derive_seed(seed, "epoch", e))
+    res = _fit(model, batches, plan["epochs"], cfg, "joint", lambda e, b: f"epoch {e}, batch {b}", seed=seed,
+               device=device, progress=progress)
+    return model.cpu().eval(), _summary(plan, res)
+
+
+class _ProtoEpisodes:
+    """One training episode per epoch of :func:`~learngene.engine.fit`: ``ways`` classes drawn from ``pools``,
+    ``shots + queries`` images of each (episode ``e`` takes ``shots[e % len(shots)]``), support images first
+    (class by class), then the queries; every draw from one generator seeded once."""
+
+    def __init__(self, images: Tensor, pools: dict[int, Tensor], ways: int, shots: list[int], queries: int,
+                 spec: dict[str, Any], augment: BatchAugment, seed: int, device: torch.device | str) -> None:
+        self.images, self.pools, self.classes = images, pools, sorted(pools)
+        self.ways, self.shots, self.queries, self.spec, self.augment = ways, shots, queries, spec, augment
+        self.device = device
+        self.generator = generator(seed)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return 1
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        gen, shots = self.generator, self.shots[self.epoch % len(self.shots)]
+        chosen = [self.classes[i] for i in torch.randperm(len(self.classes), generator=gen)[: self.ways].tolist()]
+        picks = [self.pools[c][torch.randperm(len(self.pools[c]), generator=gen)[: shots + self.queries]]
+                 for c in chosen]
+        order = torch.cat([p[:shots] for p in picks] + [p[shots:] for p in picks])
+        labels = torch.arange(self.ways)
+        y = torch.cat([labels.repeat_interleave(shots), labels.repeat_interleave(self.queries)])
+        yield batch_of(self.images, order, augment=self.augment, generator=gen, spec=self.spec,
+                       device=self.device), y
+
+
+def _prototype_loss(ways: int, queries: int, scale: float):
+    """Cross-entropy of ``scale`` x the cosine of each query to its episode's prototypes (the means of the
+    normalized support features): the rule the evaluation's NCM applies."""
+
+    def loss(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+        support = len(y) - ways * queries
+        feats = F.normalize(model.forward_penultimate(x), dim=1)
+        protos = F.normalize(feats[:support].view(ways, support // ways, -1).mean(1), dim=1)
+        return F.cross_entropy(scale * feats[support:] @ protos.T, y[support:])
+
+    return loss
 
 
 def train_protonet(
@@ -355,36 +388,11 @@ def train_protonet(
     model = _fresh_backbone(architecture, seed, device)
     ways, queries = plan["ways"], plan["queries"]
     pools = {c: p for c, p in _class_pools(stream).items() if len(p) >= max(plan["shots"]) + queries}
-    classes = sorted(pools)
-    opt, sched = _sgd(model, cfg, plan["episodes"], lr=plan["lr"])
-    augment = BatchAugment(cfg.data.augment)
-    gen = generator(derive_seed(seed, "episodes"))
-    tick = time.perf_counter()
-    losses: list[float] = []
-    model.train()
-    for e in progress_bar(range(plan["episodes"]), enabled=progress, desc="protonet baseline"):
-        shots = plan["shots"][e % len(plan["shots"])]
-        with seeded(derive_seed(seed, "dropout", e) % (2**31)):  # dropout draws: the caller's global RNG is left alone
-            chosen = [classes[i] for i in torch.randperm(len(classes), generator=gen)[:ways].tolist()]
-            picks = [pools[c][torch.randperm(len(pools[c]), generator=gen)[: shots + queries]] for c in chosen]
-            support = torch.cat([p[:shots] for p in picks])
-            query = torch.cat([p[shots:] for p in picks])
-            images = torch.cat([support, query])
-            x = normalize(
-                augment(stream.data.images[images], generator=gen).to(device), spec["mean"], spec["std"]
-            )
-            feats = F.normalize(model.forward_penultimate(x), dim=1)
-            protos = F.normalize(feats[: len(support)].view(ways, shots, -1).mean(1), dim=1)
-            logits = plan["scale"] * feats[len(support) :] @ protos.T
-            target = torch.arange(ways, device=device).repeat_interleave(queries)
-            losses.append(_step(opt, sched, F.cross_entropy(logits, target), "protonet", f"episode {e}"))
-    info = {
-        **plan,
-        "steps": plan["episodes"],
-        "final_loss": sum(losses[-10:]) / max(len(losses[-10:]), 1),
-        "train_seconds": time.perf_counter() - tick,
-    }
-    return model.cpu().eval(), info
+    episodes = _ProtoEpisodes(stream.data.images, pools, ways, plan["shots"], queries, spec,
+                              BatchAugment(cfg.data.augment), derive_seed(seed, "episodes"), device)
+    res = _fit(model, episodes, plan["episodes"], cfg, "protonet", lambda e, b: f"episode {e}", seed=seed,
+               device=device, progress=progress, lr=plan["lr"], loss=_prototype_loss(ways, queries, plan["scale"]))
+    return model.cpu().eval(), _summary(plan, res)
 
 
 # -------------------------------------------------------------------------------------------- cache
@@ -435,27 +443,12 @@ def load_baseline(
     directory: str | Path, key: dict[str, Any] | None = None
 ) -> tuple[nn.Module, dict[str, Any]]:
     """Load a cached baseline (checked like every artifact and, if given, against ``key``)."""
-    model, manifest = load_network(directory, BASELINE)
-    if key is not None and manifest.get("key") != key:
-        raise LearngeneError(f"{directory} holds a baseline trained under another configuration or stream")
-    return model, manifest.get("info", {})
+    return load_cached(directory, BASELINE, key)
 
 
 def cached_baseline(
     directory: str | Path | None, key: dict[str, Any], train: Callable[[], tuple[nn.Module, dict[str, Any]]]
 ) -> tuple[nn.Module, dict[str, Any]]:
-    """The cached model under ``key`` if ``directory`` holds one, else ``train()`` it and cache it there.
-
-    A missing, stale (other key) or damaged cache is retrained and replaced: it is derived data.
-    """
-    if directory is not None and (Path(directory) / BASELINE.manifest).is_file():
-        try:
-            model, info = load_baseline(directory, key)
-            log.debug("baseline loaded from %s", directory)
-            return model, {**info, "cached": True}
-        except LearngeneError as err:
-            log.info("baseline cache in %s not used (%s); retraining", directory, err)
-    model, info = train()
-    if directory is not None:
-        save_baseline(directory, model, key, info)
-    return model, {**info, "cached": False}
+    """The cached model under ``key`` if ``directory`` holds one, else ``train()`` it and cache it there
+    (:func:`learngene.models.cache.cached_network`: a missing, stale or damaged cache is retrained)."""
+    return cached_network(directory, BASELINE, key, train, what="baseline")

@@ -1,8 +1,9 @@
 """The training engine: one batcher, one "fit a model" loop and one accuracy helper for every trained model.
 
 What differs between the models this package trains (an ancestry, an auxiliary net by distillation, descendants,
-individual models, reference backbones) is the loss, the optimizer and the data; the mechanics are the same and
-live here once (Lightning's split): mini-batches drawn by a private generator, mixed precision with loss
+individual models, the joint and ProtoNet reference backbones) is the loss, the optimizer, the data and how the
+model enters training mode (inherited BatchNorm layers may stay on their statistics); the mechanics are the same
+and live here once (Lightning's split): mini-batches drawn by a private generator, mixed precision with loss
 scaling, the non-finite guard, the learning-rate schedule stepped per batch, the accuracy curve at chosen
 epochs (its time not counted as training), seeding that never touches the caller's RNG, and a progress bar.
 
@@ -12,7 +13,7 @@ epochs (its time not counted as training), seeding that never touches the caller
   by default); :func:`accuracy` scores a classifier.
 
 The collective trainer keeps its own plugin loop (plugins own the loss terms, growth and checkpoints), built on
-the same batches.
+the same batches: these are the package's two training loops.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from torch import Tensor, nn
 
 from learngene.data.transforms import BatchAugment, normalize
 from learngene.errors import ConfigError, ModelError, NonFiniteError
-from learngene.runtime import autocast, grad_scaler, seeded
+from learngene.runtime import autocast, grad_scaler, progress_bar, seeded
 
 __all__ = ["Batches", "LossFn", "OptimizerFactory", "SchedulerFactory", "accuracy", "batch_of", "cosine_schedule",
            "fit"]
@@ -45,7 +46,7 @@ def _positive_int(value: Any, what: str, low: int = 1) -> int:
     return value
 
 
-def batch_of(images: Tensor, idx: Tensor, *, augment: BatchAugment | None = None,
+def batch_of(images: Tensor, idx: Tensor, *, augment: Callable[..., Tensor] | None = None,
              generator: torch.Generator | None = None, spec: Mapping[str, Any] | None = None,
              device: torch.device | str | None = None, channels_last: bool = False) -> Tensor:
     """``images[idx]`` augmented per sample (``generator``'s draws), moved to ``device``, normalized with
@@ -66,13 +67,13 @@ class Batches:
     """Re-iterable mini-batches of in-memory examples ``(x, y)``, reshuffled every epoch by a private generator.
 
     ``spec``: uint8 images normalized per batch (after ``augment``, which draws from the same generator, one set
-    of parameters per sample). ``epoch_seed(epoch)``: a fresh generator every epoch (``fit`` announces the epoch
+    of parameters per sample: a :class:`BatchAugment`, its name, or any ``augment(x, generator=g)``). ``epoch_seed(epoch)``: a fresh generator every epoch (``fit`` announces the epoch
     through :meth:`set_epoch`), so an epoch's order depends only on its number; otherwise one generator seeded by
     ``seed`` runs through all epochs.
     """
 
     def __init__(self, x: Tensor, y: Tensor, batch_size: int, *, spec: Mapping[str, Any] | None = None,
-                 augment: str | BatchAugment | None = None, seed: int = 0, shuffle: bool = True,
+                 augment: str | Callable[..., Tensor] | None = None, seed: int = 0, shuffle: bool = True,
                  drop_last: bool = False, device: torch.device | str | None = None,
                  epoch_seed: Callable[[int], int] | None = None) -> None:
         if len(x) != len(y):
@@ -80,8 +81,9 @@ class Batches:
         _positive_int(batch_size, "batch_size")
         self.x, self.y, self.spec, self.device = x, y, spec, device
         self.batch_size = max(1, min(batch_size, len(x))) if len(x) else batch_size
-        self.augment = BatchAugment(augment) if isinstance(augment, str) and augment != "none" else (
-            augment if isinstance(augment, BatchAugment) else None)
+        if isinstance(augment, str):
+            augment = BatchAugment(augment) if augment != "none" else None
+        self.augment = augment
         self.shuffle, self.drop_last, self.epoch_seed = shuffle, drop_last, epoch_seed
         self.generator = torch.Generator().manual_seed(int(seed))
 
@@ -155,6 +157,7 @@ def fit(
     eval_epochs: Iterable[int] | None = None,
     what: str = "classification",
     nonfinite: Callable[[int, int], str] | None = None,
+    train_mode: Callable[[nn.Module], None] | None = None,
     progress: bool = False,
     desc: str = "training",
 ) -> dict[str, Any]:
@@ -167,10 +170,10 @@ def fit(
     :func:`~learngene.runtime.seeded` (dropout reproducible, the caller's RNG left alone); a callable gives every
     epoch its own seed. ``evaluate(model)`` runs after the epochs in ``eval_epochs`` (default every epoch; 0 means
     before training), must set eval mode itself, and its time is not counted. A non-finite loss raises
-    :class:`NonFiniteError` (``nonfinite(epoch, batch)`` words it). ``progress`` shows a bar over the epochs.
+    :class:`NonFiniteError` (``nonfinite(epoch, batch)`` words it). ``train_mode(model)`` puts the model in
+    training mode at the start of every epoch (default ``model.train()``; e.g. inherited BatchNorm layers kept
+    on their statistics). ``progress`` shows a bar over the epochs (on a terminal).
     """
-    from tqdm.auto import tqdm
-
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
         raise ConfigError(f"epochs must be an integer >= 0, got {epochs!r}")
     dev = _device(device)
@@ -207,14 +210,15 @@ def fit(
         eval_seconds += time.perf_counter() - tick
 
     start = time.perf_counter()
-    bar = tqdm(range(epochs), desc=desc, disable=not progress, leave=False, dynamic_ncols=True, unit="epoch")
+    to_train = train_mode or (lambda m: m.train())
+    bar = progress_bar(range(epochs), enabled=progress, desc=desc, unit="epoch")
     with seeded(None if epoch_seed is not None else seed, dev):
         score(0)
         for epoch in bar:
             if hasattr(batches, "set_epoch"):
                 batches.set_epoch(epoch)
             with seeded(epoch_seed(epoch), dev) if epoch_seed is not None else contextlib.nullcontext():
-                model.train()
+                to_train(model)
                 total, count = 0.0, 0
                 for b, (x, y) in enumerate(batches):
                     x = x.to(dev, non_blocking=True)

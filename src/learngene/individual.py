@@ -8,9 +8,7 @@ Every target task starts from a *fresh* copy of the gene (the paper's code reuse
 from __future__ import annotations
 
 import hashlib
-import math
 import os
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -24,8 +22,8 @@ from learngene.artifacts import INDIVIDUAL
 from learngene.collective.ewc import EWC
 from learngene.collective.fisher import diagonal_fisher
 from learngene.config import IndividualConfig
-from learngene.engine import accuracy
-from learngene.errors import LearngeneError, ModelError, NonFiniteError
+from learngene.engine import Batches, accuracy, fit
+from learngene.errors import LearngeneError, ModelError
 from learngene.models.heads import imprint
 from learngene.models.individual import IndividualModel, plan_individual  # noqa: F401 - re-exported
 from learngene.models.inputs import check_few_shot_inputs
@@ -151,7 +149,6 @@ def train_few_shot(model: nn.Module, support_x: torch.Tensor, support_y: torch.T
 
 def _train_few_shot(model, support_x, support_y, s: IndividualConfig, query_x, query_y, seed: int,
                     use_gene_ewc: bool, train_prefixes, curve_every: int, inherited: tuple[str, ...]) -> dict[str, Any]:
-    gen = torch.Generator().manual_seed(seed)
     if s.imprint:
         imprint_classifier(model, support_x, support_y)
     has_inherited = any(_is_inherited(n, inherited) for n, _ in model.named_parameters())
@@ -166,62 +163,58 @@ def _train_few_shot(model, support_x, support_y, s: IndividualConfig, query_x, q
         if top > 0:  # the most important inherited weight gets weight 1: lambda * lr stays a stable step size
             fisher = {k: f / top for k, f in fisher.items()}
         ewc.set_reference(model, fisher)
-    augment = _augmenter(s.augment)
-    curve: list[float] = []
-    curve_epochs: list[int] = []
-    eval_seconds = 0.0
-    tick = time.perf_counter()
-    n = len(support_x)
+    # one generator through both stages: the support set's order and augmentation draws continue across them
+    batches = Batches(support_x, support_y, s.batch_size, augment=_augmenter(s.augment), seed=seed)
     # a model with nothing inherited (scratch) trains every epoch of the budget as one stage
     stages = [("head", s.head_epochs), ("main", s.epochs)] if has_inherited else [("main", s.head_epochs + s.epochs)]
     stages = [(stage, e) for stage, e in stages if e > 0]
-    flags = {name: p.requires_grad for name, p in model.named_parameters()}
     total = sum(e for _, e in stages)
-    epoch = 0
+    # the convergence curve: every curve_every epochs counted over both stages, and after the last
+    points = {e for e in range(1, total + 1) if e == total or e % curve_every == 0} if query_x is not None else set()
+    flags = {name: p.requires_grad for name, p in model.named_parameters()}
+    device = next(model.parameters()).device
+    curve: list[float] = []
+    curve_epochs: list[int] = []
+    seconds = 0.0
+    done = 0  # epochs of the earlier stages
     for stage, epochs in stages:
         groups = _param_groups(model, s, train_prefixes, inherited, stage)
-        if not groups:
-            epoch += epochs
-            continue
-        opt = torch.optim.SGD(groups, lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay)
-        steps = epochs * math.ceil(n / s.batch_size)
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps) if s.schedule == "cosine" and stage == "main" \
-            else None
-        for _ in range(epochs):
-            _set_train_mode(model, s, inherited, stage)
-            order = torch.randperm(n, generator=gen)
-            for start in range(0, n, s.batch_size):
-                idx = order[start : start + s.batch_size]
-                x = support_x[idx] if augment is None else augment(support_x[idx], gen)
-                loss = F.cross_entropy(model(x), support_y[idx])
-                if ewc is not None and stage == "main":
-                    loss = loss + ewc.penalty(model)
-                if not torch.isfinite(loss.detach()):
-                    raise NonFiniteError(
-                        f"non-finite loss while training an individual model (epoch {epoch}, batch "
-                        f"{start // s.batch_size}); lower individual.lr (now {s.lr}) or individual.ewc_lambda "
-                        f"(now {s.ewc_lambda})"
-                    )
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                if sched is not None:
-                    sched.step()
-            epoch += 1
-            if query_x is not None and (epoch == total or epoch % curve_every == 0):
-                t_eval = time.perf_counter()
-                curve.append(accuracy_of(model, query_x, query_y))
-                curve_epochs.append(epoch)
-                eval_seconds += time.perf_counter() - t_eval
+        if groups:
+            res = fit(
+                model, batches, epochs, device=device, what="individual model",
+                optimizer=torch.optim.SGD(groups, lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay),
+                scheduler=torch.optim.lr_scheduler.CosineAnnealingLR if s.schedule == "cosine" and stage == "main"
+                else None,
+                loss=_few_shot_loss(ewc if stage == "main" else None),
+                train_mode=lambda m, stage=stage: _set_train_mode(m, s, inherited, stage),
+                evaluate=lambda m: accuracy_of(m, query_x, query_y),
+                eval_epochs=[e - done for e in points if done < e <= done + epochs],
+                nonfinite=lambda e, b, done=done: (
+                    f"non-finite loss while training an individual model (epoch {done + e}, batch {b}); lower "
+                    f"individual.lr (now {s.lr}) or individual.ewc_lambda (now {s.ewc_lambda})"),
+            )
+            curve += res["curve"]
+            curve_epochs += [done + e for e in res["curve_epochs"]]
+            seconds += res["train_seconds"]  # training only: the curve's query passes are not counted
+        done += epochs
     for name, p in model.named_parameters():  # as the caller left them (a linear probe's backbone stays frozen)
         p.requires_grad_(flags[name])
-    seconds = time.perf_counter() - tick - eval_seconds  # training only: the curve's query passes are not counted
     out: dict[str, Any] = {"curve": curve, "curve_epochs": curve_epochs, "train_seconds": seconds}
     if ewc is not None:
         out["ewc_penalty_final"] = float(ewc.penalty(model).detach())
     if query_x is not None:
         out["accuracy"] = curve[-1] if curve else accuracy_of(model, query_x, query_y)
+        model.eval()  # as the last query pass leaves it
     return out
+
+
+def _few_shot_loss(ewc: EWC | None):
+    """Cross-entropy on the support batch, plus the EWC penalty that holds the inherited layers near the gene."""
+    def loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        value = F.cross_entropy(model(x), y)
+        return value + ewc.penalty(model) if ewc is not None else value
+
+    return loss
 
 
 def accuracy_of(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 256) -> float:

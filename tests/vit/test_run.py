@@ -234,9 +234,14 @@ def test_cli_inherit_set_is_used_or_refused(smoke, tmp_path, capsys):
     assert load_individual(tmp_path / "c")[1]["training"]["epochs"] == 2
 
 
-def test_progress_bars_and_log_lines_unless_quiet(tmp_path, capsys):
-    """Every long step shows a bar over its epochs (with the ETA) and says what it does; --quiet silences both."""
+def test_progress_bars_and_log_lines_unless_quiet(tmp_path, capsys, monkeypatch):
+    """Every long step shows a bar over its epochs (with the ETA) and says what it does; --quiet silences both.
+    Bars draw on a terminal only (test_logging.py), so stderr plays one."""
+    import sys
+
     from learngene.cli import main
+
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
 
     args = ["run", "--preset", "vit-smoke", "--device", "cpu", "--set", "evaluate.methods=['tleg']",
             "--set", "vit.depths=[2]", "--set", "evaluate.seeds=[0]", "--set", "vit.ancestry_epochs=2",

@@ -18,7 +18,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,12 +27,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from learngene import __version__
+from learngene.collective.batches import Batches
 from learngene.collective.metrics import AccuracyMatrix
 from learngene.collective.plugins.base import Batch, Plugin
-from learngene.data import ImageSet, TaskStream
+from learngene.data import TaskStream
 from learngene.data.transforms import BatchAugment
 from learngene.distributed import SINGLE, DistInfo, all_reduce_sum, all_true, broadcast_buffers_
-from learngene.engine import batch_of
 from learngene.errors import CheckpointError, ConfigError, NonFiniteError
 from learngene.models.growth import plan_expand_classes
 from learngene.models.width import effective_widths, width_report
@@ -59,46 +59,6 @@ def sgd(lr: float = 0.01, momentum: float = 0.9, weight_decay: float = 5e-4) -> 
         return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
 
     return make
-
-
-class Batches:
-    """Feeds normalized (optionally augmented) batches of an in-memory ImageSet, by image index, to a device (each
-    batch made by the engine's :func:`~learngene.engine.batch_of`)."""
-
-    def __init__(self, data: ImageSet, spec: dict[str, Any], device: torch.device, channels_last: bool = False):
-        self.data = data
-        self.spec = spec
-        self.device = device
-        self.channels_last = channels_last
-
-    def prepare(self, idx: torch.Tensor, augment: BatchAugment | None = None, gen: torch.Generator | None = None):
-        return batch_of(self.data.images, idx, augment=augment, generator=gen, spec=self.spec, device=self.device,
-                        channels_last=self.channels_last)
-
-    def iterate(
-        self,
-        idx: torch.Tensor,
-        batch_size: int,
-        shuffle_gen: torch.Generator | None = None,
-        augment: BatchAugment | None = None,
-        aug_gen: torch.Generator | None = None,
-    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        order = idx[torch.randperm(len(idx), generator=shuffle_gen)] if shuffle_gen is not None else idx
-        aug_gen = aug_gen if aug_gen is not None else shuffle_gen
-        for start in range(0, len(order), batch_size):
-            chunk = order[start : start + batch_size]
-            yield chunk, self.prepare(chunk, augment, aug_gen)
-
-    @torch.no_grad()
-    def logits(self, model: nn.Module, idx: torch.Tensor, batch_size: int = 256, amp: bool = False) -> torch.Tensor:
-        model.eval()
-        outs = []
-        for _, x in self.iterate(idx, batch_size):
-            with autocast(self.device, amp):
-                outs.append(model(x).float())
-        if not outs:
-            return torch.empty(0, model.num_classes, device=self.device)
-        return torch.cat(outs)
 
 
 class CollectiveTrainer:

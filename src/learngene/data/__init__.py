@@ -8,14 +8,8 @@ from __future__ import annotations
 
 from learngene.data.episodes import Episode, sample_episodes
 from learngene.data.glyphs import glyph_candidates, glyph_char, load_glyphs, script_group
-from learngene.data.images import (
-    ImageSet,
-    cache_dir,
-    convert_channels,
-    load_imageset,
-    resize_images,
-    save_imageset,
-)
+from learngene.data.imagecache import cache_dir, load_imageset, save_imageset
+from learngene.data.images import ImageSet, convert_channels, resize_images
 from learngene.data.sources import (
     IMAGE_EXTENSIONS,
     default_data_root,

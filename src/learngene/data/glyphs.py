@@ -23,7 +23,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from learngene.data.images import ImageSet, cache_dir, cached_build
+from learngene.data.imagecache import cache_dir, cached_build
+from learngene.data.images import ImageSet
 from learngene.data.transforms import affine_matrices, apply_affine
 from learngene.errors import ConfigError, DataError
 

@@ -19,11 +19,10 @@ import numpy as np
 import torch
 
 from learngene.data.glyphs import load_glyphs
+from learngene.data.imagecache import cache_dir, cached_build
 from learngene.data.images import (
     IMAGE_EXTENSIONS,
     ImageSet,
-    cache_dir,
-    cached_build,
     image_class_folders,
     read_image_folder,
     resize_images,

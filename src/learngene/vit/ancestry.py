@@ -37,7 +37,8 @@ from learngene.artifacts import NETWORK, load_artifact
 from learngene.config import Config
 from learngene.engine import fit
 from learngene.errors import ConfigError, LearngeneError, ModelError
-from learngene.models.io import load_network, save_network
+from learngene.models.cache import cached_network
+from learngene.models.io import save_network
 from learngene.models.vit import (
     VIT_PRESETS,
     build_vit,
@@ -47,7 +48,7 @@ from learngene.models.vit import (
     vit_preset_config,
 )
 from learngene.runtime import derive_seed, seeded
-from learngene.safeio import jsonable, sha256_file
+from learngene.safeio import sha256_file
 from learngene.vit.train import NetworkRecord, Recipe, Task
 
 __all__ = ["GradientShare", "UserAncestry", "save_ancestry", "train_ancestry", "vit_shape"]
@@ -353,37 +354,30 @@ def train_ancestry(cfg: Config, shape: dict[str, Any], task: Task, recipe: Recip
     ``user``: a user's ancestry, tuned instead (``probe_record``: its gradient record comes from the probe, see
     :func:`records_probe`)."""
     v = cfg.vit
-    if (cache / NETWORK.manifest).is_file():
-        try:
-            model, manifest = load_network(cache, NETWORK)
-            rec = manifest.get("record")
-            if manifest.get("fingerprint") == fp and isinstance(rec, dict) and {"params", "val_acc"} <= set(rec):
-                log.info("ancestry: reusing %s", cache)
-                return model.to(recipe.device), {**rec, "cached": True}
-        except LearngeneError:
-            pass  # a damaged or foreign cache entry is retrained
-    if user is not None:
-        model, info = _tune_user_ancestry(cfg, user, task, recipe, probe_record)
-        save_network(NetworkRecord(model), cache, NETWORK, {"fingerprint": fp, "record": jsonable(info)})
-        return model.eval(), {**info, "cached": False}
-    log.info("ancestry: training %d blocks, width %d on %d source classes for %d epochs", shape["depth"],
-             shape["embed_dim"], task.num_classes, v.ancestry_epochs)
-    with seeded(derive_seed(cfg.seed, "ancestry-init")):
-        model = build_vit(shape)
-    record = GradientShare(model)
-    res = fit(model, recipe.task_batches(task, derive_seed(cfg.seed, "ancestry-data")), v.ancestry_epochs,
-              **recipe.options(seed=derive_seed(cfg.seed, "ancestry-train"), hook=record, evaluate=task.accuracy,
-                               eval_epochs=[v.ancestry_epochs], desc="ancestry"))
-    info = {
-        "params": sum(int(p.numel()) for p in model.parameters()),
-        "depth": shape["depth"],
-        "val_acc": res["curve"][-1],
-        "loss": res["loss"],
-        "train_seconds": res["train_seconds"],
-        "gradient_share": record.segments(),
-    }
-    save_network(NetworkRecord(model), cache, NETWORK, {"fingerprint": fp, "record": jsonable(info)})
-    return model.eval(), {**info, "cached": False}
+
+    def train() -> tuple[nn.Module, dict[str, Any]]:
+        if user is not None:
+            return _tune_user_ancestry(cfg, user, task, recipe, probe_record)
+        log.info("ancestry: training %d blocks, width %d on %d source classes for %d epochs", shape["depth"],
+                 shape["embed_dim"], task.num_classes, v.ancestry_epochs)
+        with seeded(derive_seed(cfg.seed, "ancestry-init")):
+            model = build_vit(shape)
+        record = GradientShare(model)
+        res = fit(model, recipe.task_batches(task, derive_seed(cfg.seed, "ancestry-data")), v.ancestry_epochs,
+                  **recipe.options(seed=derive_seed(cfg.seed, "ancestry-train"), hook=record, evaluate=task.accuracy,
+                                   eval_epochs=[v.ancestry_epochs], desc="ancestry"))
+        return model, {
+            "params": sum(int(p.numel()) for p in model.parameters()),
+            "depth": shape["depth"],
+            "val_acc": res["curve"][-1],
+            "loss": res["loss"],
+            "train_seconds": res["train_seconds"],
+            "gradient_share": record.segments(),
+        }
+
+    model, info = cached_network(cache, NETWORK, fp, train, accept=lambda _, rec: {"params", "val_acc"} <= set(rec),
+                                 saved=NetworkRecord, what="ancestry")
+    return model.to(recipe.device).eval(), info
 
 
 def records_probe(cfg: Config, methods: list[str]) -> bool:

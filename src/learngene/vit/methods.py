@@ -27,13 +27,12 @@ from torch import nn
 
 from learngene.artifacts import NETWORK
 from learngene.config import Config
-from learngene.errors import ConfigError, LearngeneError, ModelError
+from learngene.errors import ConfigError, ModelError
+from learngene.models.cache import cached_network
 from learngene.models.expansion import ExpandedViT, rule_from_spec
-from learngene.models.io import load_network, save_network
 from learngene.models.vit import num_blocks
 from learngene.registry import DESCENDANT_METHODS
 from learngene.runtime import derive_seed
-from learngene.safeio import jsonable
 from learngene.vit.auxiliary import train_distilled
 from learngene.vit.criterion import choose_blocks
 from learngene.vit.descendants import Descendant, build_descendant, scratch_descendant, truncated_ancestry
@@ -113,33 +112,29 @@ def _train_aux(lineage: Lineage) -> tuple[ExpandedViT, dict[str, Any]]:
     cache = lineage.out / "cache" / "aux"
     fp = fingerprint({"ancestry": lineage.fingerprint, "rule": v.rule, "depth": v.aux_depth, "epochs": v.aux_epochs,
                       "distill": [v.distill, v.distill_alpha, cfg.train.distill_temperature]})
-    if (cache / NETWORK.manifest).is_file():
+
+    def train() -> tuple[ExpandedViT, dict[str, Any]]:
         try:
-            aux, manifest = load_network(cache, NETWORK)
-            rec = manifest.get("record")
-            if (manifest.get("fingerprint") == fp and isinstance(aux, ExpandedViT) and isinstance(rec, dict)
-                    and {"params", "val_acc", "train_seconds"} <= set(rec)):
-                log.info("tleg: reusing the auxiliary net in %s", cache)
-                return aux.to(recipe.device), {**rec, "cached": True}
-        except LearngeneError:
-            pass
-    try:
-        aux = ExpandedViT({**lineage.shape, "depth": v.aux_depth}, v.rule, v.aux_depth,
-                          seed=derive_seed(cfg.seed, "aux-init"))
-    except ModelError as err:
-        raise ConfigError(f"config keys vit.rule = {v.rule!r} / vit.aux_depth = {v.aux_depth}: {err}") from None
-    log.info("tleg: distilling the ancestry into a %d-block %s auxiliary net (%s, alpha %s) for %d epochs",
-             v.aux_depth, aux.rule.name, v.distill, v.distill_alpha, v.aux_epochs)
-    task = lineage.source
-    res = train_distilled(
-        aux, lineage.ancestry, recipe.task_batches(task, derive_seed(cfg.seed, "aux-data")), v.aux_epochs,
-        mode=v.distill, alpha=v.distill_alpha, temperature=cfg.train.distill_temperature,
-        **recipe.options(seed=derive_seed(cfg.seed, "aux-train"), evaluate=task.accuracy, eval_epochs=[v.aux_epochs],
-                         desc="auxiliary net"))
-    info = {"params": sum(int(p.numel()) for p in aux.parameters()), "depth": v.aux_depth, "rule": aux.rule.to_config(),
-            "val_acc": res["curve"][-1], "loss": res["loss"], "train_seconds": res["train_seconds"]}
-    save_network(aux, cache, NETWORK, {"fingerprint": fp, "record": jsonable(info)})
-    return aux.eval(), {**info, "cached": False}
+            aux = ExpandedViT({**lineage.shape, "depth": v.aux_depth}, v.rule, v.aux_depth,
+                              seed=derive_seed(cfg.seed, "aux-init"))
+        except ModelError as err:
+            raise ConfigError(f"config keys vit.rule = {v.rule!r} / vit.aux_depth = {v.aux_depth}: {err}") from None
+        log.info("tleg: distilling the ancestry into a %d-block %s auxiliary net (%s, alpha %s) for %d epochs",
+                 v.aux_depth, aux.rule.name, v.distill, v.distill_alpha, v.aux_epochs)
+        task = lineage.source
+        res = train_distilled(
+            aux, lineage.ancestry, recipe.task_batches(task, derive_seed(cfg.seed, "aux-data")), v.aux_epochs,
+            mode=v.distill, alpha=v.distill_alpha, temperature=cfg.train.distill_temperature,
+            **recipe.options(seed=derive_seed(cfg.seed, "aux-train"), evaluate=task.accuracy,
+                             eval_epochs=[v.aux_epochs], desc="auxiliary net"))
+        return aux, {"params": sum(int(p.numel()) for p in aux.parameters()), "depth": v.aux_depth,
+                     "rule": aux.rule.to_config(), "val_acc": res["curve"][-1], "loss": res["loss"],
+                     "train_seconds": res["train_seconds"]}
+
+    aux, info = cached_network(
+        cache, NETWORK, fp, train, what="tleg: the auxiliary net",
+        accept=lambda net, rec: isinstance(net, ExpandedViT) and {"params", "val_acc", "train_seconds"} <= set(rec))
+    return aux.to(recipe.device).eval(), info
 
 
 def _tleg(lineage: Lineage) -> tuple[TransformerGene, dict[str, Any]]:

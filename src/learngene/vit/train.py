@@ -4,14 +4,12 @@
 class split into train and test images); :class:`Recipe` is the run's optimization (AdamW, learning rate,
 weight decay, batch size, schedule, AMP, augmentation, device, progress) and turns it into the engine's options,
 so the ancestry, the auxiliary net, the criterion's candidates, the descendants and ``inherit`` all train through
-:func:`learngene.engine.fit` the same way.  :func:`fingerprint` and :class:`NetworkRecord` serve the run's cache
-(a rerun reuses every entry whose fingerprint still matches).
+:func:`learngene.engine.fit` the same way.  :func:`fingerprint` (from :mod:`learngene.models.cache`) and
+:class:`NetworkRecord` serve the run's cache (a rerun reuses every entry whose fingerprint still matches).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -21,14 +19,10 @@ from torch import Tensor, nn
 
 from learngene.engine import Batches, accuracy, cosine_schedule
 from learngene.errors import DataError
+from learngene.models.cache import fingerprint  # noqa: F401 - the run's cache keys (re-exported)
 from learngene.models.vit import vit_config
 
 __all__ = ["NetworkRecord", "Recipe", "Task", "fingerprint", "split_per_class"]
-
-
-def fingerprint(obj: Any) -> str:
-    """A short stable digest of the settings a cached result depends on."""
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 
 class NetworkRecord:
