@@ -54,3 +54,48 @@ def test_both_kinds_satisfy_the_gene_protocol(make, tmp_path, capsys):
 def test_a_directory_without_a_gene_gets_the_loaders_message(tmp_path):
     with pytest.raises(GeneError, match="no learngene.json"):
         load_gene(tmp_path)
+
+
+def _folder(root: Path, classes: int = 3, per_class: int = 2) -> Path:
+    from PIL import Image
+
+    g = torch.Generator().manual_seed(0)
+    for c in range(classes):
+        (root / f"c{c}").mkdir(parents=True)
+        for i in range(per_class):
+            arr = (torch.rand(16, 16, generator=g) * 255).to(torch.uint8).numpy()
+            Image.fromarray(arr).save(root / f"c{c}" / f"{i}.png")
+    return root
+
+
+def test_a_gene_carries_the_individual_settings_its_run_chose_and_inherit_starts_from_them(tmp_path):
+    """The read-out that suits a gene is data-dependent (glyphs: the flattened map; Omniglot: average pooling):
+    the run that chose the gene records its [individual] settings and `inherit` uses them unless told otherwise."""
+    from learngene.config import load_config
+    from learngene.kinds import inherit
+
+    net = torch.nn.Module()
+    net.features = torch.nn.Sequential(ConvBlock(1, 4, pool=True), ConvBlock(4, 6, pool=True))
+    recipe = {"pool": "flatten", "epochs": 2, "augment": "none"}
+    gene = Learngene.from_model(net, ["features.0", "features.1"], input_spec=SPEC, individual=recipe)
+    gene.save(tmp_path / "g")
+    assert load_gene(tmp_path / "g").individual == recipe
+    assert "pool = flatten" in load_gene(tmp_path / "g").describe()
+    support = _folder(tmp_path / "s")
+    from learngene.individual import load_individual
+
+    inherit(tmp_path / "g", support, tmp_path / "m")
+    assert load_individual(tmp_path / "m")[0].config()["pool"] == "flatten"  # the gene's, not the default ("avg")
+    inherit(tmp_path / "g", support, tmp_path / "m2", overrides=["individual.pool='avg'"])
+    assert load_individual(tmp_path / "m2")[0].config()["pool"] == "avg"  # --set wins
+    inherit(tmp_path / "g", support, tmp_path / "m3", cfg=load_config("smoke"))
+    assert load_individual(tmp_path / "m3")[0].config()["pool"] == "avg"  # so does a preset
+
+
+def test_a_hand_edited_recipe_is_refused(tmp_path):
+    net = torch.nn.Module()
+    net.features = torch.nn.Sequential(ConvBlock(1, 4), ConvBlock(4, 6, pool=True))
+    with pytest.raises(GeneError, match="'individual'.*not valid"):
+        Learngene.from_model(net, ["features.1"], input_spec=SPEC, individual={"pool": "sum"})
+    with pytest.raises(GeneError, match="'individual'.*not valid"):
+        Learngene.from_model(net, ["features.1"], input_spec=SPEC, individual={"no_such_setting": 1})

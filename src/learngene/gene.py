@@ -33,6 +33,7 @@ from learngene.gene_format import (
     validate_input_spec,
     validate_layers,
     validate_provenance,
+    validate_recipe,
     validate_tensors,
 )
 from learngene.models.individual import IndividualModel, plan_individual
@@ -65,12 +66,16 @@ class Learngene:
         input_spec: dict,
         criterion: dict | None = None,
         provenance: dict | None = None,
+        individual: dict | None = None,
     ) -> None:
         self._layers = validate_layers(layers)
         self._tensors = validate_tensors(self._layers, tensors)
         self.input_spec = validate_input_spec(input_spec)
         self.criterion = validate_criterion(criterion)
         self.provenance = validate_provenance(provenance)
+        # the [individual] settings the gene's run chose on pseudo-tasks from its source classes (pooling,
+        # augmentation, epochs, lr, ...): `inherit` starts from them when no preset or config is given
+        self.individual = validate_recipe(individual)
         self.made_by = _package_version()
 
     # ------------------------------------------------------------------ building
@@ -83,6 +88,7 @@ class Learngene:
         input_spec: dict,
         criterion: dict | None = None,
         provenance: dict | None = None,
+        individual: dict | None = None,
     ) -> Learngene:
         """Extract the named ConvBlocks (in model order) of ``model``, with their weights and BN statistics.
 
@@ -148,7 +154,8 @@ class Learngene:
         prov = dict(provenance or {})
         prov.setdefault("package_version", _package_version())
         prov.setdefault("created", datetime.now(timezone.utc).isoformat(timespec="seconds"))
-        return cls(layers, tensors, input_spec=input_spec, criterion=criterion, provenance=prov)
+        return cls(layers, tensors, input_spec=input_spec, criterion=criterion, provenance=prov,
+                   individual=individual)
 
     paradigm = "cnn"  # the config paradigm whose settings ([individual]) build and train its individual models
 
@@ -257,8 +264,11 @@ class Learngene:
 
     # ------------------------------------------------------------------ serialization
     def _fields(self) -> dict[str, Any]:
-        return {"layers": self.layers, "input_spec": self.input_spec, "criterion": self.criterion,
-                "provenance": self.provenance}
+        fields = {"layers": self.layers, "input_spec": self.input_spec, "criterion": self.criterion,
+                  "provenance": self.provenance}
+        if self.individual is not None:
+            fields["individual"] = self.individual
+        return fields
 
     def manifest(self) -> dict:
         """The learngene.json content of this gene (including the tensor file's SHA-256).
@@ -289,6 +299,7 @@ class Learngene:
                 input_spec=manifest.get("input_spec"),
                 criterion=manifest.get("criterion"),
                 provenance=manifest.get("provenance"),
+                individual=manifest.get("individual"),
             )
         except GeneError as err:
             raise GeneError(f"{where}: {err}") from None
@@ -341,6 +352,10 @@ class Learngene:
             lines.append(f"criterion: {self.criterion['name']} -- {self.criterion['reason']}")
             for key, value in self.criterion["scores"].items():
                 lines.append(f"  {key}: {_fmt_value(value)}")
+        if self.individual:
+            lines.append("inherit with (the [individual] settings its run chose on source pseudo-tasks; --preset "
+                         "or --set override them):")
+            lines.append("  " + ", ".join(f"{k} = {_fmt_value(v)}" for k, v in self.individual.items()))
         if self.provenance:
             lines.append("provenance:")
             for key, value in self.provenance.items():

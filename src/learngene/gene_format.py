@@ -204,6 +204,26 @@ def validate_criterion(criterion: Any) -> dict | None:
     return criterion
 
 
+def validate_recipe(recipe: Any) -> dict | None:
+    """The ``[individual]`` settings the gene's own run chose on pseudo-tasks (how to inherit it): every key an
+    :class:`~learngene.config.IndividualConfig` field with a valid value, or None (not recorded)."""
+    if recipe is None:
+        return None
+    if not isinstance(recipe, dict):
+        raise GeneError(f"'individual' must be an object or null, got {type(recipe).__name__}")
+    recipe = _to_plain_json(recipe, "individual")
+    from learngene.config import IndividualConfig
+    from learngene.errors import ConfigError
+
+    try:
+        IndividualConfig(**recipe)
+    except (ConfigError, TypeError) as err:
+        raise GeneError(f"'individual' (the settings to inherit this gene with) is not valid: {err}; the gene "
+                        "was written by another learngene version or edited by hand: re-export it with learngene "
+                        "select, or pass the settings with --preset/--set") from None
+    return recipe
+
+
 def validate_provenance(provenance: Any) -> dict | None:
     if provenance is None:
         return None

@@ -11,6 +11,7 @@ learngenes (:class:`~learngene.vit.gene.TransformerGene`).  :func:`load_gene` re
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -91,10 +92,16 @@ def load_gene(path: str | os.PathLike[str]) -> Gene:
     return row.gene.load(path)
 
 
-def settings_for(row: GeneKind, cfg: Config | None, overrides: Sequence[str] = ()) -> Config:
+def settings_for(row: GeneKind, cfg: Config | None, overrides: Sequence[str] = (), gene: Any = None) -> Config:
     """The configuration an inherit from a gene of kind ``row`` trains with: ``cfg`` (a preset or file of the
-    gene's paradigm) or that paradigm's defaults, then ``overrides`` (``section.key=value``)."""
+    gene's paradigm) or that paradigm's defaults updated with the ``[individual]`` settings the gene records (the
+    ones its run chose on pseudo-tasks), then ``overrides`` (``section.key=value``)."""
     base = cfg if cfg is not None else config_for(row.paradigm)
+    recipe = getattr(gene, "individual", None)
+    if cfg is None and recipe:
+        base = copy.deepcopy(base)
+        for key, value in recipe.items():  # each value checked by the section as it is set
+            setattr(base.individual, key, copy.deepcopy(value))
     if base.paradigm != row.paradigm:
         raise ConfigError(f"this is a {row.artifact.noun}, trained with the settings of paradigm = {row.paradigm!r}, "
                           f"but the configuration given has paradigm = {base.paradigm!r}; use a "
@@ -121,7 +128,7 @@ def inherit(gene: Gene | str | os.PathLike[str], support_dir: str | os.PathLike[
         source = str(Path(gene).resolve())
         gene = load_gene(gene)
     row = kind_of(gene)
-    settings = settings_for(row, cfg, overrides)
+    settings = settings_for(row, cfg, overrides, gene=gene)
     where = source or f"this {row.artifact.noun}"
     target = None if out is None else check_writable_dir(out, overwrite=overwrite, resumable=False,
                                                          kind="individual model")

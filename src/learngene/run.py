@@ -4,6 +4,7 @@ directory: select the learngene, evaluate the individual models against the base
 from __future__ import annotations
 
 import copy
+import dataclasses
 import datetime as _dt
 import logging
 from pathlib import Path
@@ -121,8 +122,10 @@ def select_learngene(network, stream: TaskStream, *, cfg: Config | None = None,
         "data": data.name,
         **(provenance or {}),
     }
+    # the [individual] settings this run chose on its pseudo-tasks travel with the gene: `learngene inherit`
+    # starts from them when the user gives no preset (pooling, augmentation, epochs, lr, ...)
     gene = Learngene.from_model(network, result.selected, input_spec=spec, criterion=result.to_dict(),
-                                provenance=prov)
+                                provenance=prov, individual=dataclasses.asdict(cfg.individual))
     return gene, result.to_dict()
 
 
