@@ -75,8 +75,17 @@ class ViTConfig(Section):
     descendant_epochs: int = 10
     scratch_epochs: int = 30
     eval_epochs: list[int] = field(default_factory=lambda: [0, 1, 3, 10])
-    # few-shot episodes ([evaluate] settings, individual.epochs full-batch steps) at these descendant depths
+    # few-shot episodes ([evaluate] settings) at these descendant depths, trained by the individual recipe
+    # ([individual]: imprinted cosine head, head stage, gentle fine-tuning, augmentation; learngene.vit.fewshot)
     fewshot_depths: list[int] | None = None  # None: the ancestry's depth only
+    fewshot_lr: float = 0.01  # that recipe's SGD rate (individual.lr is the full-data descendants' AdamW rate here)
+    # the outermost random stage: each learngene seed trains its own ancestry, auxiliary net, genes and descendants
+    # (evaluate.seeds are the descendant seeds nested in each), so intervals are over learngenes; the class split
+    # stays on the top-level seed.  None: one learngene, of seed = the top-level seed (intervals conditional on it)
+    learngene_seeds: list[int] | None = None
+    # equal-budget comparisons: every method also trains a run *scheduled* for exactly each of these epoch counts
+    # (its own cosine schedule), beside its descendant_epochs / scratch_epochs run -- e.g. [10]: scratch at 10
+    budget_epochs: list[int] = field(default_factory=list)
 
     RULES: ClassVar[dict[str, Rule]] = {
         "ancestry_depth": optional(at_least(1)),
@@ -96,6 +105,9 @@ class ViTConfig(Section):
         "scratch_epochs": at_least(1),
         "eval_epochs": each(at_least(0, "must be >= 0 (0: before training)"), "epoch"),
         "fewshot_depths": optional(each(at_least(1), "depth")),
+        "fewshot_lr": lambda v: None if v > 0 else "must be > 0",
+        "learngene_seeds": optional(all_of(nonempty("seed"), unique("seed"))),
+        "budget_epochs": all_of(each(at_least(1), "epoch count"), unique("epoch count")),
     }
 
 
