@@ -69,6 +69,9 @@ class ViTConfig(Section):
     aux_epochs: int = 30
     distill: str = "soft"  # soft | hard (DeiT-style) distillation from the ancestry (temperature: train.distill_temperature)
     distill_alpha: float = 0.5
+    # where the auxiliary net starts: "random" (TLEG's template init) or "ancestry" (the templates a least-squares fit
+    # of the rule to the ancestry's blocks, its embeddings, final norm and head copied: learngene.vit.auxiliary)
+    aux_init: str = "random"
     schedule: str = "cosine"  # learning-rate schedule of every training: cosine (per step, no warm-up) | constant
     # descendants on the novel classes (full-data classification; learning rate individual.lr, else train.lr)
     depths: list[int] = field(default_factory=lambda: [2, 4, 6, 8, 10, 12])
@@ -99,6 +102,7 @@ class ViTConfig(Section):
         "aux_epochs": at_least(1),
         "distill": one_of("soft", "hard"),
         "distill_alpha": between(0.0, 1.0, closed=True),
+        "aux_init": one_of("random", "ancestry"),
         "schedule": one_of("cosine", "constant"),
         "depths": _DEPTHS,
         "descendant_epochs": at_least(1),

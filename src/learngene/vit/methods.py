@@ -34,7 +34,7 @@ from learngene.models.vit import num_blocks
 from learngene.registry import DESCENDANT_METHODS
 from learngene.runtime import derive_seed
 from learngene.safeio import jsonable
-from learngene.vit.auxiliary import train_distilled
+from learngene.vit.auxiliary import init_from_ancestry, train_distilled
 from learngene.vit.criterion import choose_blocks
 from learngene.vit.descendants import (
     Descendant,
@@ -118,8 +118,11 @@ def _train_aux(lineage: Lineage) -> tuple[ExpandedViT, dict[str, Any]]:
     """The auxiliary net distilled from the ancestry, or the cached one whose fingerprint matches."""
     cfg, v, recipe = lineage.cfg, lineage.cfg.vit, lineage.recipe
     cache = lineage.out / "cache" / "aux"
-    fp = fingerprint({"ancestry": lineage.fingerprint, "rule": v.rule, "depth": v.aux_depth, "epochs": v.aux_epochs,
-                      "distill": [v.distill, v.distill_alpha, cfg.train.distill_temperature]})
+    fields = {"ancestry": lineage.fingerprint, "rule": v.rule, "depth": v.aux_depth, "epochs": v.aux_epochs,
+              "distill": [v.distill, v.distill_alpha, cfg.train.distill_temperature]}
+    if v.aux_init != "random":  # earlier runs' caches keep their fingerprints
+        fields["init"] = v.aux_init
+    fp = fingerprint(fields)
     if (cache / NETWORK.manifest).is_file():
         try:
             aux, manifest = load_network(cache, NETWORK)
@@ -135,16 +138,22 @@ def _train_aux(lineage: Lineage) -> tuple[ExpandedViT, dict[str, Any]]:
                           seed=derive_seed(lineage.seed, "aux-init"))
     except ModelError as err:
         raise ConfigError(f"config keys vit.rule = {v.rule!r} / vit.aux_depth = {v.aux_depth}: {err}") from None
-    log.info("tleg: distilling the ancestry into a %d-block %s auxiliary net (%s, alpha %s) for %d epochs",
-             v.aux_depth, aux.rule.name, v.distill, v.distill_alpha, v.aux_epochs)
+    init: dict[str, Any] = {"name": v.aux_init}
+    if v.aux_init == "ancestry":
+        r2 = init_from_ancestry(aux, lineage.ancestry)
+        init["r2_mean"] = sum(r2.values()) / len(r2)
+        init["r2"] = r2
+    log.info("tleg: distilling the ancestry into a %d-block %s auxiliary net (%s, alpha %s, init %s) for %d epochs",
+             v.aux_depth, aux.rule.name, v.distill, v.distill_alpha, v.aux_init, v.aux_epochs)
     task = lineage.source
     res = train_distilled(
         aux, lineage.ancestry, recipe.task_batches(task, derive_seed(lineage.seed, "aux-data")), v.aux_epochs,
         mode=v.distill, alpha=v.distill_alpha, temperature=cfg.train.distill_temperature,
-        **recipe.options(seed=derive_seed(lineage.seed, "aux-train"), evaluate=task.accuracy, eval_epochs=[v.aux_epochs],
-                         desc="auxiliary net"))
+        **recipe.options(seed=derive_seed(lineage.seed, "aux-train"), evaluate=task.accuracy,
+                         eval_epochs=[0, v.aux_epochs], desc="auxiliary net"))
+    init["val_acc"] = res["curve"][0]  # before distillation: what the starting point already knows
     info = {"params": sum(int(p.numel()) for p in aux.parameters()), "depth": v.aux_depth, "rule": aux.rule.to_config(),
-            "val_acc": res["curve"][-1], "loss": res["loss"], "train_seconds": res["train_seconds"]}
+            "val_acc": res["curve"][-1], "loss": res["loss"], "train_seconds": res["train_seconds"], "init": init}
     save_network(aux, cache, NETWORK, {"fingerprint": fp, "record": jsonable(info)})
     return aux.eval(), {**info, "cached": False}
 
@@ -160,6 +169,7 @@ def _tleg(lineage: Lineage) -> tuple[TransformerGene, dict[str, Any]]:
         "rule": aux.rule.to_config(), "aux_depth": v.aux_depth, "aux_params": info["params"],
         "val_acc": info["val_acc"], "train_seconds": info["train_seconds"], "cached": info["cached"],
         "distill": {"mode": v.distill, "alpha": v.distill_alpha, "temperature": lineage.cfg.train.distill_temperature},
+        "init": info.get("init"), "epochs": v.aux_epochs,
         # like for like (issue 17): the gene without the aux net's head against the ancestry without its head
         # (the run adds "stored_fraction_of_ancestry"); and both with their source-class heads
         "aux_head_params": head,
