@@ -187,19 +187,19 @@ def _ci_pts(d: dict[str, Any]) -> str:
 
 def vit17_levers() -> str:
     body = []
-    for r in _json(LEVERS):
+    records = _json(LEVERS)["records"]
+    for r in records:
         init = r.get("init") or {}
         body.append([f"`{r['variant']}`", ", ".join(f"`{o}`" for o in r["overrides"]) or "TLEG's own (random "
                      "templates, soft, α 0.5, T 1)", f"{init.get('val_acc', float('nan')):.3f}",
                      f"{r['val_acc']:.3f}", f"{100 * (r['val_acc'] - r['ancestry_val_acc']):+.1f}",
                      f"{init['r2_mean']:.3f}" if "r2_mean" in init else "-"])
-    anc = _json(LEVERS)[0]["ancestry_val_acc"]
-    epochs = _json(LEVERS)[0]["epochs"]
+    anc, epochs = records[0]["ancestry_val_acc"], records[0]["epochs"]
     return "\n".join([*_table(["variant", "settings", "aux source val before distilling",
                                 f"after {epochs} epochs", "minus the ancestry (points)", "fit R² (mean)"], body), "",
                       f"Source-class validation accuracy (300-way, held-out images of the source classes) of the "
-                      f"auxiliary net distilled from the learngene-seed-0 ancestry (source val {anc:.3f}) for "
-                      f"{epochs} epochs. Novel classes were not looked at."])
+                      f"auxiliary net distilled from the learngene-seed-0 ancestry ({_json(LEVERS)['ancestry_epochs']} "
+                      f"epochs, source val {anc:.3f}) for {epochs} epochs. Novel classes were not looked at."])
 
 
 def vit17_depth() -> str:

@@ -114,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         out["recipes"][name] = rec
         print(f"{name}: {rec['mean']:.3f} ({rec['seconds']:.0f} s)"
               + (f", scratch {rec['scratch']['mean']:.3f}" if scratch else ""), flush=True)
+    out["choice"] = choice(out)
     where = Path(a.out)
     where.mkdir(parents=True, exist_ok=True)
     (where / "fewshot.json").write_text(json.dumps(out, indent=1))
@@ -128,6 +129,17 @@ def _summary(groups: list[list[float]]) -> dict[str, Any]:
             "excludes_0": agg["excludes_0"]}
 
 
+def choice(out: dict[str, Any]) -> dict[str, Any] | None:
+    """The best recipe by mean accuracy and its paired difference to the runner-up on the same episodes (a tie
+    when that interval holds 0: the ranking alone picked it)."""
+    ranked = sorted(out["recipes"], key=lambda n: -out["recipes"][n]["mean"])
+    if len(ranked) < 2:
+        return None
+    best, second = (out["recipes"][n]["per_gene"] for n in ranked[:2])
+    diff = _summary([[x - y for x, y in zip(a, b)] for a, b in zip(best, second)])
+    return {"best": ranked[0], "runner_up": ranked[1], "difference": diff, "tie": not diff["excludes_0"]}
+
+
 def render(out: dict[str, Any]) -> str:
     lines = [f"{out['ways']}-way {out['shots']}-shot, {out['episodes']} episodes of the {out['classes']} classes "
              f"({out['pool']}), depth {out['depth']}, {len(out['genes'])} gene(s); intervals over "
@@ -140,6 +152,11 @@ def render(out: dict[str, Any]) -> str:
         lines.append(f"| {name} | {settings} | {_acc(r)} | {_pts(r['minus_ncm'])} | "
                      f"{_acc(r['scratch']) if 'scratch' in r else '-'} | "
                      f"{_pts(r['minus_scratch']) if 'minus_scratch' in r else '-'} |")
+    c = out.get("choice")
+    if c:
+        lines += ["", f"Best by mean: `{c['best']}`; paired against the runner-up `{c['runner_up']}` on the same "
+                      f"episodes: {_pts(c['difference'])} points" + (" -- a tie: the ranking alone picked it." if
+                                                                    c["tie"] else ".")]
     return "\n".join(lines) + "\n"
 
 
