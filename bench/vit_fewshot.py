@@ -51,6 +51,12 @@ GRID: dict[str, tuple[dict[str, Any], float]] = {
                                "augment": "none"}, 0.01),
     "head30+ft30-lrs": ({"head_epochs": 30, "epochs": 30, "inherit_mode": "lr_scale", "lr_scale": 0.1,
                          "augment": "affine"}, 0.01),
+    # second round, around the first round's best (probe-30)
+    "probe-60": ({"head_epochs": 60, "epochs": 0, "augment": "affine"}, 0.01),
+    "probe-30-lr.03": ({"head_epochs": 30, "epochs": 0, "augment": "affine"}, 0.03),
+    "probe-30-noaug": ({"head_epochs": 30, "epochs": 0, "augment": "none"}, 0.01),
+    "head30+ft10-lrs": ({"head_epochs": 30, "epochs": 10, "inherit_mode": "lr_scale", "lr_scale": 0.1,
+                         "augment": "affine"}, 0.01),
 }
 
 
