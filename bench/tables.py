@@ -174,6 +174,7 @@ def vit_linearity() -> str:
 PAIRED = "vit-glyphs-17/report.json"
 LEVERS = "vit-glyphs-levers/levers.json"
 FEWSHOT_CHOOSE = "vit-glyphs-fewshot/choose/fewshot.json"
+FEWSHOT_CHOOSE1 = "vit-glyphs-fewshot/choose/round1.json"
 FEWSHOT_TARGET = "vit-glyphs-fewshot/target/fewshot.json"
 
 
@@ -473,6 +474,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "vit17-levers": vit17_levers,
     "vit17-depth": vit17_depth,
     "vit17-storage": vit17_storage,
+    "vit17-fewshot-choose1": vit17_fewshot(FEWSHOT_CHOOSE1),
     "vit17-fewshot-choose": vit17_fewshot(FEWSHOT_CHOOSE),
     "vit17-fewshot-target": vit17_fewshot(FEWSHOT_TARGET),
     "vit-depth": vit_depth,
