@@ -170,6 +170,97 @@ def vit_linearity() -> str:
     return "\n".join(_table(["", "layer order", "shuffled"], body))
 
 
+# ---------------------------------------------------------------------- vit-glyphs over learngenes (issues 16, 17)
+PAIRED = "vit-glyphs-17/report.json"
+LEVERS = "vit-glyphs-levers/levers.json"
+FEWSHOT_CHOOSE = "vit-glyphs-fewshot/choose/fewshot.json"
+FEWSHOT_CHOOSE1 = "vit-glyphs-fewshot/choose/round1.json"
+FEWSHOT_TARGET = "vit-glyphs-fewshot/target/fewshot.json"
+
+
+def _ci_pts(d: dict[str, Any]) -> str:
+    """A paired difference in points with its interval over learngenes (none from fewer than 3)."""
+    ci = d["ci95"]
+    cell = f"{100 * d['mean']:+.1f} " + (f"±{100 * ci:.1f}" if ci is not None and math.isfinite(ci) else
+                                         f"(no CI, n = {d['n']})")
+    return f"**{cell}**" if d["excludes_0"] else cell
+
+
+def vit17_levers() -> str:
+    body = []
+    records = _json(LEVERS)["records"]
+    for r in records:
+        init = r.get("init") or {}
+        body.append([f"`{r['variant']}`", ", ".join(f"`{o}`" for o in r["overrides"]) or "TLEG's own (random "
+                     "templates, soft, α 0.5, T 1)", f"{init.get('val_acc', float('nan')):.3f}",
+                     f"{r['val_acc']:.3f}", f"{100 * (r['val_acc'] - r['ancestry_val_acc']):+.1f}",
+                     f"{init['r2_mean']:.3f}" if "r2_mean" in init else "-"])
+    anc, epochs = records[0]["ancestry_val_acc"], records[0]["epochs"]
+    return "\n".join([*_table(["variant", "settings", "aux source val before distilling",
+                                f"after {epochs} epochs", "minus the ancestry (points)", "fit R² (mean)"], body), "",
+                      f"Source-class validation accuracy (300-way, held-out images of the source classes) of the "
+                      f"auxiliary net distilled from the learngene-seed-0 ancestry ({_json(LEVERS)['ancestry_epochs']} "
+                      f"epochs, source val {anc:.3f}) for {epochs} epochs. Novel classes were not looked at."])
+
+
+def vit17_depth() -> str:
+    report = _json(PAIRED)
+    rows = {(r["method"], r["depth"]): r for r in report["descendants"]["rows"] if not r["budget"]}
+    paired = {(p["a"], p["b"], p["depth"]): p for p in report["descendants"]["paired"] if p["equal_budget"]}
+    depths = sorted({d for _, d in rows})
+    methods = [m for m in report["descendants"]["methods"] if any(k[0] == m for k in rows)]
+    head = ["depth", *(f"{m} ({rows[(m, depths[0])]['epochs']} ep)" for m in methods), "tleg - truncated (points)",
+            "within 2 points"]
+    body = []
+    for d in depths:
+        cells = [str(d)]
+        for m in methods:
+            r = rows.get((m, d))
+            cells.append("n/a" if r is None else _acc(r["acc"], r["acc_ci95"] if r["acc_ci95"] is not None else
+                                                      math.nan, r["ci_n"]))
+        p = paired[("tleg", "truncated", d)]
+        ci = p["ci95"] if p["ci95"] is not None else math.nan
+        lower = p["mean"] - ci if math.isfinite(ci) else math.nan
+        verdict = "yes" if math.isfinite(lower) and lower >= -0.02 else (
+            "no" if math.isfinite(ci) and p["mean"] + ci < -0.02 else "not shown")
+        cells += [_ci_pts(p), verdict]
+        body.append(cells)
+    stored = {m: rows[(m, depths[0])]["stored_params"] for m in methods}
+    body.append(["stored", *(f"{stored[m]:,}" for m in methods), "", ""])
+    prot = report["descendants"]["protocol"]
+    per = "; ".join(f"seed {lin['learngene_seed']}: {lin['ancestry']['val_acc']:.3f} / {lin['tleg']['val_acc']:.3f}"
+                    for lin in report["lineages"])
+    return "\n".join([*_table(head, body), "",
+                      f"Mean ± 95% CI over learngene seeds {prot['learngene_seeds']} (Student t, "
+                      f"{len(prot['learngene_seeds']) - 1} df): each seed trains its own ancestry, auxiliary net and "
+                      "genes; the descendants of a seed share head, data order and augmentation, so `tleg - "
+                      "truncated` is paired. 'within 2 points': the lower end of the paired interval is above -2 "
+                      f"points (yes), its upper end below -2 (no), else not shown. Source val accuracy, ancestry / "
+                      f"aux net: {per}."])
+
+
+def vit17_storage() -> str:
+    report = _json(PAIRED)
+    anc, tleg = report["ancestry"], report["tleg"]
+    head = anc["params"] - anc["params_no_head"]
+    body = [["no head on either side", f"{tleg['stored_params']:,}", f"{anc['params_no_head']:,}",
+             f"{100 * tleg['stored_fraction_of_ancestry']:.1f}%"],
+            ["both with their source-class heads", f"{tleg['stored_params'] + tleg['aux_head_params']:,}",
+             f"{anc['params']:,}", f"{100 * tleg['stored_fraction_with_heads']:.1f}%"],
+            ["the truncated row's stored count (no head)", "-", f"{anc['params_no_head']:,}", "-"]]
+    del head
+    return "\n".join(_table(["counted", "TLEG learngene", "ancestry", "fraction"], body))
+
+
+def vit17_fewshot(rel: str) -> Callable[[], str]:
+    def render() -> str:
+        from bench.vit_fewshot import render as render_fewshot
+
+        return render_fewshot(_json(rel)).rstrip("\n")
+
+    return render
+
+
 # ---------------------------------------------------------------------- Omniglot, three collective seeds
 SEEDS = "omniglot-seeds/seeds.json"
 SEED_METHODS = ["learngene", "scratch", "finetune", "linear-probe", "protonet", "ncm-collective", "ncm-gene", "joint",
@@ -380,6 +471,12 @@ def speed_table() -> str:
 
 
 TABLES: dict[str, Callable[[], str]] = {
+    "vit17-levers": vit17_levers,
+    "vit17-depth": vit17_depth,
+    "vit17-storage": vit17_storage,
+    "vit17-fewshot-choose1": vit17_fewshot(FEWSHOT_CHOOSE1),
+    "vit17-fewshot-choose": vit17_fewshot(FEWSHOT_CHOOSE),
+    "vit17-fewshot-target": vit17_fewshot(FEWSHOT_TARGET),
     "vit-depth": vit_depth,
     "vit-targets": vit_targets,
     "vit-variants": vit_variants,

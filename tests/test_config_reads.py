@@ -80,10 +80,14 @@ def test_a_transformer_key_is_refused_by_the_cnn_paradigm_from_a_file_or_from_py
 
 def test_inherit_reads_its_own_keys_only():
     vit = config_for("vit")
-    assert apply_overrides(vit, ["vit.descendant_epochs=3", "train.lr=0.01"], reader="inherit:vit")
+    # a transformer descendant trains by the individual recipe at vit.fewshot_lr
+    assert apply_overrides(vit, ["individual.head_epochs=3", "vit.fewshot_lr=0.03"], reader="inherit:vit")
     with pytest.raises(ConfigError, match="train.epochs is not read by `learngene inherit` from a transformer "
-                                          "learngene, which reads vit.descendant_epochs"):
+                                          "learngene, which reads individual.classifier"):
         apply_overrides(config_for("vit"), ["train.epochs=3"], reader="inherit:vit")
+    for unread in ("vit.descendant_epochs=3", "individual.lr=0.1", "train.lr=0.01"):  # the full-data recipe's
+        with pytest.raises(ConfigError, match="is not read by `learngene inherit`"):
+            apply_overrides(config_for("vit"), [unread], reader="inherit:vit")
     with pytest.raises(ConfigError, match="train.epochs is not read by `learngene inherit` from a CNN learngene"):
         apply_overrides(config_for("cnn"), ["train.epochs=3"], reader="inherit:cnn")
 

@@ -29,10 +29,11 @@ STAGES: list[tuple[int, tuple[str, ...]]] = [
     (5, ("learngene.criterion", "learngene.vit.linearity")),
     (6, ("learngene.gene", "learngene.gene_format", "learngene.vit.gene")),
     (7, ("learngene.individual", "learngene.vit.descendants", "learngene.vit.criterion", "learngene.vit.inherit",
+         "learngene.vit.fewshot",
          "learngene.kinds", "learngene.prediction")),
     (8, ("learngene.evaluate", "learngene.evaluation_summary", "learngene.baselines", "learngene.vit.methods")),
     (9, ("learngene.report", "learngene.collective_run", "learngene.run", "learngene.tune", "learngene.vit",
-         "learngene.vit.run", "learngene.vit.report")),
+         "learngene.vit.run", "learngene.vit.report", "learngene.vit.compare")),
     (10, ("learngene.cli", "learngene.cli_common", "learngene.cli_stages", "learngene.__main__")),
 ]
 

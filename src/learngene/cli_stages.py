@@ -176,6 +176,9 @@ def _inherit(args: argparse.Namespace) -> int:
             msg += (f"\nmean top score {cal['mean_score']:.3f}, calibration error (ECE) {cal['ece']:.3f}: the "
                     "scores `predict` prints are softmax outputs, not probabilities")
     print(msg)
+    if result.get("ncm_query_accuracy") is not None:
+        print(f"nearest-class-mean on the same descendant's untrained features: query accuracy "
+              f"{result['ncm_query_accuracy']:.3f} (the gene used as it is)")
     if result.get("scratch"):
         acc = result["scratch"].get("query_accuracy")
         print("scratch (same architecture, random init, same budget): "

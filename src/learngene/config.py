@@ -63,7 +63,11 @@ PARADIGM_DEFAULTS: dict[str, dict[str, Any]] = {
         "criterion.n_layers": 3,
         "criterion.pseudo_epochs": 2,
         "stream.test_fraction": 0.25,
-        "individual.epochs": 20,
+        # a few-shot descendant (learngene.vit.fewshot): its imprinted cosine head trained 30 epochs with every
+        # inherited tensor frozen, no fine-tuning of the blocks (chosen on 20-way 1-shot pseudo-tasks of the
+        # vit-glyphs open-world classes: BENCHMARKS.md)
+        "individual.head_epochs": 30,
+        "individual.epochs": 0,
         "individual.lr": None,
         "evaluate.seeds": [0, 1, 2],
     },
@@ -84,8 +88,11 @@ class Reader:
         return ", ".join(f"{k}.*" if "." not in k and k not in ("seed",) else k for k in self.keys)
 
 
-_VIT_INHERIT = ("vit.descendant_epochs", "vit.eval_epochs", "vit.schedule", "individual.lr", "train.lr",
-                "train.weight_decay", "train.batch_size", "train.amp", "data.augment")
+# a transformer descendant trains by the individual recipe (learngene.vit.fewshot) at vit.fewshot_lr
+_VIT_RECIPE = ("individual.classifier", "individual.imprint", "individual.head_epochs", "individual.epochs",
+               "individual.batch_size", "individual.schedule", "individual.momentum", "individual.weight_decay",
+               "individual.inherit_mode", "individual.ewc_lambda", "individual.lr_scale", "individual.augment")
+_VIT_INHERIT = (*_VIT_RECIPE, "vit.fewshot_lr", "evaluate.curve_every")
 READERS: dict[str, Reader] = {
     "cnn": Reader("the CNN paradigm (paradigm = 'cnn')",
                   ("seed", "data", "stream", "model", "growth", "train", "record", "openset", "criterion",
@@ -93,7 +100,7 @@ READERS: dict[str, Reader] = {
     "vit": Reader("the transformer paradigm (paradigm = 'vit')",
                   ("seed", "data", "model.name", "train.lr", "train.weight_decay", "train.batch_size", "train.amp",
                    "train.distill_temperature", "criterion.name", "criterion.n_layers", "criterion.pseudo_epochs",
-                   "criterion.layers", "stream.test_fraction", "individual.epochs", "individual.lr",
+                   "criterion.layers", "stream.test_fraction", *_VIT_RECIPE, "individual.lr",
                    "evaluate.settings", "evaluate.episodes", "evaluate.queries", "evaluate.seeds", "evaluate.methods",
                    "vit")),
     "inherit:cnn": Reader("`learngene inherit` from a CNN learngene", ("individual", "evaluate.curve_every")),

@@ -60,12 +60,17 @@ def build_individual(gene, spec: IndividualConfig, num_classes: int, *, seed: in
 @torch.no_grad()
 def imprint_classifier(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> None:
     """Weight imprinting: each class's row is its mean support feature, so training starts from a sensible head
-    (a cosine head starts as cosine nearest-class-mean: :func:`learngene.models.heads.imprint`)."""
+    (a cosine head starts as cosine nearest-class-mean: :func:`learngene.models.heads.imprint`).  An individual
+    model's classifier reads ``forward_penultimate``; a timm model's head (a transformer descendant) its pooled
+    features (``forward_head(..., pre_logits=True)``)."""
     was = model.training
     model.eval()
-    feats = model.forward_penultimate(x)
+    if hasattr(model, "forward_penultimate"):
+        feats, classifier = model.forward_penultimate(x), model.classifier
+    else:
+        feats, classifier = model.forward_head(model.forward_features(x), pre_logits=True), model.head
     model.train(was)
-    imprint(model.classifier, feats, y)
+    imprint(classifier, feats, y)
 
 
 def _is_inherited(name: str, inherited: tuple[str, ...]) -> bool:

@@ -69,14 +69,26 @@ class ViTConfig(Section):
     aux_epochs: int = 30
     distill: str = "soft"  # soft | hard (DeiT-style) distillation from the ancestry (temperature: train.distill_temperature)
     distill_alpha: float = 0.5
+    # where the auxiliary net starts: "random" (TLEG's template init) or "ancestry" (the templates a least-squares fit
+    # of the rule to the ancestry's blocks, its embeddings, final norm and head copied: learngene.vit.auxiliary)
+    aux_init: str = "random"
     schedule: str = "cosine"  # learning-rate schedule of every training: cosine (per step, no warm-up) | constant
     # descendants on the novel classes (full-data classification; learning rate individual.lr, else train.lr)
     depths: list[int] = field(default_factory=lambda: [2, 4, 6, 8, 10, 12])
     descendant_epochs: int = 10
     scratch_epochs: int = 30
     eval_epochs: list[int] = field(default_factory=lambda: [0, 1, 3, 10])
-    # few-shot episodes ([evaluate] settings, individual.epochs full-batch steps) at these descendant depths
+    # few-shot episodes ([evaluate] settings) at these descendant depths, trained by the individual recipe
+    # ([individual]: imprinted cosine head, head stage, gentle fine-tuning, augmentation; learngene.vit.fewshot)
     fewshot_depths: list[int] | None = None  # None: the ancestry's depth only
+    fewshot_lr: float = 0.01  # that recipe's SGD rate (individual.lr is the full-data descendants' AdamW rate here)
+    # the outermost random stage: each learngene seed trains its own ancestry, auxiliary net, genes and descendants
+    # (evaluate.seeds are the descendant seeds nested in each), so intervals are over learngenes; the class split
+    # stays on the top-level seed.  None: one learngene, of seed = the top-level seed (intervals conditional on it)
+    learngene_seeds: list[int] | None = None
+    # equal-budget comparisons: every method also trains a run *scheduled* for exactly each of these epoch counts
+    # (its own cosine schedule), beside its descendant_epochs / scratch_epochs run -- e.g. [10]: scratch at 10
+    budget_epochs: list[int] = field(default_factory=list)
 
     RULES: ClassVar[dict[str, Rule]] = {
         "ancestry_depth": optional(at_least(1)),
@@ -90,12 +102,16 @@ class ViTConfig(Section):
         "aux_epochs": at_least(1),
         "distill": one_of("soft", "hard"),
         "distill_alpha": between(0.0, 1.0, closed=True),
+        "aux_init": one_of("random", "ancestry"),
         "schedule": one_of("cosine", "constant"),
         "depths": _DEPTHS,
         "descendant_epochs": at_least(1),
         "scratch_epochs": at_least(1),
         "eval_epochs": each(at_least(0, "must be >= 0 (0: before training)"), "epoch"),
         "fewshot_depths": optional(each(at_least(1), "depth")),
+        "fewshot_lr": lambda v: None if v > 0 else "must be > 0",
+        "learngene_seeds": optional(all_of(nonempty("seed"), unique("seed"))),
+        "budget_epochs": all_of(each(at_least(1), "epoch count"), unique("epoch count")),
     }
 
 

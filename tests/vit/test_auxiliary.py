@@ -69,3 +69,35 @@ def test_distillation_lowers_kl_and_leaves_teacher_untouched(tiny_cfg, batch):
     assert history["loss"][-1] < history["loss"][0]
     assert teacher.training
     assert all(torch.equal(v, teacher_state[k]) for k, v in teacher.state_dict().items())
+
+
+def test_init_from_ancestry_fits_the_rule_to_the_ancestry_blocks(tiny_cfg, batch):
+    """An ancestry whose blocks are exactly theta_A + (l/L) theta_B is recovered exactly: the aux net then computes
+    the ancestry's function (same logits), and R^2 is 1; a general ancestry gets the least-squares line."""
+    from learngene.vit.auxiliary import init_from_ancestry
+
+    with seeded(0):
+        ancestry = build_vit({**tiny_cfg, "depth": 4}).eval()
+        a, b = build_vit({**tiny_cfg, "depth": 1}), build_vit({**tiny_cfg, "depth": 1})
+    base, slope = a.blocks[0].state_dict(), b.blocks[0].state_dict()
+    state = ancestry.state_dict()
+    for i in range(4):
+        state.update({f"blocks.{i}.{k}": base[k] + (i / 4) * slope[k] for k in base})
+    ancestry.load_state_dict(state)
+    aux = ExpandedViT(tiny_cfg, "linear", 4, seed=1).eval()
+    r2 = init_from_ancestry(aux, ancestry)
+    assert min(r2.values()) == pytest.approx(1.0, abs=1e-5)
+    torch.testing.assert_close(aux(batch), ancestry(batch), atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(aux.templates.state_dict()["attn.qkv.weight"][1], slope["attn.qkv.weight"],
+                               atol=1e-5, rtol=1e-4)
+    # a block off the line: the fit is the least-squares line (its mean through depth is the blocks' mean)
+    state["blocks.2.mlp.fc1.weight"] += 0.3
+    ancestry.load_state_dict(state)
+    r2 = init_from_ancestry(aux, ancestry)
+    assert r2["mlp.fc1.weight"] < 0.999 and r2["attn.qkv.weight"] == pytest.approx(1.0, abs=1e-5)
+    t = aux.templates.state_dict()["mlp.fc1.weight"]
+    fitted = torch.stack([t[0] + (i / 4) * t[1] for i in range(4)])
+    blocks = torch.stack([state[f"blocks.{i}.mlp.fc1.weight"] for i in range(4)])
+    torch.testing.assert_close(fitted.mean(0), blocks.mean(0), atol=1e-5, rtol=1e-4)
+    with pytest.raises(ModelError, match="shared tensors"):
+        init_from_ancestry(ExpandedViT({**tiny_cfg, "num_classes": 7}, "linear", 4), ancestry)

@@ -62,7 +62,8 @@ def test_truncated_ancestry_keeps_first_blocks_and_refuses_deeper(ancestry, batc
     assert len(m.blocks) == 2 and m(batch).shape == (6, 7)
     assert _same_block(m, 0, ancestry, 0) and _same_block(m, 1, ancestry, 1)
     assert torch.equal(m.fc_norm.weight, ancestry.fc_norm.weight)
-    assert d.stored_params == sum(p.numel() for p in ancestry.parameters())
+    # like for like with a learngene (issue 17): the whole ancestry but its head, which no descendant uses
+    assert d.stored_params == sum(p.numel() for n, p in ancestry.named_parameters() if not n.startswith("head."))
     assert not any(k.startswith("head.") for k in d.inherited)
     with pytest.raises(ModelError, match="cannot truncate a 4-block ancestry to 5 blocks"):
         truncated_ancestry(ancestry, depth=5, num_classes=7)

@@ -46,27 +46,38 @@ def test_smoke_report_rows_are_well_formed(smoke):
     rows = on_disk["descendants"]["rows"]
     anc_depth = on_disk["ancestry"]["depth"]
     assert anc_depth == 3 and cfg.vit.depths == [2, 3, 4]
-    expected = {(m, d) for d in cfg.vit.depths for m in METHODS if not (m == "truncated" and d > anc_depth)}
-    assert {(r["method"], r["depth"]) for r in rows} == expected
+    assert cfg.vit.learngene_seeds == [0, 1] and cfg.vit.budget_epochs == [3] and cfg.vit.descendant_epochs == 3
+    expected = {(m, d, cfg.vit.scratch_epochs if m == "scratch" else 3) for d in cfg.vit.depths for m in METHODS
+                if not (m == "truncated" and d > anc_depth)}
+    expected |= {("scratch", d, 3) for d in cfg.vit.depths}  # the equal-budget run: scheduled for 3 epochs
+    assert {(r["method"], r["depth"], r["epochs"]) for r in rows} == expected
     assert on_disk["descendants"]["skipped"] == [
         {"method": "truncated", "depth": 4, "reason": "deeper than the 3-block ancestry: truncation only shortens"}]
     genes = {k: TransformerGene.load(out / "genes" / k) for k in ("tleg", "heur-lg")}
+    anc_no_head = on_disk["ancestry"]["params_no_head"]
+    assert anc_no_head == on_disk["ancestry"]["params"] - (36 * 32 + 36)  # the head: width 32 x 36 source classes
     for r in rows:
-        assert set(r) >= {"method", "depth", "params", "stored_params", "acc", "acc_ci95", "curve"}
-        assert 0.0 <= r["acc"] <= 1.0 and not _finite(r["acc_ci95"])  # 2 seeds: too few for a CI (stats.MIN_N_CI)
-        epochs = cfg.vit.scratch_epochs if r["method"] == "scratch" else cfg.vit.descendant_epochs
-        want = sorted({e for e in cfg.vit.eval_epochs if e <= epochs} | {epochs})
+        assert set(r) >= {"method", "depth", "params", "stored_params", "acc", "acc_ci95", "curve", "budget"}
+        # 2 learngene seeds: too few for a CI (stats.MIN_N_CI), and said so
+        assert 0.0 <= r["acc"] <= 1.0 and not _finite(r["acc_ci95"]) and r["ci_n"] == 2
+        assert r["ci_level"] == "learngenes" and len(r["per_learngene"]) == 2
+        want = sorted({e for e in cfg.vit.eval_epochs if e <= r["epochs"]} | {r["epochs"]})
         assert r["curve"]["epochs"] == want and len(r["curve"]["acc"]) == len(want)
         assert r["curve"]["acc"][-1] == pytest.approx(r["acc"])
-        assert [s["seed"] for s in r["per_seed"]] == cfg.evaluate.seeds
-        stored = {"scratch": 0, "truncated": on_disk["ancestry"]["params"],
+        assert r["acc"] == pytest.approx(sum(r["per_learngene"]) / 2)
+        assert [(s["learngene_seed"], s["seed"]) for s in r["per_seed"]] == [(0, 0), (1, 0)]
+        assert r["budget"] == (r["method"] == "scratch" and r["epochs"] == 3)
+        # like for like: the truncated ancestry stores the ancestry without its head, as genes keep no head
+        stored = {"scratch": 0, "truncated": anc_no_head,
                   "tleg": genes["tleg"].stored_params, "heur-lg": genes["heur-lg"].stored_params}[r["method"]]
         assert r["stored_params"] == stored
     # same depth, same architecture: every method's descendant has the same parameter count
     for d in cfg.vit.depths:
         assert len({r["params"] for r in rows if r["depth"] == d}) == 1
-    assert on_disk["tleg"]["stored_fraction_of_ancestry"] == pytest.approx(
-        genes["tleg"].stored_params / on_disk["ancestry"]["params"])
+    tleg = on_disk["tleg"]
+    assert tleg["stored_fraction_of_ancestry"] == pytest.approx(genes["tleg"].stored_params / anc_no_head)
+    assert tleg["stored_fraction_with_heads"] == pytest.approx(
+        (genes["tleg"].stored_params + 36 * 32 + 36) / on_disk["ancestry"]["params"])
     assert on_disk["heur_lg"]["selected"] == genes["heur-lg"].block_indices
     assert on_disk["heur_lg"]["name"] == "gradient_stability" and len(on_disk["heur_lg"]["candidates"]) == 2
 
@@ -80,7 +91,8 @@ def test_smoke_fewshot_linearity_report_and_plot(smoke):
     assert s["depth"] == 3 and _finite(s["pooled_r2"]) and _finite(s["pooled_r2_shuffled"])
     assert len(report["linearity"]["rows"]) == s["n_tensors"] > 0
     md = (out / "report.md").read_text()
-    assert "| depth | scratch | heur-lg | truncated | tleg |" in md and "| 4 |" in md and "n/a" in md
+    assert "| depth | scratch (6 ep) | heur-lg (3 ep) | truncated (3 ep) | tleg (3 ep) |" in md and "| 4 |" in md
+    assert "n/a" in md and "no CI (n = 2 < 3)" in md and "tleg - truncated (3 ep)" in md
     assert "shuffled" in md and "pooled R²" in md
     png = (out / "plots" / "vit_accuracy_vs_depth.png").read_bytes()
     assert png.startswith(b"\x89PNG")
@@ -96,7 +108,8 @@ def test_rerun_reuses_the_cached_ancestry_aux_and_descendants(smoke, tmp_path):
     assert [(r["method"], r["depth"], r["acc"]) for r in again["descendants"]["rows"]] == \
         [(r["method"], r["depth"], r["acc"]) for r in report["descendants"]["rows"]]
     # a changed setting that the descendants depend on retrains them, not the ancestry
-    changed = load_config("vit-smoke", None, ["vit.descendant_epochs=1", "evaluate.methods=['tleg']", "vit.depths=[2]"])
+    changed = load_config("vit-smoke", None, ["vit.descendant_epochs=1", "evaluate.methods=['tleg']", "vit.depths=[2]",
+                                              "vit.budget_epochs=[]"])
     third = run_vit(changed, out, progress=False)
     assert third["ancestry"]["cached"] and third["tleg"]["cached"]
     assert [r["curve"]["epochs"] for r in third["descendants"]["rows"]] == [[0, 1]]
@@ -105,6 +118,7 @@ def test_rerun_reuses_the_cached_ancestry_aux_and_descendants(smoke, tmp_path):
 def test_validation_criterion_chooses_blocks_on_open_world_pseudo_tasks(tmp_path):
     cfg = load_config("vit-smoke", None, [
         "criterion.name='validation'", "evaluate.methods=['heur-lg']", "vit.depths=[2]", "evaluate.seeds=[0]",
+        "vit.learngene_seeds=[0]", "vit.budget_epochs=[]",
         "criterion.pseudo_epochs=1", "vit.ancestry_epochs=1", "vit.descendant_epochs=1", "evaluate.episodes=1"])
     report = run_vit(cfg, tmp_path / "run", progress=False)
     crit = report["heur_lg"]
@@ -168,10 +182,10 @@ def test_inherit_trains_a_descendant_saves_it_for_predict_and_compares_scratch(s
     cfg, out, _ = smoke
     data, novel, sup, qry = _novel_folders(cfg, tmp_path)
     result = inherit(out / "genes" / "tleg", sup, tmp_path / "model", query_dir=qry, depth=5, compare_scratch=True,
-                     overrides=["vit.descendant_epochs=3"])
+                     overrides=["individual.head_epochs=2", "individual.epochs=1"])
     assert result["classes"] == sorted(novel) and result["depth"] == 5 and result["kind"] == "tleg"
     assert 0.0 <= result["query_accuracy"] <= 1.0 and 0.0 <= result["scratch"]["query_accuracy"] <= 1.0
-    assert result["curve"]["epochs"][0] == 0 and result["curve"]["epochs"][-1] == 3
+    assert result["curve"]["epochs"] == [1, 2, 3] and 0.0 <= result["ncm_query_accuracy"] <= 1.0
     model, meta = load_individual(tmp_path / "model")  # what `learngene predict` reads
     assert len(model.blocks) == 5 and meta["classes"] == result["classes"]
     assert meta["preprocessing"]["image_size"] == 16 and meta["query_accuracy"] == result["query_accuracy"]
@@ -180,8 +194,8 @@ def test_inherit_trains_a_descendant_saves_it_for_predict_and_compares_scratch(s
     assert torch.equal(model(x), again(x)) and model(x).shape == (2, 3)
     # Heur-LG genes too, without a query folder; an occupied --out needs overwrite
     with pytest.raises(ConfigError, match="not empty"):
-        inherit(out / "genes" / "heur-lg", sup, tmp_path / "model", depth=2, overrides=["vit.descendant_epochs=1"])
-    plain = inherit(out / "genes" / "heur-lg", sup, tmp_path / "model", depth=2, overrides=["vit.descendant_epochs=1"],
+        inherit(out / "genes" / "heur-lg", sup, tmp_path / "model", depth=2, overrides=["individual.epochs=1"])
+    plain = inherit(out / "genes" / "heur-lg", sup, tmp_path / "model", depth=2, overrides=["individual.epochs=1"],
                     overwrite=True)
     assert plain["query_accuracy"] is None and plain["scratch"] is None
     two = tmp_path / "two"
@@ -225,10 +239,10 @@ def test_cli_inherit_set_is_used_or_refused(smoke, tmp_path, capsys):
             str(qry)]
     assert main([*base, "--out", str(tmp_path / "a"), "--set", "train.epochs=3"]) == 2
     assert "config key train.epochs is not read by `learngene inherit` from a transformer learngene, which reads " \
-           "vit.descendant_epochs" in capsys.readouterr().err and not (tmp_path / "a").exists()
+           "individual.classifier" in capsys.readouterr().err and not (tmp_path / "a").exists()
     assert main([*base, "--out", str(tmp_path / "b"), "--preset", "smoke"]) == 2
     assert "configuration given has paradigm = 'cnn'" in capsys.readouterr().err
-    assert main([*base, "--out", str(tmp_path / "c"), "--set", "vit.descendant_epochs=2"]) == 0
+    assert main([*base, "--out", str(tmp_path / "c"), "--set", "individual.epochs=2"]) == 0
     from learngene.individual import load_individual
 
     assert load_individual(tmp_path / "c")[1]["training"]["epochs"] == 2

@@ -65,6 +65,7 @@ __all__ = [
     "block_state_dict",
     "build_vit",
     "construct_vit",
+    "build_vit_cosine",
     "full_config",
     "load_block_state_dict",
     "num_blocks",
@@ -73,6 +74,7 @@ __all__ = [
     "split_block_key",
     "vit_config",
     "vit_kwargs",
+    "vit_cosine_config",
     "vit_preset_config",
 ]
 
@@ -81,6 +83,32 @@ __all__ = [
 def build_vit(cfg: Mapping[str, Any]) -> VisionTransformer:
     """Build a timm ``VisionTransformer`` from a shape record (missing keys take the preset defaults)."""
     return construct_vit(vit_kwargs(cfg))
+
+
+@register_architecture("vit_cosine")
+def build_vit_cosine(cfg: Mapping[str, Any]) -> VisionTransformer:
+    """A timm ``VisionTransformer`` whose head is a :class:`~learngene.models.heads.CosineClassifier` (a few-shot
+    descendant, :mod:`learngene.vit.fewshot`): the record is the plain ViT's under the name ``vit_cosine``."""
+    from learngene.models.heads import CosineClassifier
+
+    model = build_vit({**cfg, "name": "vit"})
+    model.head = CosineClassifier(model.head.in_features, int(cfg["num_classes"]))
+    return model
+
+
+def vit_cosine_config(model: nn.Module) -> dict[str, Any]:
+    """The record :func:`build_vit_cosine` rebuilds ``model`` from (its head a CosineClassifier)."""
+    from learngene.models.heads import CosineClassifier
+
+    head = model.head
+    if not isinstance(head, CosineClassifier):
+        raise ModelError(f"vit_cosine_config needs a ViT with a cosine head, got a {type(head).__name__} head")
+    model.head = nn.Linear(head.in_features, head.out_features, device="meta")  # what vit_config reads
+    try:
+        cfg = vit_config(model)
+    finally:
+        model.head = head
+    return {**cfg, "name": "vit_cosine"}
 
 
 # ---------------------------------------------------------------------- presets

@@ -348,23 +348,25 @@ class GradientShare:
 
 
 def train_ancestry(cfg: Config, shape: dict[str, Any], task: Task, recipe: Recipe, cache: Path, fp: str,
-                   user: nn.Module | None = None, probe_record: bool = False) -> tuple[nn.Module, dict[str, Any]]:
+                   user: nn.Module | None = None, probe_record: bool = False,
+                   seed: int | None = None) -> tuple[nn.Module, dict[str, Any]]:
     """The ancestry trained on ``task`` (the source classes), or the cached one under fingerprint ``fp``.
 
     ``user``: a user's ancestry, tuned instead (``probe_record``: its gradient record comes from the probe, see
-    :func:`records_probe`)."""
+    :func:`records_probe`).  ``seed``: the learngene seed its draws follow (default ``cfg.seed``)."""
     v = cfg.vit
+    seed = cfg.seed if seed is None else seed
 
     def train() -> tuple[nn.Module, dict[str, Any]]:
         if user is not None:
-            return _tune_user_ancestry(cfg, user, task, recipe, probe_record)
+            return _tune_user_ancestry(cfg, user, task, recipe, probe_record, seed)
         log.info("ancestry: training %d blocks, width %d on %d source classes for %d epochs", shape["depth"],
                  shape["embed_dim"], task.num_classes, v.ancestry_epochs)
-        with seeded(derive_seed(cfg.seed, "ancestry-init")):
+        with seeded(derive_seed(seed, "ancestry-init")):
             model = build_vit(shape)
         record = GradientShare(model)
-        res = fit(model, recipe.task_batches(task, derive_seed(cfg.seed, "ancestry-data")), v.ancestry_epochs,
-                  **recipe.options(seed=derive_seed(cfg.seed, "ancestry-train"), hook=record, evaluate=task.accuracy,
+        res = fit(model, recipe.task_batches(task, derive_seed(seed, "ancestry-data")), v.ancestry_epochs,
+                  **recipe.options(seed=derive_seed(seed, "ancestry-train"), hook=record, evaluate=task.accuracy,
                                    eval_epochs=[v.ancestry_epochs], desc="ancestry"))
         return model, {
             "params": sum(int(p.numel()) for p in model.parameters()),
@@ -386,7 +388,7 @@ def records_probe(cfg: Config, methods: list[str]) -> bool:
 
 
 def _tune_user_ancestry(cfg: Config, model: nn.Module, task: Task, recipe: Recipe,
-                        measure: bool) -> tuple[nn.Module, dict[str, Any]]:
+                        measure: bool, seed: int) -> tuple[nn.Module, dict[str, Any]]:
     """A user's ancestry on the source classes: a linear probe of its fresh head, then fine-tuning (see the module
     docstring).  The gradient record comes from the fine-tuning, or from the probe when there is none."""
     v = cfg.vit
@@ -402,9 +404,9 @@ def _tune_user_ancestry(cfg: Config, model: nn.Module, task: Task, recipe: Recip
         try:
             for p in model.parameters():  # measured blocks need gradients; the optimizer still holds only the head
                 p.requires_grad_(measure or id(p) in ids)
-            res = fit(Probe(model), recipe.task_batches(task, derive_seed(cfg.seed, "ancestry-probe-data")),
+            res = fit(Probe(model), recipe.task_batches(task, derive_seed(seed, "ancestry-probe-data")),
                       v.ancestry_probe_epochs,
-                      **recipe.options(seed=derive_seed(cfg.seed, "ancestry-probe"), hook=record, only=head,
+                      **recipe.options(seed=derive_seed(seed, "ancestry-probe"), hook=record, only=head,
                                        evaluate=task.accuracy, eval_epochs=[v.ancestry_probe_epochs],
                                        desc="ancestry probe"))
         finally:
@@ -416,8 +418,8 @@ def _tune_user_ancestry(cfg: Config, model: nn.Module, task: Task, recipe: Recip
         log.info("ancestry: probe val accuracy %.3f", val_acc)
     if v.ancestry_epochs:
         record = GradientShare(model)
-        res = fit(model, recipe.task_batches(task, derive_seed(cfg.seed, "ancestry-data")), v.ancestry_epochs,
-                  **recipe.options(seed=derive_seed(cfg.seed, "ancestry-train"), hook=record, evaluate=task.accuracy,
+        res = fit(model, recipe.task_batches(task, derive_seed(seed, "ancestry-data")), v.ancestry_epochs,
+                  **recipe.options(seed=derive_seed(seed, "ancestry-train"), hook=record, evaluate=task.accuracy,
                                    eval_epochs=[v.ancestry_epochs], desc="ancestry fine-tuning"))
         val_acc, seconds, losses = res["curve"][-1], seconds + res["train_seconds"], losses + list(res["loss"])
     info = {

@@ -3,7 +3,9 @@
 The auxiliary network learns the source classes from the ancestry's logits (soft: KL on softened logits, or
 DeiT's hard labels), mixed with cross-entropy on the labels.  The loop is the engine's
 (:func:`learngene.engine.fit`), so curves, timing, AMP, seeding and the non-finite guard are those of every
-other training; this module only adds the loss.
+other training; this module only adds the loss, and a starting point: :func:`init_from_ancestry` fits the
+templates to the ancestry's blocks by least squares (``vit.aux_init = "ancestry"``), so distillation starts from
+the expansion closest to the teacher rather than from TLEG's random templates.
 """
 
 from __future__ import annotations
@@ -17,8 +19,10 @@ from torch import Tensor, nn
 
 from learngene.engine import fit
 from learngene.errors import ConfigError, ModelError
+from learngene.models.expansion import ExpandedViT
+from learngene.models.vit import BLOCK_PREFIX, num_blocks, shared_state_dict
 
-__all__ = ["distillation_loss", "train_distilled"]
+__all__ = ["distillation_loss", "init_from_ancestry", "train_distilled"]
 
 
 def _check_distill_settings(mode: str, alpha: float, temperature: float) -> None:
@@ -101,3 +105,37 @@ def train_distilled(
         return fit(student, batches, epochs, loss=loss, what="distillation", **options)
     finally:
         teacher.train(teacher_was_training)
+
+
+@torch.no_grad()
+def init_from_ancestry(aux: ExpandedViT, ancestry: nn.Module) -> dict[str, float]:
+    """Start ``aux`` from ``ancestry``: its templates the least-squares fit of the rule to the ancestry's blocks,
+    its embeddings, final norm and head copied.  Returns the fit's R^2 per template tensor (1: the ancestry's
+    blocks are exactly an expansion of the rule).
+
+    With the rule's coefficients ``C`` at the ancestry's depth (``[L, n_templates]``: TLEG's ``[1, l/L]``), every
+    element of every block tensor gets ``argmin_T ||C T - W||`` over its ``L`` values ``W`` (one ``lstsq`` per
+    tensor, all elements at once): the linear rule fits a line through depth, a stagewise one the stage means.
+    """
+    depth = num_blocks(ancestry)
+    try:
+        coeffs = aux.rule.coefficients(depth)  # float64
+    except ModelError as err:
+        raise ConfigError(f"vit.aux_init = 'ancestry' fits the rule at the ancestry's depth {depth}: {err}") from None
+    shared = shared_state_dict(ancestry, include_head=True)
+    own = aux.vit.state_dict()
+    bad = [k for k, v in shared.items() if k not in own or own[k].shape != v.shape]
+    if bad:
+        raise ModelError(f"the auxiliary net does not have the ancestry's shared tensors {bad[:4]} (another shape or "
+                         "class count); init_from_ancestry needs the ancestry's own shape")
+    aux.vit.load_state_dict(shared, strict=False)
+    state = ancestry.state_dict()
+    r2 = {}
+    for name, param in aux.templates.named_parameters():
+        w = torch.stack([state[f"{BLOCK_PREFIX}{i}.{name}"] for i in range(depth)]).double().reshape(depth, -1)
+        fit_ = torch.linalg.lstsq(coeffs, w).solution  # [n_templates, elements]
+        param.copy_(fit_.reshape(param.shape).to(param.dtype))
+        resid = w - coeffs @ fit_
+        total = ((w - w.mean(0)) ** 2).sum()
+        r2[name] = float(1.0 - (resid ** 2).sum() / total) if total > 0 else 1.0
+    return r2

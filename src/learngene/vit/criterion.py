@@ -66,8 +66,10 @@ class PseudoTaskScorer:
     of the same shape, the reference), fine-tuned on one pseudo-task of open-world classes."""
 
     def __init__(self, cfg: Config, ancestry: nn.Module, data: Any, pool: list[str], spec: dict[str, Any],
-                 recipe: Recipe) -> None:
+                 recipe: Recipe, seed: int | None = None) -> None:
         self.cfg, self.ancestry, self.recipe = cfg, ancestry, recipe
+        # the candidates' training draws follow the learngene seed; the pseudo-task's images stay on cfg.seed
+        self.seed = cfg.seed if seed is None else seed
         self.depth, self.epochs = num_blocks(ancestry), cfg.criterion.pseudo_epochs
         self._where = (data, pool, spec)
         self._task: Task | None = None
@@ -88,11 +90,11 @@ class PseudoTaskScorer:
     def __call__(self, layers: list[str], inherit: bool = True) -> float:
         blocks = [int(name[len(BLOCK_PREFIX):]) for name in layers]
         if inherit:
-            seed = derive_seed(self.cfg.seed, "pseudo", blocks[0], blocks[-1] + 1)
+            seed = derive_seed(self.seed, "pseudo", blocks[0], blocks[-1] + 1)
             d = stack_descendant(self.ancestry, blocks, self.depth, self.task.num_classes, seed=seed,
                                  copy_final_norm=True)
         else:
-            seed = derive_seed(self.cfg.seed, "pseudo", "scratch")
+            seed = derive_seed(self.seed, "pseudo", "scratch")
             d = scratch_descendant(self.ancestry, self.depth, self.task.num_classes, seed=seed)
         what = f"blocks {blocks[0]}-{blocks[-1]}" if inherit else "scratch"
         res = fit(d.model, self.recipe.task_batches(self.task, seed), self.epochs,
@@ -102,8 +104,9 @@ class PseudoTaskScorer:
 
 
 def choose_blocks(cfg: Config, ancestry: nn.Module, info: dict[str, Any], data: Any, split: Any,
-                  spec: dict[str, Any], recipe: Recipe) -> dict[str, Any]:
-    """The criterion's record: ``{"name", "selected": [block indices], "candidates", "reason"}``."""
+                  spec: dict[str, Any], recipe: Recipe, seed: int | None = None) -> dict[str, Any]:
+    """The criterion's record: ``{"name", "selected": [block indices], "candidates", "reason"}`` (``seed``: the
+    learngene seed the validation candidates train with; default ``cfg.seed``)."""
     name = cfg.criterion.name
     n = num_blocks(ancestry)
     if n < 2:
@@ -117,7 +120,7 @@ def choose_blocks(cfg: Config, ancestry: nn.Module, info: dict[str, Any], data: 
     ctx = CriterionContext(
         network=ancestry, layer_names=[f"{BLOCK_PREFIX}{i}" for i in range(n)], grad_stats=None, grad_norms=None,
         cfg=cfg, data=data, pseudo_classes=pool, pseudo_pool="open-world", input_spec=spec,
-        score_window=PseudoTaskScorer(cfg, ancestry, data, pool, spec, recipe) if len(pool) >= 2 else None,
+        score_window=PseudoTaskScorer(cfg, ancestry, data, pool, spec, recipe, seed) if len(pool) >= 2 else None,
         window_size=min(cfg.criterion.n_layers or 3, n - 1), evidence=ShareEvidence(info.get("gradient_share") or []),
         unit="transformer blocks")
     result = CRITERIA.get(name)(ctx)

@@ -40,6 +40,7 @@ from learngene.vit.gene import TransformerGene
 __all__ = [
     "EMBEDDING_PREFIXES",
     "Descendant",
+    "params_without_head",
     "build_descendant",
     "descendant_from_gene",
     "scratch_descendant",
@@ -52,7 +53,7 @@ __all__ = [
 class Descendant:
     """A descendant model with its bookkeeping.
 
-    ``stored_params``: numbers kept on disk to build it (scratch 0; truncated: the whole ancestry; stacked:
+    ``stored_params``: numbers kept on disk to build it (scratch 0; truncated: the ancestry but its head; stacked:
     inherited blocks + embeddings; expanded: templates + shared parts).  ``inherited``: the state-dict keys
     of ``model`` whose values came from the source rather than a fresh init.
     """
@@ -63,6 +64,12 @@ class Descendant:
     num_classes: int
     stored_params: int
     inherited: tuple[str, ...]
+
+
+def params_without_head(model: nn.Module) -> int:
+    """Parameters of a model but its classifier (``head.*``): how stored sizes are compared like for like (a
+    learngene keeps no head, and a descendant's head is always fresh)."""
+    return sum(int(p.numel()) for n, p in model.named_parameters() if not n.startswith("head."))
 
 
 def _numel(tensors: Mapping[str, Tensor]) -> int:
@@ -197,7 +204,8 @@ def truncated_ancestry(
 ) -> Descendant:
     """The ancestry's first ``depth`` blocks with its embeddings and final norm, and a fresh head.
 
-    The baseline reviewers ask for; its storage cost is the whole ancestry, which must be kept to cut it.
+    The baseline reviewers ask for; its storage cost is the whole ancestry but its head (which no descendant
+    uses), which must be kept to cut it.
     """
     depth, num_classes = _depth(depth), _classes(num_classes)
     n = num_blocks(ancestry)
@@ -217,8 +225,7 @@ def truncated_ancestry(
     state = model.state_dict()
     state.update(copied)
     model.load_state_dict(state, strict=True)
-    stored = sum(int(p.numel()) for p in ancestry.parameters())
-    return Descendant(model, "truncated", depth, num_classes, stored, tuple(copied))
+    return Descendant(model, "truncated", depth, num_classes, params_without_head(ancestry), tuple(copied))
 
 
 def scratch_descendant(

@@ -33,9 +33,15 @@ from learngene.models.expansion import ExpandedViT, rule_from_spec
 from learngene.models.vit import num_blocks
 from learngene.registry import DESCENDANT_METHODS
 from learngene.runtime import derive_seed
-from learngene.vit.auxiliary import train_distilled
+from learngene.vit.auxiliary import init_from_ancestry, train_distilled
 from learngene.vit.criterion import choose_blocks
-from learngene.vit.descendants import Descendant, build_descendant, scratch_descendant, truncated_ancestry
+from learngene.vit.descendants import (
+    Descendant,
+    build_descendant,
+    params_without_head,
+    scratch_descendant,
+    truncated_ancestry,
+)
 from learngene.vit.gene import TransformerGene, extract_heur_lg, extract_tleg
 from learngene.vit.train import Recipe, Task, fingerprint
 
@@ -61,6 +67,7 @@ class Lineage:
     source: Task  # the source classes (the ancestry's and the auxiliary net's training task)
     provenance: dict[str, Any] = field(default_factory=dict)
     genes: dict[str, TransformerGene] = field(default_factory=dict)  # method name -> its saved learngene
+    seed: int = 0  # the learngene seed: every draw of the ancestry, the auxiliary net and the genes follows it
 
     @property
     def depth(self) -> int:
@@ -94,7 +101,7 @@ def list_descendant_methods() -> list[str]:
 # ---------------------------------------------------------------------- heur-lg
 def _heur_lg(lineage: Lineage) -> tuple[TransformerGene, dict[str, Any]]:
     c = lineage
-    crit = choose_blocks(c.cfg, c.ancestry, c.info, c.data, c.split, c.spec, c.recipe)
+    crit = choose_blocks(c.cfg, c.ancestry, c.info, c.data, c.split, c.spec, c.recipe, seed=c.seed)
     gene = extract_heur_lg(c.ancestry, crit["selected"], c.spec, criterion=crit, provenance=c.provenance)
     return gene, crit
 
@@ -110,26 +117,35 @@ def _train_aux(lineage: Lineage) -> tuple[ExpandedViT, dict[str, Any]]:
     """The auxiliary net distilled from the ancestry, or the cached one whose fingerprint matches."""
     cfg, v, recipe = lineage.cfg, lineage.cfg.vit, lineage.recipe
     cache = lineage.out / "cache" / "aux"
-    fp = fingerprint({"ancestry": lineage.fingerprint, "rule": v.rule, "depth": v.aux_depth, "epochs": v.aux_epochs,
-                      "distill": [v.distill, v.distill_alpha, cfg.train.distill_temperature]})
+    fields = {"ancestry": lineage.fingerprint, "rule": v.rule, "depth": v.aux_depth, "epochs": v.aux_epochs,
+              "distill": [v.distill, v.distill_alpha, cfg.train.distill_temperature]}
+    if v.aux_init != "random":  # earlier runs' caches keep their fingerprints
+        fields["init"] = v.aux_init
+    fp = fingerprint(fields)
 
     def train() -> tuple[ExpandedViT, dict[str, Any]]:
         try:
             aux = ExpandedViT({**lineage.shape, "depth": v.aux_depth}, v.rule, v.aux_depth,
-                              seed=derive_seed(cfg.seed, "aux-init"))
+                              seed=derive_seed(lineage.seed, "aux-init"))
         except ModelError as err:
             raise ConfigError(f"config keys vit.rule = {v.rule!r} / vit.aux_depth = {v.aux_depth}: {err}") from None
-        log.info("tleg: distilling the ancestry into a %d-block %s auxiliary net (%s, alpha %s) for %d epochs",
-                 v.aux_depth, aux.rule.name, v.distill, v.distill_alpha, v.aux_epochs)
+        init: dict[str, Any] = {"name": v.aux_init}
+        if v.aux_init == "ancestry":
+            r2 = init_from_ancestry(aux, lineage.ancestry)
+            init["r2_mean"] = sum(r2.values()) / len(r2)
+            init["r2"] = r2
+        log.info("tleg: distilling the ancestry into a %d-block %s auxiliary net (%s, alpha %s, init %s) for %d "
+                 "epochs", v.aux_depth, aux.rule.name, v.distill, v.distill_alpha, v.aux_init, v.aux_epochs)
         task = lineage.source
         res = train_distilled(
-            aux, lineage.ancestry, recipe.task_batches(task, derive_seed(cfg.seed, "aux-data")), v.aux_epochs,
+            aux, lineage.ancestry, recipe.task_batches(task, derive_seed(lineage.seed, "aux-data")), v.aux_epochs,
             mode=v.distill, alpha=v.distill_alpha, temperature=cfg.train.distill_temperature,
-            **recipe.options(seed=derive_seed(cfg.seed, "aux-train"), evaluate=task.accuracy,
-                             eval_epochs=[v.aux_epochs], desc="auxiliary net"))
+            **recipe.options(seed=derive_seed(lineage.seed, "aux-train"), evaluate=task.accuracy,
+                             eval_epochs=[0, v.aux_epochs], desc="auxiliary net"))
+        init["val_acc"] = res["curve"][0]  # before distillation: what the starting point already knows
         return aux, {"params": sum(int(p.numel()) for p in aux.parameters()), "depth": v.aux_depth,
                      "rule": aux.rule.to_config(), "val_acc": res["curve"][-1], "loss": res["loss"],
-                     "train_seconds": res["train_seconds"]}
+                     "train_seconds": res["train_seconds"], "init": init}
 
     aux, info = cached_network(
         cache, NETWORK, fp, train, what="tleg: the auxiliary net",
@@ -143,11 +159,16 @@ def _tleg(lineage: Lineage) -> tuple[TransformerGene, dict[str, Any]]:
     log.info("tleg: auxiliary val accuracy %.3f", info["val_acc"])
     gene = extract_tleg(aux, lineage.spec, ancestry=lineage.ancestry,
                         provenance={**lineage.provenance, "distill": v.distill})
+    head = info["params"] - params_without_head(aux.vit)
     return gene, {
         "rule": aux.rule.to_config(), "aux_depth": v.aux_depth, "aux_params": info["params"],
         "val_acc": info["val_acc"], "train_seconds": info["train_seconds"], "cached": info["cached"],
         "distill": {"mode": v.distill, "alpha": v.distill_alpha, "temperature": lineage.cfg.train.distill_temperature},
-        "stored_fraction_of_ancestry": gene.stored_params / lineage.info["params"],
+        "init": info.get("init"), "epochs": v.aux_epochs,
+        # like for like (issue 17): the gene without the aux net's head against the ancestry without its head
+        # (the run adds "stored_fraction_of_ancestry"); and both with their source-class heads
+        "aux_head_params": head,
+        "stored_fraction_with_heads": (gene.stored_params + head) / lineage.info["params"],
     }
 
 
@@ -177,7 +198,7 @@ register_descendant_method(
     lambda c, depth, classes, seed: build_descendant(c.genes["heur-lg"], depth, classes, seed=seed),
     learngene=_heur_lg, check=_check_heur_lg)
 register_descendant_method(
-    "truncated", "the ancestry's first blocks (storage: the whole ancestry)",
+    "truncated", "the ancestry's first blocks (storage: the whole ancestry but its head)",
     lambda c, depth, classes, seed: truncated_ancestry(c.ancestry, depth, classes, seed=seed),
     skip=_deeper_than_ancestry)
 register_descendant_method(

@@ -1,5 +1,6 @@
-"""The report of a transformer run: ``report.md`` (depth x method table, storage, few-shot, R^2 check) and the
-accuracy-against-depth plot."""
+"""The report of a transformer run: ``report.md`` (depth x method table, paired differences, storage, few-shot,
+R^2 check) and the accuracy-against-depth plot.  Intervals follow :mod:`learngene.stats`: over learngene seeds
+where the run has several, none from fewer than 3 values, and an accuracy's interval never leaves [0, 1]."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from learngene.plots import new_figure, save_figure
-from learngene.stats import mean_ci95
+from learngene.stats import clip, format_ci, mean_ci95
 
 __all__ = ["ACCURACY_PLOT", "cell", "plot_accuracy_vs_depth", "render_vit_report", "summary_curve"]
 
@@ -31,21 +32,58 @@ def cell(x: Any, digits: int = 3) -> str:
     return "-" if x is None or (isinstance(x, float) and not math.isfinite(x)) else f"{x:.{digits}f}"
 
 
+def _nan(x: float | None) -> float:
+    return float("nan") if x is None else float(x)  # report.json stores a missing interval as null
+
+
+def _ci(mean: float, ci: float | None, n: int | None) -> str:
+    """An accuracy's interval as the report prints it: clipped to [0, 1], none from fewer than 3 values."""
+    return format_ci(mean, _nan(ci), n)
+
+
+def _pts(d: Mapping[str, Any]) -> str:
+    """A paired difference in points with its interval ('no CI (n = 2 < 3)' when there is none)."""
+    ci = _nan(d["ci95"])
+    cell_ = f"{100 * d['mean']:+.1f} " + (f"±{100 * ci:.1f}" if math.isfinite(ci) else format_ci(d["mean"], ci, d["n"]))
+    return f"**{cell_}**" if d["excludes_0"] else cell_
+
+
+def _level(report: dict[str, Any]) -> str:
+    prot = report["descendants"]["protocol"]
+    lg, seeds = prot.get("learngene_seeds") or [report["seed"]], prot["seeds"]
+    if len(lg) > 1:
+        return (f"mean ± 95% Student-t CI over {len(lg)} learngene seeds {lg} (each its own ancestry, auxiliary net "
+                f"and genes; per-learngene means over descendant seeds {seeds})")
+    return (f"mean ± 95% CI over descendant seeds {seeds} of **one** learngene (seed {lg[0]}): conditional on it, "
+            "not an interval over learngenes")
+
+
 def render_vit_report(report: dict[str, Any]) -> str:
-    """report.md of a transformer run: the depth x method table, storage, few-shot, R^2 check."""
+    """report.md of a transformer run: the depth x method table, paired differences, storage, few-shot, R^2."""
     rows = report["descendants"]["rows"]
-    methods = [m for m in report["descendants"]["methods"] if any(r["method"] == m for r in rows)]
-    depths = sorted({r["depth"] for r in rows})
-    by = {(r["method"], r["depth"]): r for r in rows}
+    main = [r for r in rows if not r.get("budget")]
+    methods = [m for m in report["descendants"]["methods"] if any(r["method"] == m for r in main)]
+    depths = sorted({r["depth"] for r in main})
+    by = {(r["method"], r["depth"]): r for r in main}
     anc, tleg, heur = report["ancestry"], report.get("tleg") or {}, report.get("heur_lg") or {}
     prot = report["descendants"]["protocol"]
+    anc_no_head = anc.get("params_no_head", anc["params"])
     lines = [
         "# Transformer learngenes", "",
         f"Data {report['data']['name']}: ancestry on {report['data']['source_classes']} source classes; descendants "
         f"on {prot['classes']} novel classes ({prot['train']} train / {prot['test']} test images), "
-        f"{prot['descendant_epochs']} epochs ({prot['scratch_epochs']} for scratch), seeds {prot['seeds']}.",
-        f"Ancestry: {anc['depth']} blocks, {anc['params']:,} parameters, source val accuracy {cell(anc.get('val_acc'))}.",
+        f"{prot['descendant_epochs']} epochs ({prot['scratch_epochs']} for scratch"
+        + (f"; every method also at {prot['budget_epochs']} epochs, runs scheduled for them"
+           if prot.get("budget_epochs") else "") + f"), learngene seeds {prot.get('learngene_seeds')}, descendant "
+        f"seeds {prot['seeds']}.",
+        f"Ancestry: {anc['depth']} blocks, {anc['params']:,} parameters ({anc_no_head:,} without its head), source "
+        f"val accuracy {cell(anc.get('val_acc'))}.",
     ]
+    lineages = report.get("lineages") or []
+    if len(lineages) > 1:
+        lines.append("Per learngene seed, source val accuracy of the ancestry / the TLEG auxiliary net: " + "; ".join(
+            f"seed {lin['learngene_seed']}: {cell(lin['ancestry'].get('val_acc'))} / "
+            f"{cell((lin.get('tleg') or {}).get('val_acc'))}" for lin in lineages) + ".")
     user = anc.get("user")
     if user:
         adapted = f"; adapted: {'; '.join(user['adapted'])}" if user.get("adapted") else ""
@@ -53,36 +91,66 @@ def render_vit_report(report: dict[str, Any]) -> str:
                      f"{user['sha256'][:12]}...): a fresh source-class head probed for {user['probe_epochs']} epoch(s), "
                      f"then fine-tuned for {user['fine_tune_epochs']} epoch(s){adapted}.")
     if tleg:
+        with_heads = tleg.get("stored_fraction_with_heads")
         lines.append(f"TLEG: {tleg['rule']['name']} rule, auxiliary depth {tleg['aux_depth']}, val accuracy "
-                     f"{cell(tleg.get('val_acc'))}; learngene stores {tleg['stored_params']:,} parameters "
-                     f"({tleg['stored_fraction_of_ancestry']:.1%} of the ancestry).")
+                     f"{cell(tleg.get('val_acc'))}; learngene stores {tleg['stored_params']:,} parameters: "
+                     f"{tleg['stored_fraction_of_ancestry']:.1%} of the ancestry, no head on either side"
+                     + (f" ({with_heads:.1%} with both source-class heads)" if with_heads is not None else "") + ".")
     if heur:
         lines.append(f"Heur-LG: ancestry blocks {heur['selected']} by {heur['name']}; learngene stores "
-                     f"{heur['stored_params']:,} parameters.")
-    n_seeds = len(prot["seeds"])
-    lines += ["", "## Test accuracy on the novel classes (mean ± 95% CI over seeds)", "",
-              f"Student-t intervals over {n_seeds} seed(s)" + (": with fewer than 5 they are wide, read them as "
-                                                              "indicative" if n_seeds < 5 else "") + ".", "",
-              "| depth | " + " | ".join(methods) + " |", "|---|" + "---|" * len(methods)]
+                     f"{heur['stored_params']:,} parameters ({heur['stored_fraction_of_ancestry']:.1%} of the "
+                     "ancestry without its head).")
+    lines += ["", "## Test accuracy on the novel classes", "", _level(report) + ".", "",
+              "| depth | " + " | ".join(f"{m} ({by[next(k for k in by if k[0] == m)]['epochs']} ep)"
+                                       for m in methods) + " |",
+              "|---|" + "---|" * len(methods)]
     for d in depths:
         cells = []
         for m in methods:
             r = by.get((m, d))
-            cells.append("n/a" if r is None else f"{cell(r['acc'])} ± {cell(r['acc_ci95'])}")
+            cells.append("n/a" if r is None else f"{cell(r['acc'])} {_ci(r['acc'], r['acc_ci95'], r.get('ci_n'))}")
         lines.append(f"| {d} | " + " | ".join(cells) + " |")
-    lines += ["", "## Every row", "", "| method | depth | params | stored params | acc | 95% CI | curve (epoch: acc) |",
-              "|---|---|---|---|---|---|---|"]
+    paired = report["descendants"].get("paired") or []
+    if paired:
+        pairs = list(dict.fromkeys((p["a"], p["b"], p["epochs_a"], p["epochs_b"]) for p in paired))
+        lines += ["", "## Paired differences (points; same learngene, head, data order and augmentation)", "",
+                  "a - b at each depth, paired by learngene and descendant seed; bold: the 95% CI excludes 0.", "",
+                  "| depth | " + " | ".join(f"{a} - {b}" + (f" ({ea} vs {eb} ep)" if ea != eb else f" ({ea} ep)")
+                                           for a, b, ea, eb in pairs) + " |",
+                  "|---|" + "---|" * len(pairs)]
+        at = {(p["a"], p["b"], p["epochs_a"], p["epochs_b"], p["depth"]): p for p in paired}
+        for d in sorted({p["depth"] for p in paired}):
+            lines.append(f"| {d} | " + " | ".join(_pts(at[(*k, d)]) if (*k, d) in at else "n/a" for k in pairs)
+                         + " |")
+    lines += ["", "## Every row", "",
+              "| method | depth | epochs | params | stored params | acc | 95% CI | curve (epoch: acc) |",
+              "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         curve = ", ".join(f"{e}: {cell(a)}" for e, a in zip(r["curve"]["epochs"], r["curve"]["acc"]))
-        lines.append(f"| {r['method']} | {r['depth']} | {r['params']:,} | {r['stored_params']:,} | {cell(r['acc'])} | "
-                     f"{cell(r['acc_ci95'])} | {curve} |")
+        lines.append(f"| {r['method']} | {r['depth']} | {r.get('epochs', '-')}{' (budget)' if r.get('budget') else ''}"
+                     f" | {r['params']:,} | {r['stored_params']:,} | {cell(r['acc'])} | "
+                     f"{_ci(r['acc'], r['acc_ci95'], r.get('ci_n'))} | {curve} |")
     few = report.get("fewshot") or {}
     if few:
-        lines += ["", "## Few-shot episodes on the novel classes", "", "| setting | method | depth | acc | 95% CI |",
-                  "|---|---|---|---|---|"]
+        lines += ["", "## Few-shot episodes on the novel classes", ""]
+        recipe = next(iter(few.values())).get("recipe")
+        if recipe:
+            lines += ["Every method by the individual recipe (imprinted cosine head, a head stage with the inherited "
+                      "tensors frozen, then fine-tuning; `learngene.vit.fewshot`): " +
+                      ", ".join(f"{k} {v}" for k, v in recipe.items()) + ". NCM: cosine nearest-class-mean on the "
+                      "same descendant's untrained features.", ""]
+        lines += ["| setting | method | depth | acc | 95% CI | NCM | 95% CI |", "|---|---|---|---|---|---|---|"]
         for setting, res in few.items():
             for r in res["rows"].values():
-                lines.append(f"| {setting} | {r['method']} | {r['depth']} | {cell(r['acc'])} | {cell(r['acc_ci95'])} |")
+                n = r.get("ci_n")
+                ncm = r.get("ncm_acc")
+                lines.append(f"| {setting} | {r['method']} | {r['depth']} | {cell(r['acc'])} | "
+                             f"{_ci(r['acc'], r['acc_ci95'], n)} | {cell(ncm)} | "
+                             f"{_ci(ncm, r['ncm_ci95'], n) if ncm is not None else '-'} |")
+        for setting, res in few.items():
+            if res.get("paired"):
+                lines += ["", f"Paired over the same {setting} episodes (points): " + "; ".join(
+                    f"{p['a']} - {p['b']} @{p['depth']} {_pts(p)}" for p in res["paired"]) + "."]
     lin = report.get("linearity") or {}
     lines += ["", "## Linearity of the trained ancestry's weights in depth (TLEG's observation)", ""]
     if lin.get("skipped"):
@@ -90,7 +158,8 @@ def render_vit_report(report: dict[str, Any]) -> str:
     else:
         s = lin["summary"]
         lines += [f"R² of a per-element linear fit against the block index, over {s['n_tensors']} block tensors of "
-                  f"{s['depth']} blocks; control: the same fit with the layer order shuffled.", "",
+                  f"{s['depth']} blocks (the first learngene seed's ancestry); control: the same fit with the layer "
+                  "order shuffled.", "",
                   "| statistic | layer order | shuffled |", "|---|---|---|",
                   f"| mean R² | {cell(s['mean_r2'])} | {cell(s['mean_r2_shuffled'])} |",
                   f"| median R² | {cell(s['median_r2'])} | {cell(s['median_r2_shuffled'])} |",
@@ -109,7 +178,9 @@ def plot_accuracy_vs_depth(rows: Sequence[Mapping[str, Any]], path: str | Path |
     methods = list(dict.fromkeys(r["method"] for r in rows))
     for i, m in enumerate(methods):
         pts = sorted((r["depth"], r["acc"], r["acc_ci95"]) for r in rows if r["method"] == m)
-        err = [0.0 if c is None or not math.isfinite(c) else c for _, _, c in pts]
+        # no bar without an interval (fewer than 3 values), and none past [0, 1]
+        bounds = [clip(a, c) if c is not None and math.isfinite(c) else (a, a) for _, a, c in pts]
+        err = [[a - lo for (_, a, _), (lo, _) in zip(pts, bounds)], [hi - a for (_, a, _), (_, hi) in zip(pts, bounds)]]
         shift = 0.06 * (i - (len(methods) - 1) / 2)  # side by side, so the error bars stay readable
         ax.errorbar([p[0] + shift for p in pts], [p[1] for p in pts], yerr=err, marker="o", capsize=3, label=m)
     ax.set_ylim(0.0, 1.0)

@@ -20,7 +20,8 @@ from torch import Tensor, nn
 from learngene.engine import Batches, accuracy, cosine_schedule
 from learngene.errors import DataError
 from learngene.models.cache import fingerprint  # noqa: F401 - the run's cache keys (re-exported)
-from learngene.models.vit import vit_config
+from learngene.models.heads import CosineClassifier
+from learngene.models.vit import vit_config, vit_cosine_config
 
 __all__ = ["NetworkRecord", "Recipe", "Task", "fingerprint", "split_per_class"]
 
@@ -32,7 +33,8 @@ class NetworkRecord:
         self.model = model
 
     def config(self) -> dict[str, Any]:
-        return vit_config(self.model)
+        # a few-shot descendant's cosine head is rebuilt by the "vit_cosine" architecture
+        return vit_cosine_config(self.model) if isinstance(self.model.head, CosineClassifier) else vit_config(self.model)
 
     def state_dict(self) -> dict[str, Tensor]:
         return self.model.state_dict()
