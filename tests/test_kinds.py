@@ -92,6 +92,20 @@ def test_a_gene_carries_the_individual_settings_its_run_chose_and_inherit_starts
     assert load_individual(tmp_path / "m3")[0].config()["pool"] == "avg"  # so does a preset
 
 
+def test_inherit_leaves_the_callers_config_as_it_was(tmp_path):
+    """One preset object reused over many tasks with per-call --set overrides: an override of one call (e.g. 0
+    epochs for a nearest-class-mean reference) must not carry into the next call's training."""
+    from learngene.config import load_config
+    from learngene.kinds import inherit
+
+    _cnn().save(tmp_path / "g")
+    support = _folder(tmp_path / "s")
+    cfg = load_config("smoke")
+    before = cfg.to_dict()
+    inherit(tmp_path / "g", support, None, cfg=cfg, overrides=["individual.epochs=0"])
+    assert cfg.to_dict() == before
+
+
 def test_a_hand_edited_recipe_is_refused(tmp_path):
     net = torch.nn.Module()
     net.features = torch.nn.Sequential(ConvBlock(1, 4), ConvBlock(4, 6, pool=True))

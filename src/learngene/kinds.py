@@ -96,7 +96,8 @@ def settings_for(row: GeneKind, cfg: Config | None, overrides: Sequence[str] = (
     """The configuration an inherit from a gene of kind ``row`` trains with: ``cfg`` (a preset or file of the
     gene's paradigm) or that paradigm's defaults updated with the ``[individual]`` settings the gene records (the
     ones its run chose on pseudo-tasks), then ``overrides`` (``section.key=value``)."""
-    base = cfg if cfg is not None else config_for(row.paradigm)
+    # a copy: the caller's config (one preset object reused over many tasks) must not take these overrides
+    base = copy.deepcopy(cfg) if cfg is not None else config_for(row.paradigm)
     recipe = getattr(gene, "individual", None)
     if cfg is None and recipe:
         base = copy.deepcopy(base)
