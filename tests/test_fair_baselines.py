@@ -27,6 +27,30 @@ def test_each_method_can_have_its_own_lr_and_the_report_says_which_share():
         load_config("smoke", overrides=["evaluate.method_lr.protonet=0.1"])
 
 
+def test_a_preset_with_method_lr_loads_before_the_methods_are_registered():
+    """`import learngene; load_config("omniglot")` in a fresh interpreter: the omniglot preset names methods in
+    evaluate.method_lr before learngene.evaluate (which registers them) was imported."""
+    import subprocess
+    import sys
+
+    code = ("from learngene.config import load_config; from learngene.registry import METHODS; "
+            "assert not METHODS.names(); print(sorted(load_config('omniglot').evaluate.method_lr))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "scratch" in out.stdout
+
+
+def test_evaluate_refuses_an_unknown_method_lr_the_config_could_not_check(monkeypatch):
+    from learngene.evaluate import evaluate_methods
+    from learngene.registry import METHODS
+
+    cfg = load_config("smoke")
+    cfg.evaluate.method_lr = {"no-such-method": 0.1}  # as a config built before registration would hold it
+    assert METHODS.names()
+    with pytest.raises(ConfigError, match="no-such-method"):
+        evaluate_methods(cfg, None, [], None, None, [], {})
+
+
 SMALL = ["stream.tasks=2", "train.epochs=1", "individual.epochs=2"]
 
 

@@ -269,9 +269,14 @@ def _fresh_layer_before_gene(cfg: Config) -> None:
         )
 
 
-def _method_lr(cfg: Config) -> None:
+def check_method_lr(cfg: Config) -> None:
+    """Every ``evaluate.method_lr`` key names a trained evaluation method.  Checked when the config is built once
+    the methods are registered (the CLI, or after ``import learngene.evaluate``), and again by
+    :func:`learngene.evaluate.evaluate_methods`: a preset with method_lr loads in a bare ``import learngene``."""
     from learngene.registry import METHODS
 
+    if not METHODS.names():
+        return  # nothing registered yet: evaluate_methods checks it before any method runs
     for method in cfg.evaluate.method_lr:
         METHODS.check(method, f"evaluate.method_lr.{method}")
         if METHODS.get(method).build is None:
@@ -293,7 +298,7 @@ CHECKS: tuple[tuple[tuple[str, ...], Callable[[Config], None]], ...] = (
     (("cnn", "vit"), _fixed_needs_layers),
     (("cnn",), _fresh_layer_before_gene),
     (("cnn",), _individual_lr),
-    (("cnn",), _method_lr),
+    (("cnn",), check_method_lr),
     (("vit",), lambda cfg: check_vit(cfg.vit)),
 )
 

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from learngene import baselines
-from learngene.config import Config, IndividualConfig, parse_setting
+from learngene.config import Config, IndividualConfig, check_method_lr, parse_setting
 from learngene.data import ImageSet, TaskStream, sample_episodes
 from learngene.distributed import SINGLE, DistInfo, all_gather_objects, barrier
 from learngene.errors import ConfigError
@@ -231,6 +231,7 @@ def evaluate_methods(
     one; rank 0 trains the baselines and the other ranks load them from the cache.
     """
     explicit = methods is not None
+    check_method_lr(cfg)
     methods = list(methods or cfg.evaluate.methods or list_methods())
     for m in methods:
         METHODS.check(m, "evaluate.methods")
