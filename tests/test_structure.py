@@ -26,7 +26,7 @@ STAGES: list[tuple[int, tuple[str, ...]]] = [
     (3, ("learngene.engine", "learngene.vit.train")),
     (4, ("learngene.collective", "learngene.vit.auxiliary", "learngene.vit.ancestry")),
     (5, ("learngene.criterion", "learngene.vit.linearity")),
-    (6, ("learngene.gene", "learngene.gene_format", "learngene.vit.gene")),
+    (6, ("learngene.gene", "learngene.gene_format", "learngene.vit.gene", "learngene.vit.frequency")),
     (7, ("learngene.individual", "learngene.vit.descendants", "learngene.vit.criterion", "learngene.vit.inherit",
          "learngene.kinds", "learngene.prediction")),
     (8, ("learngene.evaluate", "learngene.baselines", "learngene.vit.methods")),

@@ -59,6 +59,10 @@ def add_parsers(sub) -> None:
     p.add_argument("--seed", type=int, default=0,
                    help="seed of the fresh layers' initialization and of the training order (default 0)")
     p.add_argument("--depth", type=int, help="transformer genes: the descendant's number of blocks")
+    p.add_argument("--width", type=int, help="transformer genes: the descendant's width (embedding channels; default "
+                                             "the gene's); other widths by the gene's width rule")
+    p.add_argument("--heads", type=int, help="transformer genes: the descendant's attention heads (default: the "
+                                             "gene's count when it divides --width, else width / the gene's head width)")
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N | auto (transformer genes; default cpu)")
     p.add_argument("--compare", choices=("scratch",),
                    help="also train the same architecture from scratch with the same budget and print both accuracies")
@@ -164,7 +168,7 @@ def _inherit(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.preset, args.config, []) if (args.preset or args.config) else None
     result = inherit(args.gene, args.support, args.out, query_dir=args.query, cfg=cfg, overrides=args.overrides,
-                     depth=args.depth, seed=args.seed, compare_scratch=args.compare == "scratch",
+                     depth=args.depth, width=args.width, heads=args.heads, seed=args.seed, compare_scratch=args.compare == "scratch",
                      device=resolve_device(args.device), overwrite=args.overwrite, invert=args.invert,
                      resize=args.resize)
     msg = (f"trained {result['what']} on {result['images']} images of {len(result['classes'])} classes -> "

@@ -20,13 +20,14 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 from torch import nn
 
-from learngene.artifacts import GENE, TRANSFORMER_GENE, ArtifactKind, declared_format
+from learngene.artifacts import FREQUENCY_GENE, GENE, TRANSFORMER_GENE, ArtifactKind, declared_format
 from learngene.config import Config, apply_overrides, config_for
 from learngene.errors import ConfigError, LearngeneError
 from learngene.gene import Learngene
 from learngene.individual import inherit as inherit_individual
 from learngene.registry import GENE_KINDS
 from learngene.safeio import check_writable_dir
+from learngene.vit.frequency import FrequencyGene
 from learngene.vit.gene import TransformerGene
 from learngene.vit.inherit import inherit_transformer
 
@@ -104,14 +105,16 @@ def settings_for(row: GeneKind, cfg: Config | None, overrides: Sequence[str] = (
 
 def inherit(gene: Gene | str | os.PathLike[str], support_dir: str | os.PathLike[str],
             out: str | os.PathLike[str] | None = None, *, query_dir: str | os.PathLike[str] | None = None,
-            cfg: Config | None = None, overrides: Sequence[str] = (), depth: int | None = None, seed: int = 0,
+            cfg: Config | None = None, overrides: Sequence[str] = (), depth: int | None = None,
+            width: int | None = None, heads: int | None = None, seed: int = 0,
             compare_scratch: bool = False, device: torch.device | str = "cpu",
             overwrite: bool = False, invert: bool | str | None = None, resize: str | None = None) -> dict[str, Any]:
     """``learngene inherit`` for any kind of learngene: a model built from ``gene`` (a directory or a loaded gene)
     trained on the support folder (one subfolder of images per class), saved in ``out`` for ``learngene predict``.
 
-    Settings: ``cfg`` (of the gene's paradigm; default its defaults) with ``overrides``.  ``depth``: the blocks of
-    a transformer descendant (transformer genes only).  ``compare_scratch`` trains the same architecture from
+    Settings: ``cfg`` (of the gene's paradigm; default its defaults) with ``overrides``.  ``depth``, ``width``,
+    ``heads``: the shape of a transformer descendant (transformer genes only; width and heads default to the
+    gene's).  ``gene`` may also name a learngene shipped with the package (``learngene list genes``).  ``compare_scratch`` trains the same architecture from
     random initialization with the same budget.  ``invert`` / ``resize`` override how the image files are read
     (default: the gene's input contract, :mod:`learngene.data.contract`).  Returns ``{"out", "what", "classes", "images", "query_images",
     "query_accuracy", "params", "scratch", ...}`` (accuracies None without a query folder).
@@ -125,18 +128,21 @@ def inherit(gene: Gene | str | os.PathLike[str], support_dir: str | os.PathLike[
     where = source or f"this {row.artifact.noun}"
     target = None if out is None else check_writable_dir(out, overwrite=overwrite, resumable=False,
                                                          kind="individual model")
-    return row.inherit(gene, support_dir, query_dir, target, cfg=settings, depth=depth, seed=seed,
+    shape = {k: v for k, v in (("width", width), ("heads", heads)) if v is not None}
+    return row.inherit(gene, support_dir, query_dir, target, cfg=settings, depth=depth, seed=seed, **shape,
                        compare_scratch=compare_scratch, device=device, source=where,
                        reading={"invert": invert, "resize": resize})
 
 
 def _inherit_cnn(gene: Learngene, support_dir: Any, query_dir: Any, out: Path | None, *, cfg: Config,
                  depth: int | None, seed: int, compare_scratch: bool, device: Any, source: str,
-                 reading: dict[str, Any] | None = None) -> dict[str, Any]:
+                 reading: dict[str, Any] | None = None, **shape: Any) -> dict[str, Any]:
     """An individual model (fresh layers + the gene + a new head) trained few-shot with ``[individual]``."""
-    if depth is not None:
-        raise LearngeneError(f"--depth builds transformer descendants, but {source} is a CNN learngene (its "
-                             "individual model's size is set by individual.before / individual.after); drop --depth")
+    if depth is not None or shape:
+        flags = "/".join(f"--{k}" for k in (["depth"] if depth is not None else []) + sorted(shape))
+        verb = "build" if "/" in flags else "builds"
+        raise LearngeneError(f"{flags} {verb} transformer descendants, but {source} is a CNN learngene (its "
+                             f"individual model's size is set by individual.before / individual.after); drop {flags}")
     r = inherit_individual(gene, support_dir, out, query_dir=query_dir, settings=cfg.individual, seed=seed,
                            compare_scratch=compare_scratch, curve_every=cfg.evaluate.curve_every,
                            **(reading or {}))
@@ -151,3 +157,4 @@ def _inherit_cnn(gene: Learngene, support_dir: Any, query_dir: Any, out: Path | 
 
 register_gene_kind(GENE, Learngene, "cnn", _inherit_cnn)
 register_gene_kind(TRANSFORMER_GENE, TransformerGene, "vit", inherit_transformer)
+register_gene_kind(FREQUENCY_GENE, FrequencyGene, "vit", inherit_transformer)

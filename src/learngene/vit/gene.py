@@ -53,6 +53,7 @@ from learngene.safeio import jsonable
 __all__ = [
     "GENE_KINDS",
     "TransformerGene",
+    "check_input_spec",
     "extract_heur_lg",
     "extract_tleg",
     "is_transformer_gene",
@@ -88,6 +89,9 @@ def _check_spec(spec: Any, where: str = "") -> dict[str, Any]:
     # how a user's files are read (inversion, resize mode) travels with the gene, as for CNN genes
     contract = validate_file_contract({k: spec[k] for k in ("invert", "resize") if k in spec}, GeneError)
     return {**out, "invert": contract["invert"], "resize": contract["resize"]}
+
+
+check_input_spec = _check_spec  # public for the other transformer kinds (learngene.vit.frequency)
 
 
 def _meta_vit(cfg: Mapping[str, Any], depth: int) -> nn.Module:

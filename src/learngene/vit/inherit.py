@@ -23,7 +23,7 @@ from learngene.models.io import save_network
 from learngene.runtime import resolve_device
 from learngene.safeio import jsonable
 from learngene.vit.descendants import build_descendant, scratch_descendant
-from learngene.vit.gene import TransformerGene
+from learngene.vit.gene import TransformerGene  # or any gene with its attributes (vit.frequency)
 from learngene.vit.train import NetworkRecord, Recipe
 
 __all__ = ["inherit_descendant", "inherit_transformer"]
@@ -35,8 +35,9 @@ def inherit_descendant(gene: TransformerGene, support_dir: str | Path, query_dir
                        out: Path | None, *, recipe: Recipe, epochs: int, seed: int = 0,
                        compare_scratch: bool = False, curve_epochs: Sequence[int] = CURVE_EPOCHS,
                        gene_dir: str | None = None, invert: bool | str | None = None,
-                       resize: str | None = None) -> dict[str, Any]:
-    """A depth-``depth`` descendant of ``gene`` trained on the support folder (and, with ``compare_scratch``, the
+                       resize: str | None = None, width: int | None = None,
+                       heads: int | None = None) -> dict[str, Any]:
+    """A depth-``depth`` descendant of ``gene`` (``width`` / ``heads``: default the gene's) trained on the support folder (and, with ``compare_scratch``, the
     same architecture from random initialization with the same budget); saved in ``out`` when given.
 
     Returns ``{"out", "classes", "depth", "kind", "support_images", "query_images", "params", "stored_params",
@@ -57,12 +58,12 @@ def inherit_descendant(gene: TransformerGene, support_dir: str | Path, query_dir
         return fit(model, recipe.batches(x, y, spec, seed), epochs,
                    **recipe.options(seed=seed, evaluate=evaluate, eval_epochs=points, desc=what))
 
-    d = build_descendant(gene, depth, len(classes), seed=seed)
-    res = train(d.model, f"depth-{depth} {gene.kind} descendant")
+    d = build_descendant(gene, depth, len(classes), width=width, heads=heads, seed=seed)
+    res = train(d.model, f"depth-{depth} width-{d.width} {gene.kind} descendant")
     acc = res["curve"][-1] if evaluate is not None else None
     scratch = None
     if compare_scratch:
-        s = scratch_descendant(gene.vit_cfg, depth, len(classes), seed=seed)
+        s = scratch_descendant(gene.vit_cfg, depth, len(classes), width=d.width, heads=d.heads, seed=seed)
         sres = train(s.model, f"depth-{depth} scratch")
         scratch = {"query_accuracy": sres["curve"][-1] if evaluate is not None else None,
                    "curve": {"epochs": sres["curve_epochs"], "acc": sres["curve"]},
@@ -77,6 +78,8 @@ def inherit_descendant(gene: TransformerGene, support_dir: str | Path, query_dir
             "gene": {"dir": gene_dir, "kind": gene.kind, "rule": gene.rule, "block_indices": gene.block_indices,
                      "stored_params": gene.stored_params},
             "depth": depth,
+            "width": d.width,
+            "heads": d.heads,
             "support": {"dir": str(Path(support_dir).resolve()), "images": len(y)},
             "params": params,
             "inherited_params": sum(int(t.numel()) for k, t in model.state_dict().items() if k in inherited),
@@ -86,7 +89,8 @@ def inherit_descendant(gene: TransformerGene, support_dir: str | Path, query_dir
             "scratch_query_accuracy": None if scratch is None else scratch["query_accuracy"],
         }
         save_network(NetworkRecord(model), out, INDIVIDUAL, jsonable(fields))
-    return {"out": None if out is None else str(out), "classes": classes, "depth": depth, "kind": gene.kind,
+    return {"out": None if out is None else str(out), "classes": classes, "depth": depth, "width": d.width,
+            "heads": d.heads, "kind": gene.kind,
             "support_images": len(y), "query_images": None if qy is None else len(qy), "params": params,
             "stored_params": gene.stored_params, "query_accuracy": acc,
             "curve": {"epochs": res["curve_epochs"], "acc": res["curve"]}, "scratch": scratch, "warnings": notes,
@@ -95,7 +99,8 @@ def inherit_descendant(gene: TransformerGene, support_dir: str | Path, query_dir
 
 def inherit_transformer(gene: TransformerGene, support_dir: Any, query_dir: Any, out: Path | None, *, cfg: Config,
                         depth: int | None, seed: int, compare_scratch: bool, device: Any,
-                        source: str, reading: dict[str, Any] | None = None) -> dict[str, Any]:
+                        source: str, reading: dict[str, Any] | None = None, width: int | None = None,
+                        heads: int | None = None) -> dict[str, Any]:
     """:func:`learngene.kinds.inherit` for a transformer gene: the run's descendant training (``vit.descendant_epochs``
     with the run's recipe, accuracy at ``vit.eval_epochs``) on the user's classes."""
     if depth is None:
@@ -103,5 +108,6 @@ def inherit_transformer(gene: TransformerGene, support_dir: Any, query_dir: Any,
     dev = resolve_device(str(device)) if not isinstance(device, torch.device) else device
     r = inherit_descendant(gene, support_dir, query_dir, depth, out, recipe=Recipe.from_config(cfg, dev),
                            epochs=cfg.vit.descendant_epochs, seed=seed, compare_scratch=compare_scratch,
-                           curve_epochs=cfg.vit.eval_epochs, gene_dir=source, **(reading or {}))
-    return {**r, "what": f"a depth-{depth} {gene.kind} descendant", "images": r["support_images"]}
+                           curve_epochs=cfg.vit.eval_epochs, gene_dir=source, width=width, heads=heads,
+                           **(reading or {}))
+    return {**r, "what": f"a depth-{depth}, width-{r['width']} {gene.kind} descendant", "images": r["support_images"]}

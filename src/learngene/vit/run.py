@@ -2,7 +2,8 @@
 
 source classes -> ancestry ViT (:mod:`~learngene.vit.ancestry`, recording each block's gradient share) -> the
 learngene of every method that makes one (:mod:`~learngene.vit.methods`: Heur-LG blocks chosen by the criterion,
-TLEG templates distilled into an auxiliary net) -> descendants of every depth in ``vit.depths`` by every method,
+TLEG templates distilled into an auxiliary net, the frequency learngene's DCT coefficients) -> descendants of every
+depth in ``vit.depths`` at every width in ``vit.widths`` (default: the ancestry's) by every method,
 fine-tuned on classes neither the ancestry nor the auxiliary net ever saw (the novel classes; each class's images
 split into train and test), over the seeds -> the few-shot episodes of ``[evaluate]`` and TLEG's linearity check
 of the ancestry -> the report (:mod:`~learngene.vit.report`).
@@ -12,9 +13,9 @@ Layout of ``out/``::
     config.json                      the run's configuration
     cache/ancestry/                  trained ancestry (network.json + model.safetensors; gradient record inside)
     cache/aux/                       trained auxiliary net (ExpandedViT)
-    cache/descendants/*.json         one finished (method, depth, seed) training each
+    cache/descendants/*.json         one finished (method, depth[, width], seed) training each
     genes/<method>/                  the learngenes (learngene.json + model.safetensors)
-    report.json, report.md           results; plots/vit_accuracy_vs_depth.png
+    report.json, report.md           results; plots/vit_accuracy_vs_depth.png, plots/vit_accuracy_vs_params.png
 
 A rerun with the same configuration reuses every cache entry whose fingerprint (the settings it depends on)
 still matches, so an interrupted run continues where it stopped.
@@ -43,10 +44,18 @@ from learngene.runtime import derive_seed, resolve_device
 from learngene.safeio import artifact_kind, atomic_write_bytes, atomic_write_json, jsonable, output_lock
 from learngene.stats import mean_ci95
 from learngene.vit.ancestry import UserAncestry, records_probe, train_ancestry, vit_shape
-from learngene.vit.gene import TransformerGene
+from learngene.vit.frequency import load_transformer_gene
 from learngene.vit.linearity import layer_linearity
 from learngene.vit.methods import DescendantMethod, Lineage, list_descendant_methods
-from learngene.vit.report import ACCURACY_PLOT, cell, plot_accuracy_vs_depth, render_vit_report, summary_curve
+from learngene.vit.report import (
+    ACCURACY_PLOT,
+    PARAMS_PLOT,
+    cell,
+    plot_accuracy_vs_depth,
+    plot_accuracy_vs_params,
+    render_vit_report,
+    summary_curve,
+)
 from learngene.vit.train import Recipe, Task, fingerprint
 
 __all__ = ["fewshot_depths", "run_vit"]
@@ -89,7 +98,8 @@ def run_vit(cfg: Config, out: str | Path, *, progress: bool = True,
                          _linearity(lineage.ancestry), dev, time.perf_counter() - start)
         atomic_write_json(out / "report.json", report)
         atomic_write_bytes(out / "report.md", render_vit_report(report).encode())
-        plot_accuracy_vs_depth(rows, out / "plots" / ACCURACY_PLOT)
+        plot_accuracy_vs_depth([r for r in rows if r["width"] == lineage.width], out / "plots" / ACCURACY_PLOT)
+        plot_accuracy_vs_params(rows, out / "plots" / PARAMS_PLOT)
     log.info("done in %.1f s: %s", report["seconds"], out / "report.md")
     return report
 
@@ -157,14 +167,14 @@ def _learngenes(lineage: Lineage, methods: list[DescendantMethod]) -> dict[str, 
         gene, section = m.learngene(lineage)
         where = lineage.out / "genes" / m.name
         gene.save(where)
-        lineage.genes[m.name] = TransformerGene.load(where)
+        lineage.genes[m.name] = load_transformer_gene(where)
         sections[m.name] = {**section, "dir": str(where), "stored_params": gene.stored_params}
     return sections
 
 
 def _descendants(lineage: Lineage, methods: list[DescendantMethod], task: Task,
                  novel: list[str]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Every (depth, method) on the novel classes over the seeds, each finished training cached."""
+    """Every (width, depth, method) on the novel classes over the seeds, each finished training cached."""
     v, recipe = lineage.cfg.vit, lineage.recipe
     # the saved genes' sha256: descendants are reused only for the same genes
     gene_shas = {name: gene.manifest()["sha256"] for name, gene in lineage.genes.items()}
@@ -174,33 +184,56 @@ def _descendants(lineage: Lineage, methods: list[DescendantMethod], task: Task,
                "test_fraction": lineage.cfg.stream.test_fraction}
     rows, skipped = [], []
     cache = lineage.out / "cache" / "descendants"
-    for depth in v.depths:
-        for m in methods:
-            why = m.skip(lineage, depth) if m.skip is not None else None
-            if why is not None:
-                skipped.append({"method": m.name, "depth": depth, "reason": why})
-                continue
-            epochs = v.scratch_epochs if m.from_scratch else v.descendant_epochs
-            per_seed = [_descendant(lineage, m, task, depth, s, epochs, desc_fp, cache) for s in lineage.cfg.evaluate.seeds]
-            acc, ci = mean_ci95([r["acc"] for r in per_seed])
-            row = {"method": m.name, "depth": depth, "params": per_seed[0]["params"],
-                   "stored_params": per_seed[0]["stored_params"], "acc": acc, "acc_ci95": ci,
-                   "curve": summary_curve(per_seed), "epochs": epochs,
-                   "train_seconds": sum(r["train_seconds"] for r in per_seed),
-                   "inherited_tensors": per_seed[0]["inherited"],
-                   "per_seed": [{k: r[k] for k in ("seed", "acc", "curve", "curve_epochs")} for r in per_seed]}
-            rows.append(row)
-            log.info("depth %2d %-9s acc %.3f ± %s (%s params, %s stored)", depth, m.name, acc, cell(ci),
-                     f"{row['params']:,}", f"{row['stored_params']:,}")
+    names = {m.name for m in methods}
+    for width in widths_of(lineage.cfg, lineage.width):
+        for depth in v.depths:
+            for m in methods:
+                why = _why_not(lineage, m, depth, width)
+                if why is not None:
+                    skipped.append({"method": m.name, "depth": depth, "width": width, "reason": why})
+                    continue
+                twin = m.same_as(lineage, depth, width) if m.same_as is not None else None
+                done = next((r for r in rows if r["method"] == twin and r["depth"] == depth and r["width"] == width),
+                            None) if twin in names else None
+                if done is not None:  # the very same model: its row, not a second training
+                    rows.append({**done, "method": m.name, "same_as": twin})
+                    continue
+                epochs = v.scratch_epochs if m.from_scratch else v.descendant_epochs
+                per_seed = [_descendant(lineage, m, task, depth, width, s, epochs, desc_fp, cache)
+                            for s in lineage.cfg.evaluate.seeds]
+                acc, ci = mean_ci95([r["acc"] for r in per_seed])
+                row = {"method": m.name, "depth": depth, "width": width, "heads": per_seed[0].get("heads"),
+                       "params": per_seed[0]["params"],
+                       "stored_params": per_seed[0]["stored_params"], "acc": acc, "acc_ci95": ci,
+                       "curve": summary_curve(per_seed), "epochs": epochs,
+                       "train_seconds": sum(r["train_seconds"] for r in per_seed),
+                       "inherited_tensors": per_seed[0]["inherited"],
+                       "per_seed": [{k: r[k] for k in ("seed", "acc", "curve", "curve_epochs")} for r in per_seed]}
+                rows.append(row)
+                log.info("depth %2d width %3d %-16s acc %.3f ± %s (%s params, %s stored)", depth, width, m.name, acc,
+                         cell(ci), f"{row['params']:,}", f"{row['stored_params']:,}")
     return rows, skipped
 
 
-def _descendant(lineage: Lineage, m: DescendantMethod, task: Task, depth: int, s: int, epochs: int,
+def widths_of(cfg: Config, ancestry_width: int) -> list[int]:
+    """The grid's widths: ``vit.widths``, or the ancestry's width alone."""
+    return list(cfg.vit.widths) if cfg.vit.widths else [ancestry_width]
+
+
+def _why_not(lineage: Lineage, m: DescendantMethod, depth: int, width: int) -> str | None:
+    if width != lineage.width and not m.any_width:
+        return f"builds the ancestry's width ({lineage.width}) only: {m.width_rule}"
+    return m.skip(lineage, depth) if m.skip is not None else None
+
+
+def _descendant(lineage: Lineage, m: DescendantMethod, task: Task, depth: int, width: int, s: int, epochs: int,
                 desc_fp: dict[str, Any], cache: Path) -> dict[str, Any]:
-    """One (method, depth, seed) training, or its cached record when the fingerprint matches."""
+    """One (method, depth, width, seed) training, or its cached record when the fingerprint matches."""
     cfg, recipe = lineage.cfg, lineage.recipe
-    fp = fingerprint({**desc_fp, "method": m.name, "depth": depth, "seed": s, "epochs": epochs})
-    path = cache / f"{m.name}-d{depth}-s{s}.json"
+    other = width != lineage.width  # the ancestry's width keeps the names and fingerprints of depth-only runs
+    shape = {"width": width} if other else {}
+    fp = fingerprint({**desc_fp, "method": m.name, "depth": depth, "seed": s, "epochs": epochs, **shape})
+    path = cache / f"{m.name}-d{depth}{f'-w{width}' if other else ''}-s{s}.json"
     hit = None
     if path.is_file():
         try:
@@ -209,15 +242,15 @@ def _descendant(lineage: Lineage, m: DescendantMethod, task: Task, depth: int, s
             hit = None
     if isinstance(hit, dict) and hit.get("fingerprint") == fp:
         return hit
-    seed = derive_seed(cfg.seed, "descendant", m.name, depth, s)
-    d = m.build(lineage, depth, task.num_classes, seed)
+    seed = derive_seed(cfg.seed, "descendant", m.name, depth, s, *([width] if other else []))
+    d = m.build(lineage, depth, task.num_classes, seed, **shape)
     res = fit(d.model, recipe.task_batches(task, seed), epochs,
               **recipe.options(seed=seed, lr=recipe.child_lr, evaluate=task.accuracy,
                                eval_epochs=eval_points(cfg.vit.eval_epochs, epochs),
-                               desc=f"{m.name} depth {depth} seed {s}"))
+                               desc=f"{m.name} depth {depth} width {width} seed {s}"))
     one = {"fingerprint": fp, "seed": s, "acc": res["curve"][-1], "curve": res["curve"],
            "curve_epochs": res["curve_epochs"], "train_seconds": res["train_seconds"],
-           "params": sum(int(p.numel()) for p in d.model.parameters()),
+           "params": sum(int(p.numel()) for p in d.model.parameters()), "heads": d.heads,
            "stored_params": d.stored_params, "inherited": len(d.inherited)}
     atomic_write_json(path, jsonable(one))
     return one
@@ -284,6 +317,8 @@ def _report(lineage: Lineage, sections: dict[str, dict[str, Any]], methods: list
         **{name.replace("-", "_"): section for name, section in sections.items()},
         "descendants": {
             "methods": [m.name for m in methods],
+            "widths": widths_of(cfg, lineage.width), "depths": list(v.depths), "ancestry_width": lineage.width,
+            "width_rules": {m.name: m.width_rule for m in methods},
             "protocol": {**task.sizes(), "descendant_epochs": v.descendant_epochs,
                          "scratch_epochs": v.scratch_epochs, "eval_epochs": list(v.eval_epochs),
                          "seeds": list(cfg.evaluate.seeds), "lr": recipe.child_lr, "batch_size": recipe.batch_size,
