@@ -13,13 +13,12 @@ from PIL import Image
 from learngene.artifacts import INDIVIDUAL
 from learngene.config import load_config
 from learngene.errors import ConfigError, DataError
-from learngene.kinds import inherit
+from learngene.kinds import inherit, load_gene
 from learngene.models.io import load_network
 from learngene.run import check_names
-from learngene.vit.gene import TransformerGene
 from learngene.vit.run import run_vit
 
-METHODS = ["scratch", "heur-lg", "truncated", "tleg"]
+METHODS = ["scratch", "heur-lg", "truncated", "tleg", "weight-selection", "frequency"]
 
 
 @pytest.fixture(scope="module")
@@ -46,11 +45,12 @@ def test_smoke_report_rows_are_well_formed(smoke):
     rows = on_disk["descendants"]["rows"]
     anc_depth = on_disk["ancestry"]["depth"]
     assert anc_depth == 3 and cfg.vit.depths == [2, 3, 4]
-    expected = {(m, d) for d in cfg.vit.depths for m in METHODS if not (m == "truncated" and d > anc_depth)}
-    assert {(r["method"], r["depth"]) for r in rows} == expected
-    assert on_disk["descendants"]["skipped"] == [
-        {"method": "truncated", "depth": 4, "reason": "deeper than the 3-block ancestry: truncation only shortens"}]
-    genes = {k: TransformerGene.load(out / "genes" / k) for k in ("tleg", "heur-lg")}
+    expected = {(m, d, w) for w in cfg.vit.widths for d in cfg.vit.depths for m in METHODS
+                if not (m == "truncated" and (d > anc_depth or w != 32))}
+    assert {(r["method"], r["depth"], r["width"]) for r in rows} == expected
+    assert {"method": "truncated", "depth": 4, "width": 32,
+            "reason": "deeper than the 3-block ancestry: truncation only shortens"} in on_disk["descendants"]["skipped"]
+    genes = {k: load_gene(out / "genes" / k) for k in ("tleg", "heur-lg", "frequency")}
     for r in rows:
         assert set(r) >= {"method", "depth", "params", "stored_params", "acc", "acc_ci95", "curve"}
         assert 0.0 <= r["acc"] <= 1.0 and not _finite(r["acc_ci95"])  # 2 seeds: too few for a CI (stats.MIN_N_CI)
@@ -60,11 +60,13 @@ def test_smoke_report_rows_are_well_formed(smoke):
         assert r["curve"]["acc"][-1] == pytest.approx(r["acc"])
         assert [s["seed"] for s in r["per_seed"]] == cfg.evaluate.seeds
         stored = {"scratch": 0, "truncated": on_disk["ancestry"]["params"],
+                  "weight-selection": on_disk["ancestry"]["params"], "frequency": genes["frequency"].stored_params,
                   "tleg": genes["tleg"].stored_params, "heur-lg": genes["heur-lg"].stored_params}[r["method"]]
         assert r["stored_params"] == stored
-    # same depth, same architecture: every method's descendant has the same parameter count
+    # same depth and width, same architecture: every method's descendant has the same parameter count
     for d in cfg.vit.depths:
-        assert len({r["params"] for r in rows if r["depth"] == d}) == 1
+        for w in cfg.vit.widths:
+            assert len({r["params"] for r in rows if r["depth"] == d and r["width"] == w}) == 1
     assert on_disk["tleg"]["stored_fraction_of_ancestry"] == pytest.approx(
         genes["tleg"].stored_params / on_disk["ancestry"]["params"])
     assert on_disk["heur_lg"]["selected"] == genes["heur-lg"].block_indices
@@ -96,7 +98,8 @@ def test_rerun_reuses_the_cached_ancestry_aux_and_descendants(smoke, tmp_path):
     assert [(r["method"], r["depth"], r["acc"]) for r in again["descendants"]["rows"]] == \
         [(r["method"], r["depth"], r["acc"]) for r in report["descendants"]["rows"]]
     # a changed setting that the descendants depend on retrains them, not the ancestry
-    changed = load_config("vit-smoke", None, ["vit.descendant_epochs=1", "evaluate.methods=['tleg']", "vit.depths=[2]"])
+    changed = load_config("vit-smoke", None, ["vit.descendant_epochs=1", "evaluate.methods=['tleg']", "vit.depths=[2]",
+                                                "vit.widths=[32]"])
     third = run_vit(changed, out, progress=False)
     assert third["ancestry"]["cached"] and third["tleg"]["cached"]
     assert [r["curve"]["epochs"] for r in third["descendants"]["rows"]] == [[0, 1]]
@@ -104,7 +107,8 @@ def test_rerun_reuses_the_cached_ancestry_aux_and_descendants(smoke, tmp_path):
 
 def test_validation_criterion_chooses_blocks_on_open_world_pseudo_tasks(tmp_path):
     cfg = load_config("vit-smoke", None, [
-        "criterion.name='validation'", "evaluate.methods=['heur-lg']", "vit.depths=[2]", "evaluate.seeds=[0]",
+        "criterion.name='validation'", "evaluate.methods=['heur-lg']", "vit.depths=[2]", "vit.widths=[32]",
+        "evaluate.seeds=[0]",
         "criterion.pseudo_epochs=1", "vit.ancestry_epochs=1", "vit.descendant_epochs=1", "evaluate.episodes=1"])
     report = run_vit(cfg, tmp_path / "run", progress=False)
     crit = report["heur_lg"]
@@ -250,3 +254,54 @@ def test_progress_bars_and_log_lines_unless_quiet(tmp_path, capsys):
     assert main([*args, "--out", str(tmp_path / "b"), "--quiet"]) == 0
     quiet = capsys.readouterr().err
     assert "ancestry" not in quiet and "%|" not in quiet
+
+
+def test_grid_of_widths_rows_and_width_rules(smoke):
+    """vit-smoke's grid: every method at widths 16 and 32 (truncated at the ancestry's only), rows with width and
+    heads, weight selection copied from truncated where it is the same model, the width rules recorded."""
+    cfg, out, report = smoke
+    desc = report["descendants"]
+    assert desc["widths"] == [16, 32] and desc["ancestry_width"] == 32
+    assert set(desc["width_rules"]) == set(cfg.evaluate.methods) and "uniformly spaced" in desc["width_rules"]["tleg"]
+    rows = {(r["method"], r["depth"], r["width"]): r for r in desc["rows"]}
+    assert {(m, w) for m, _, w in rows} >= {(m, w) for m in ("scratch", "tleg", "frequency", "weight-selection")
+                                            for w in (16, 32)}
+    assert all(r["heads"] == 2 for r in rows.values())
+    assert rows[("scratch", 2, 16)]["params"] < rows[("scratch", 2, 32)]["params"]
+    assert ("truncated", 2, 16) not in rows
+    assert any(s["method"] == "truncated" and s["width"] == 16 and "ancestry's width" in s["reason"]
+               for s in desc["skipped"])
+    twin = rows[("weight-selection", 2, 32)]
+    assert twin["same_as"] == "truncated" and twin["acc"] == rows[("truncated", 2, 32)]["acc"]
+    assert "same_as" not in rows[("weight-selection", 4, 32)]  # deeper than the ancestry: its own training
+    fq = report["frequency"]
+    assert fq["train_seconds"] == 0.0 and fq["stored_params"] == rows[("frequency", 2, 16)]["stored_params"]
+    assert (out / "plots" / "vit_accuracy_vs_params.png").read_bytes().startswith(b"\x89PNG")
+    from learngene.vit.report import render_vit_report
+
+    assert "## Test accuracy on the novel classes (mean ± 95% CI over seeds), width 16" in render_vit_report(report)
+
+
+def test_cli_inherit_width_end_to_end(smoke, tmp_path, capsys):
+    """`inherit --width` (and --heads) for every transformer kind: a narrower or wider descendant, trained, saved,
+    predicted from; the scratch comparison has the same shape."""
+    from learngene.cli import main
+    from learngene.individual import load_individual
+
+    cfg, out, _ = smoke
+    _, novel, sup, qry = _novel_folders(cfg, tmp_path)
+    for kind, width, heads in (("tleg", 48, None), ("frequency", 24, None), ("heur-lg", 16, 1)):
+        args = ["inherit", "--gene", str(out / "genes" / kind), "--depth", "5", "--width", str(width),
+                "--support", str(sup), "--query", str(qry), "--out", str(tmp_path / kind), "--compare", "scratch",
+                "--set", "vit.descendant_epochs=2", *(["--heads", str(heads)] if heads else [])]
+        assert main(args) == 0, capsys.readouterr().err
+        printed = capsys.readouterr().out
+        assert f"depth-5 {kind} descendant (width {width}, {heads or 2} heads)" in printed
+        model, meta = load_individual(tmp_path / kind)
+        assert model.embed_dim == width and len(model.blocks) == 5 and meta["width"] == width
+        assert model.blocks[0].attn.num_heads == (heads or 2)
+    assert main(["predict", "--model", str(tmp_path / "frequency"), str(qry), "--json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)) == 9
+    bad = ["inherit", "--gene", str(out / "genes" / "tleg"), "--depth", "2", "--width", "40", "--heads", "3",
+           "--support", str(sup), "--out", str(tmp_path / "bad")]
+    assert main(bad) == 2 and "divides the width 40" in capsys.readouterr().err

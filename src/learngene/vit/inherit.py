@@ -110,4 +110,5 @@ def inherit_transformer(gene: TransformerGene, support_dir: Any, query_dir: Any,
                            epochs=cfg.vit.descendant_epochs, seed=seed, compare_scratch=compare_scratch,
                            curve_epochs=cfg.vit.eval_epochs, gene_dir=source, width=width, heads=heads,
                            **(reading or {}))
-    return {**r, "what": f"a depth-{depth}, width-{r['width']} {gene.kind} descendant", "images": r["support_images"]}
+    return {**r, "what": f"a depth-{depth} {gene.kind} descendant (width {r['width']}, {r['heads']} heads)",
+            "images": r["support_images"]}

@@ -247,7 +247,7 @@ def _descendant(lineage: Lineage, m: DescendantMethod, task: Task, depth: int, w
     res = fit(d.model, recipe.task_batches(task, seed), epochs,
               **recipe.options(seed=seed, lr=recipe.child_lr, evaluate=task.accuracy,
                                eval_epochs=eval_points(cfg.vit.eval_epochs, epochs),
-                               desc=f"{m.name} depth {depth} width {width} seed {s}"))
+                               desc=f"{m.name} depth {depth} seed {s}{f' width {width}' if other else ''}"))
     one = {"fingerprint": fp, "seed": s, "acc": res["curve"][-1], "curve": res["curve"],
            "curve_epochs": res["curve_epochs"], "train_seconds": res["train_seconds"],
            "params": sum(int(p.numel()) for p in d.model.parameters()), "heads": d.heads,
