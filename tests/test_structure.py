@@ -20,7 +20,7 @@ STAGES: list[tuple[int, tuple[str, ...]]] = [
     (0, ("learngene", "learngene.errors", "learngene.faults", "learngene.runtime", "learngene.safeio",
          "learngene.artifacts", "learngene.registry", "learngene.vit_config", "learngene.config", "learngene.stats",
          "learngene.config_rules", "learngene.config_sections",
-         "learngene.plots", "learngene.distributed", "learngene.checkpoint")),
+         "learngene.plots", "learngene.distributed", "learngene.checkpoint", "learngene.shipped")),
     (1, ("learngene.data", "learngene.prepare")),
     (2, ("learngene.models",)),
     (3, ("learngene.engine", "learngene.vit.train")),

@@ -90,7 +90,7 @@ TRANSFORMER_GENE = ArtifactKind("transformer learngene", "learngene-vit/v1", "le
 FREQUENCY_GENE = ArtifactKind("frequency learngene", "learngene-vit-frequency/v1", "learngene.json", error=GeneError,
                               remake="make it again with learngene make-gene or a run's frequency method",
                               plural="frequency genes", where_from="a frequency learngene directory",
-                              descriptive=("provenance", "card"))
+                              descriptive=("provenance",))
 NETWORK = ArtifactKind("collective network", "learngene-network/v1", "network.json",
                        remake="run the collective training again")
 INDIVIDUAL = ArtifactKind("individual model", "learngene-individual/v1", "model.json",

@@ -27,11 +27,12 @@ from learngene.gene import Learngene
 from learngene.individual import inherit as inherit_individual
 from learngene.registry import GENE_KINDS
 from learngene.safeio import check_writable_dir
+from learngene.shipped import shipped_path
 from learngene.vit.frequency import FrequencyGene
 from learngene.vit.gene import TransformerGene
 from learngene.vit.inherit import inherit_transformer
 
-__all__ = ["Gene", "GeneKind", "inherit", "kind_of", "load_gene", "register_gene_kind"]
+__all__ = ["Gene", "GeneKind", "inherit", "kind_of", "load_gene", "register_gene_kind", "resolve_gene"]
 
 
 @runtime_checkable
@@ -81,12 +82,25 @@ def kind_of(gene: Gene) -> GeneKind:
                          f"({', '.join(GENE_KINDS.in_order())}); register it with register_gene_kind")
 
 
+def resolve_gene(path: str | os.PathLike[str]) -> Path:
+    """``path`` itself, or the directory of the learngene shipped under that name (``learngene list genes``) when
+    ``path`` does not exist."""
+    p = Path(path)
+    if not p.exists():
+        shipped = shipped_path(str(path))
+        if shipped is not None:
+            return shipped
+    return p
+
+
 def load_gene(path: str | os.PathLike[str]) -> Gene:
-    """The learngene in ``path`` (its directory or manifest), whatever its kind, fully checked by its loader.
+    """The learngene in ``path`` (its directory or manifest, or the name of a shipped one), whatever its kind,
+    fully checked by its loader.
 
     The kind is read from the manifest's format; a directory without a readable one is read as the paper's CNN
     learngene, whose loader then says what is wrong.
     """
+    path = resolve_gene(path)
     fmt = declared_format(path, GENE.manifest)
     row = GENE_KINDS.get(fmt) if fmt in GENE_KINDS else GENE_KINDS.get(GENE.format)
     return row.gene.load(path)
@@ -121,8 +135,9 @@ def inherit(gene: Gene | str | os.PathLike[str], support_dir: str | os.PathLike[
     """
     source = None
     if not isinstance(gene, Gene):
-        source = str(Path(gene).resolve())
-        gene = load_gene(gene)
+        where = resolve_gene(gene)
+        source = str(where.resolve()) if where == Path(gene) else f"the shipped learngene {gene!s} ({where})"
+        gene = load_gene(where)
     row = kind_of(gene)
     settings = settings_for(row, cfg, overrides)
     where = source or f"this {row.artifact.noun}"

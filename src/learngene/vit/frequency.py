@@ -52,7 +52,7 @@ from learngene.runtime import seeded
 from learngene.safeio import jsonable
 from learngene.vit.gene import TransformerGene, check_input_spec
 
-__all__ = ["FrequencyGene", "extract_frequency", "kept_lengths", "load_transformer_gene"]
+__all__ = ["FrequencyGene", "extract_frequency", "frequency_from_weights", "kept_lengths", "load_transformer_gene"]
 
 COEF = "coef."
 BLOCK_COEF = f"{COEF}{BLOCK_PREFIX}"
@@ -106,8 +106,8 @@ class FrequencyGene:
 
     def __init__(self, tensors: Mapping[str, Tensor], *, vit_cfg: Mapping[str, Any], keep: float,
                  input_spec: Mapping[str, Any], ancestry: Mapping[str, Any] | None = None,
-                 provenance: Mapping[str, Any] | None = None, card: Mapping[str, Any] | None = None,
-                 made_by: str | None = None, where: str = "") -> None:
+                 provenance: Mapping[str, Any] | None = None, made_by: str | None = None,
+                 where: str = "") -> None:
         try:
             self.vit_cfg = full_config({**vit_cfg, "num_classes": 0})
             self.sizes = axis_sizes(self.vit_cfg)
@@ -120,7 +120,6 @@ class FrequencyGene:
         self.input_spec = check_input_spec(input_spec, where)
         self.ancestry = dict(ancestry or {})
         self.provenance = dict(provenance or {})
-        self.card = dict(card or {})
         self.made_by = made_by
         missing, unexpected = sorted(set(expected) - set(self.tensors)), sorted(set(self.tensors) - set(expected))
         if missing or unexpected:
@@ -197,7 +196,7 @@ class FrequencyGene:
     def _fields(self) -> dict[str, Any]:
         return jsonable({"kind": self.kind, "vit": self.vit_cfg, "keep": self.keep, "kept": self.kept,
                          "input_spec": self.input_spec, "stored_params": self.stored_params,
-                         "ancestry": self.ancestry, "provenance": self.provenance, "card": self.card})
+                         "ancestry": self.ancestry, "provenance": self.provenance})
 
     def manifest(self) -> dict[str, Any]:
         return serialize(FREQUENCY_GENE, dict(self.tensors), self._fields(), version=self.made_by)[1]
@@ -220,7 +219,6 @@ class FrequencyGene:
         gene = cls(tensors, vit_cfg=manifest["vit"], keep=manifest["keep"], input_spec=manifest["input_spec"],
                    ancestry=manifest.get("ancestry") if isinstance(manifest.get("ancestry"), dict) else None,
                    provenance=manifest.get("provenance") if isinstance(manifest.get("provenance"), dict) else None,
-                   card=manifest.get("card") if isinstance(manifest.get("card"), dict) else None,
                    made_by=manifest.get("version"), where=where)
         if manifest.get("kept") not in (None, gene.kept) or manifest.get("stored_params") not in (None, gene.stored_params):
             raise GeneError(f"invalid frequency learngene{where}: its 'kept' / 'stored_params' do not match its "
@@ -242,8 +240,6 @@ class FrequencyGene:
                  "no training beyond the ancestry's",
                  f"input: {s['image_size']}x{s['image_size']}, {s['channels']} channel(s), mean "
                  f"{[round(m, 4) for m in s['mean']]}, std {[round(m, 4) for m in s['std']]}"]
-        if self.card:
-            lines.append("card: " + json.dumps(self.card, sort_keys=True, default=str))
         if self.provenance:
             lines.append("provenance: " + json.dumps(self.provenance, sort_keys=True, default=str))
         return "\n".join(lines)
@@ -253,8 +249,7 @@ class FrequencyGene:
 
 
 def extract_frequency(ancestry: nn.Module, input_spec: Mapping[str, Any], *, keep: float = 0.6,
-                      provenance: Mapping[str, Any] | None = None,
-                      card: Mapping[str, Any] | None = None) -> FrequencyGene:
+                      provenance: Mapping[str, Any] | None = None) -> FrequencyGene:
     """The frequency learngene of a trained plain timm ViT (no training: DCT and truncation only)."""
     cfg = vit_config(ancestry)
     sizes = axis_sizes(cfg)
@@ -275,7 +270,7 @@ def extract_frequency(ancestry: nn.Module, input_spec: Mapping[str, Any], *, kee
     head = sum(int(v.numel()) for k, v in state.items() if k.startswith("head."))
     return FrequencyGene(tensors, vit_cfg=cfg, keep=keep, input_spec=input_spec,
                          ancestry={"depth": L, "params": params, "params_without_head": params - head},
-                         provenance=provenance, card=card)
+                         provenance=provenance)
 
 
 def load_transformer_gene(path: str | os.PathLike[str]) -> TransformerGene | FrequencyGene:
@@ -286,3 +281,43 @@ def load_transformer_gene(path: str | os.PathLike[str]) -> TransformerGene | Fre
         raise GeneError(f"{path} holds no transformer learngene (format "
                         f"{declared_format(path, TRANSFORMER_GENE.manifest)!r})")
     return TransformerGene.load(path)
+
+
+def frequency_from_weights(weights: str | os.PathLike[str], *, timm_name: str = "", image_size: int | None = None,
+                           channels: int | None = None, keep: float = 0.6, mean: list[float] | None = None,
+                           std: list[float] | None = None) -> FrequencyGene:
+    """The frequency learngene of a user's own ViT file (``learngene make-gene --kind frequency``): a local
+    ``.safetensors`` / ``.pth`` state dict of the timm model ``timm_name``, or a ``save_ancestry`` directory.
+
+    It is read like ``vit.ancestry_weights`` (:class:`~learngene.vit.ancestry.UserAncestry`: local files only,
+    ``torch.load(weights_only=True)``) at ``image_size`` / ``channels`` (default: the model's own; the position
+    embedding is resampled to another size); ``mean`` / ``std``: the normalization its inputs had (default: the
+    timm model's pretrained normalization, else 0.5 / 0.5)."""
+    from learngene.config import apply_overrides, config_for
+    from learngene.vit.ancestry import UserAncestry
+
+    cfg = apply_overrides(config_for("vit"), [f"vit.ancestry_weights={json.dumps(str(weights))}",
+                                              f"vit.ancestry_timm={json.dumps(timm_name)}"])
+    import tempfile
+
+    user = UserAncestry(cfg, Path(tempfile.gettempdir()) / "learngene-make-gene")  # its out: no cache is written
+    own: dict[str, Any] = {}
+    if user.arch:
+        own = {"size": user.arch.get("img_size"), "chans": user.arch.get("in_chans")}
+    else:
+        import timm
+
+        with torch.device("meta"):
+            ref = timm.create_model(timm_name, pretrained=False)
+        pre = getattr(ref, "pretrained_cfg", {}) or {}
+        own = {"size": (pre.get("input_size") or [3, 224, 224])[-1], "chans": (pre.get("input_size") or [3])[0],
+               "mean": pre.get("mean"), "std": pre.get("std")}
+    size = int(image_size or (own["size"][0] if isinstance(own["size"], list) else own["size"]))
+    chans = int(channels or own["chans"] or user.stem_channels())
+    model = user.build(size, chans, 1)
+    norm_mean = list(mean or (own.get("mean") if chans == 3 and own.get("mean") else [0.5] * chans))
+    norm_std = list(std or (own.get("std") if chans == 3 and own.get("std") else [0.5] * chans))
+    spec = {"image_size": size, "channels": chans, "mean": norm_mean, "std": norm_std}
+    return extract_frequency(model, spec, keep=keep,
+                             provenance={"weights": str(user.path), "sha256": user.sha256, "timm": timm_name or None,
+                                         "adapted": user.adapted})

@@ -185,8 +185,8 @@ def _descendants(lineage: Lineage, methods: list[DescendantMethod], task: Task,
     rows, skipped = [], []
     cache = lineage.out / "cache" / "descendants"
     names = {m.name for m in methods}
-    for width in widths_of(lineage.cfg, lineage.width):
-        for depth in v.depths:
+    for depth in v.depths:  # depth outermost: an interrupted grid has every width of its first depths
+        for width in widths_of(lineage.cfg, lineage.width):
             for m in methods:
                 why = _why_not(lineage, m, depth, width)
                 if why is not None:
