@@ -232,6 +232,10 @@ def _make_gene(args: argparse.Namespace) -> int:
     from learngene.errors import ConfigError
     from learngene.safeio import check_writable_dir
 
+    if not Path(args.weights).exists():
+        raise ConfigError(f"--weights {args.weights}: no such file or directory; give the local path of your model's "
+                          ".safetensors / .pth state dict (with --timm naming its architecture) or of a save_ancestry "
+                          "directory (nothing is downloaded)")
     out = check_writable_dir(args.out, overwrite=args.overwrite, resumable=False, kind="learngene")
     if args.kind == "frequency":
         if args.preset or args.overrides:
