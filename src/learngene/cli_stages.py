@@ -236,18 +236,18 @@ def _make_gene(args: argparse.Namespace) -> int:
         raise ConfigError(f"--weights {args.weights}: no such file or directory; give the local path of your model's "
                           ".safetensors / .pth state dict (with --timm naming its architecture) or of a save_ancestry "
                           "directory (nothing is downloaded)")
+    if args.kind == "frequency" and (args.preset or args.overrides):
+        raise ConfigError("--preset / --set are for --kind tleg (the frequency learngene trains nothing); drop them")
+    if args.kind == "tleg" and not args.preset:
+        raise ConfigError("--kind tleg distils the templates on a data set's source classes: give --preset "
+                          "(e.g. vit-glyphs, or vit-imagenet with --set data.root=...)")
     out = check_writable_dir(args.out, overwrite=args.overwrite, resumable=False, kind="learngene")
     if args.kind == "frequency":
-        if args.preset or args.overrides:
-            raise ConfigError("--preset / --set are for --kind tleg (the frequency learngene trains nothing); drop them")
         from learngene.vit.frequency import frequency_from_weights
 
         gene = frequency_from_weights(args.weights, timm_name=args.timm, image_size=args.image_size,
                                       channels=args.channels, keep=args.keep, mean=args.mean, std=args.std)
     else:
-        if not args.preset:
-            raise ConfigError("--kind tleg distils the templates on a data set's source classes: give --preset "
-                              "(e.g. vit-glyphs, or vit-imagenet with --set data.root=...)")
         from learngene.config import load_config
         from learngene.kinds import load_gene
         from learngene.vit.run import run_vit

@@ -162,3 +162,23 @@ def test_shapes_and_heads_are_checked(tiny_cfg):
         descendant_shape(tiny_cfg, 48, 5)
     d = scratch_descendant(tiny_cfg, 2, 3, width=24, seed=0)
     assert (d.width, d.heads, d.stored_params) == (24, 2, 0)
+
+
+def test_make_gene_turns_a_users_vit_into_a_frequency_gene(ancestry, tmp_path, capsys):
+    """`learngene make-gene`: the user's saved ViT -> a frequency learngene equal to extract_frequency's, in one
+    command; a changed file is a different gene (its sha256 in the provenance)."""
+    from learngene.cli import main
+    from learngene.vit.ancestry import save_ancestry
+
+    save_ancestry(ancestry, tmp_path / "mine")
+    args = ["make-gene", "--weights", str(tmp_path / "mine"), "--keep", "0.5", "--mean", "0.5", "--std", "0.25",
+            "--out", str(tmp_path / "g")]
+    assert main(args) == 0, capsys.readouterr().err
+    assert "frequency learngene" in capsys.readouterr().out
+    gene = load_gene(tmp_path / "g")
+    want = extract_frequency(ancestry, SPEC, keep=0.5)
+    assert isinstance(gene, FrequencyGene) and gene.input_spec["std"] == [0.25] and gene.kept == want.kept
+    assert all(torch.allclose(gene.tensors[k], want.tensors[k], atol=1e-6) for k in want.tensors)
+    assert len(gene.provenance["sha256"]) == 64
+    assert main([*args[:-2], "--out", str(tmp_path / "g"), "--preset", "vit-smoke"]) == 2
+    assert "are for --kind tleg" in capsys.readouterr().err
