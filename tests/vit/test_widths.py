@@ -50,6 +50,9 @@ def test_every_kind_builds_a_shape_no_preset_uses_and_round_trips(kind, ancestry
     assert all(torch.equal(back.tensors[k], gene.tensors[k]) for k in gene.tensors)
     again = build_descendant(tmp_path / kind, DEPTH, 7, width=WIDTH, seed=3)  # from the directory too
     assert all(torch.equal(a, b) for a, b in zip(d.model.state_dict().values(), again.model.state_dict().values()))
+    built = gene.build(7, depth=DEPTH, width=WIDTH, seed=3)  # the Gene protocol's build: the same model
+    assert all(torch.equal(a, b) for a, b in zip(d.model.state_dict().values(), built.state_dict().values()))
+    assert gene.build(7, depth=DEPTH, width=WIDTH, seed=3, inherit=False).embed_dim == WIDTH
     # wider than the gene, with another head count
     wide = build_descendant(back, 2, 3, width=48, heads=3, seed=0)
     assert (wide.width, wide.heads) == (48, 3) and wide.model(batch).shape == (6, 3)

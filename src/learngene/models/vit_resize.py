@@ -31,13 +31,15 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from learngene.errors import ModelError
-from learngene.models.vit import full_config
+from learngene.models.vit import build_vit, full_config, split_block_key, vit_config
+from learngene.runtime import seeded
 
 __all__ = [
     "RESIZABLE",
+    "at_width",
     "axis_sizes",
     "dct_coefficients",
     "descendant_shape",
@@ -45,6 +47,7 @@ __all__ = [
     "layout",
     "resize_axis_selected",
     "select_into",
+    "select_width",
     "tensor_axes",
     "uniform_indices",
 ]
@@ -204,3 +207,40 @@ def descendant_shape(cfg: Mapping[str, Any], width: int | None = None, heads: in
     if isinstance(heads, bool) or not isinstance(heads, int) or heads < 1 or w % heads:
         raise ModelError(f"heads must be an integer >= 1 that divides the width {w}, got {heads!r}")
     return {**cfg, "embed_dim": w, "num_heads": heads}
+
+
+@torch.no_grad()
+def select_width(source: Mapping[str, Tensor], source_cfg: Mapping[str, Any], keys: Sequence[str],
+                 target: nn.Module) -> tuple[str, ...]:
+    """Weight selection of the tensors ``keys`` of ``source`` (a state dict of a ViT of shape ``source_cfg``)
+    into ``target`` (a freshly initialized ViT of another width / head count, same block names); the others keep
+    their fresh values.  Returns the keys written (the inherited ones)."""
+    src_sizes, dst_sizes = axis_sizes(source_cfg), axis_sizes(vit_config(target))
+    state = target.state_dict()
+    written = []
+    for k in keys:
+        if k.startswith("head.") or k not in state:
+            continue
+        src, dst = source[k], state[k]
+        b = split_block_key(k)
+        name = b[1] if b else k
+        axes, s_shape = tensor_axes(name, tuple(src.shape), src_sizes, block=b is not None)
+        _, d_shape = tensor_axes(name, tuple(dst.shape), dst_sizes, block=b is not None)
+        state[k] = select_into(src.detach().reshape(s_shape), dst.reshape(d_shape), axes).reshape(dst.shape)
+        written.append(k)
+    target.load_state_dict(state, strict=True)
+    return tuple(written)
+
+
+def at_width(model: nn.Module, inherited: Sequence[str], width: int | None, heads: int | None,
+             seed: int | None = None) -> tuple[nn.Module, tuple[str, ...]]:
+    """``model`` moved to ``width`` / ``heads`` (default: its own) by weight selection of its ``inherited`` tensors
+    into a fresh model of that shape (seeded by ``seed``): the model and the keys it inherited.  ``model`` itself
+    when the shape does not change."""
+    cfg = vit_config(model)
+    shape = descendant_shape(cfg, width, heads)
+    if shape["embed_dim"] == cfg["embed_dim"] and shape["num_heads"] == cfg["num_heads"]:
+        return model, tuple(inherited)
+    with seeded(seed):
+        target = build_vit(shape)
+    return target, select_width(model.state_dict(), cfg, inherited, target)

@@ -28,7 +28,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 
 from learngene.errors import GeneError, ModelError
@@ -43,11 +42,11 @@ from learngene.models.vit import (
     load_block_state_dict,
     num_blocks,
     shared_state_dict,
-    split_block_key,
     vit_config,
 )
-from learngene.models.vit_resize import axis_sizes, descendant_shape, select_into, tensor_axes
+from learngene.models.vit_resize import at_width, descendant_shape, select_width
 from learngene.runtime import seeded
+from learngene.vit.frequency import load_transformer_gene
 from learngene.vit.gene import TransformerGene
 
 __all__ = [
@@ -110,38 +109,10 @@ def _fresh(cfg: Mapping[str, Any], depth: int, num_classes: int, seed: int | Non
         return build_vit({**cfg, "depth": depth, "num_classes": num_classes})
 
 
-@torch.no_grad()
-def select_width(source: Mapping[str, Tensor], source_cfg: Mapping[str, Any], keys: Sequence[str],
-                 target: nn.Module) -> tuple[str, ...]:
-    """Weight selection of the tensors ``keys`` of ``source`` (a state dict of a ViT of shape ``source_cfg``)
-    into ``target`` (a freshly initialized ViT of another width / head count, same block names); the others keep
-    their fresh values.  Returns the keys written (the inherited ones)."""
-    src_sizes, dst_sizes = axis_sizes(source_cfg), axis_sizes(vit_config(target))
-    state = target.state_dict()
-    written = []
-    for k in keys:
-        if k.startswith("head.") or k not in state:
-            continue
-        src, dst = source[k], state[k]
-        b = split_block_key(k)
-        name = b[1] if b else k
-        axes, s_shape = tensor_axes(name, tuple(src.shape), src_sizes, block=b is not None)
-        _, d_shape = tensor_axes(name, tuple(dst.shape), dst_sizes, block=b is not None)
-        state[k] = select_into(src.detach().reshape(s_shape), dst.reshape(d_shape), axes).reshape(dst.shape)
-        written.append(k)
-    target.load_state_dict(state, strict=True)
-    return tuple(written)
-
-
 def _at_width(d: Descendant, width: int | None, heads: int | None, seed: int | None) -> Descendant:
     """``d`` moved to ``width`` / ``heads`` by weight selection of its inherited tensors (unchanged if equal)."""
-    cfg = vit_config(d.model)
-    shape = descendant_shape(cfg, width, heads)
-    if shape["embed_dim"] == cfg["embed_dim"] and shape["num_heads"] == cfg["num_heads"]:
-        return d
-    target = _fresh(shape, d.depth, d.num_classes, seed)
-    inherited = select_width(d.model.state_dict(), cfg, d.inherited, target)
-    return Descendant(target, d.method, d.depth, d.num_classes, d.stored_params, inherited)
+    model, inherited = at_width(d.model, d.inherited, width, heads, seed)
+    return d if model is d.model else Descendant(model, d.method, d.depth, d.num_classes, d.stored_params, inherited)
 
 
 def build_descendant(
@@ -164,8 +135,6 @@ def build_descendant(
     full-width tensors reach other widths by weight selection (the module docstring).
     """
     if isinstance(gene, (str, Path)):
-        from learngene.vit.frequency import load_transformer_gene
-
         gene = load_transformer_gene(gene)
     if hasattr(gene, "descendant") and not isinstance(gene, ExpandedViT):
         return descendant_from_gene(gene, depth, num_classes, width=width, heads=heads, seed=seed)
@@ -338,8 +307,6 @@ def descendant_from_gene(
     what must be kept to build every shape.
     """
     if isinstance(gene, (str, Path)):
-        from learngene.vit.frequency import load_transformer_gene
-
         gene = load_transformer_gene(gene)
     if not hasattr(gene, "descendant"):
         raise GeneError(f"descendant_from_gene needs a transformer learngene or its directory, got {type(gene).__name__}")

@@ -47,6 +47,7 @@ from learngene.models.vit import (
     split_block_key,
     vit_config,
 )
+from learngene.models.vit_resize import at_width, descendant_shape
 from learngene.runtime import seeded
 from learngene.safeio import jsonable
 
@@ -267,12 +268,15 @@ class TransformerGene:
             inherited += [f"{BLOCK_PREFIX}{start + offset}.{name}" for name in block]
         return model, tuple(inherited)
 
-    def build(self, num_classes: int, *, depth: int, seed: int | None = None, inherit: bool = True) -> nn.Module:
-        """A descendant of ``depth`` blocks (``inherit=False``: the same shape, randomly initialized)."""
+    def build(self, num_classes: int, *, depth: int, width: int | None = None, heads: int | None = None,
+              seed: int | None = None, inherit: bool = True) -> nn.Module:
+        """A descendant of ``depth`` blocks, ``width`` / ``heads`` (default: the gene's; other widths by weight
+        selection of the inherited tensors) (``inherit=False``: the same shape, randomly initialized)."""
+        shape = descendant_shape(self.vit_cfg, width, heads)
         if not inherit:
             with seeded(seed):
-                return build_vit({**self.vit_cfg, "depth": self.check_depth(depth), "num_classes": num_classes})
-        return self.descendant(depth, num_classes, seed=seed)[0]
+                return build_vit({**shape, "depth": self.check_depth(depth), "num_classes": num_classes})
+        return at_width(*self.descendant(depth, num_classes, seed=seed), width, heads, seed)[0]
 
     # ------------------------------------------------------------------ files
     def _fields(self) -> dict[str, Any]:
