@@ -300,6 +300,20 @@ def vit_widths_targets() -> str:
     return "\n".join(_table(["target", "result", "met"], body))
 
 
+def vit_frequency_keep() -> str:
+    """The diagnostic after the result: the frequency gene with every coefficient kept, beside the grid's."""
+    _, rows = _grid()
+    full = _json("vit-widths/frequency-keep1/report.json")
+    body = []
+    for r in full["descendants"]["rows"]:
+        d, w = r["depth"], r["width"]
+        body.append([str(w), str(d), _cell(rows.get(("frequency", d, w))), _cell(r),
+                     _cell(rows.get(("weight-selection", d, w)))])
+    share = full["frequency"]["stored_fraction_of_ancestry"]
+    return "\n".join(_table(["width", "depth", "frequency, keep 0.6 (23.9% stored)",
+                              f"frequency, keep 1.0 ({100 * share:.0f}% stored)", "weight selection"], body))
+
+
 def shipped_genes() -> str:
     """The learngenes shipped with the package, from their cards (src/learngene/shipped/<name>/card.json)."""
     shipped = ROOT / "src" / "learngene" / "shipped"
@@ -535,6 +549,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "vit-widths-compute": vit_widths_compute,
     "vit-widths-targets": vit_widths_targets,
     "shipped-genes": shipped_genes,
+    "vit-frequency-keep": vit_frequency_keep,
     "tuning:t0-taskscope": tuning("t0-taskscope"),
     "tuning:t1-memory": tuning("t1-memory"),
     "tuning:t2-distill-noise": tuning("t2-distill-noise"),
