@@ -299,7 +299,13 @@ def test_grid_of_widths_rows_and_width_rules(smoke):
     assert (out / "plots" / "vit_accuracy_vs_params.png").read_bytes().startswith(b"\x89PNG")
     from learngene.vit.report import render_vit_report
 
-    assert "## Test accuracy on the novel classes (mean ± 95% CI over seeds), width 16" in render_vit_report(report)
+    md = render_vit_report(report)
+    assert "## Test accuracy on the novel classes, width 16" in md and "| width | depth | heur-lg - scratch" in md
+    # paired differences at every shape, never a model against its own copy (weight selection = truncated here)
+    paired = desc["paired"]
+    assert {(p["depth"], p["width"]) for p in paired if p["a"] == "tleg" and p["b"] == "scratch"} == \
+        {(d, w) for d in cfg.vit.depths for w in cfg.vit.widths}
+    assert not any({p["a"], p["b"]} == {"weight-selection", "truncated"} for p in paired)
 
 
 def test_cli_inherit_width_end_to_end(smoke, tmp_path, capsys):
@@ -313,7 +319,7 @@ def test_cli_inherit_width_end_to_end(smoke, tmp_path, capsys):
     for kind, width, heads in (("tleg", 48, None), ("frequency", 24, None), ("heur-lg", 16, 1)):
         args = ["inherit", "--gene", str(out / "genes" / kind), "--depth", "5", "--width", str(width),
                 "--support", str(sup), "--query", str(qry), "--out", str(tmp_path / kind), "--compare", "scratch",
-                "--set", "vit.descendant_epochs=2", *(["--heads", str(heads)] if heads else [])]
+                "--set", "individual.head_epochs=2", *(["--heads", str(heads)] if heads else [])]
         assert main(args) == 0, capsys.readouterr().err
         printed = capsys.readouterr().out
         assert f"depth-5 {kind} descendant (width {width}, {heads or 2} heads)" in printed

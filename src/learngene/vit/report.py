@@ -126,7 +126,9 @@ def render_vit_report(report: dict[str, Any]) -> str:
             lines.append(f"| {d} | " + " | ".join(cells) + " |")
     paired = report["descendants"].get("paired") or []
     if paired:
-        pairs = list(dict.fromkeys((p["a"], p["b"], p["epochs_a"], p["epochs_b"]) for p in paired))
+        rank = {m: i for i, m in enumerate(report["descendants"]["methods"])}
+        pairs = sorted(dict.fromkeys((p["a"], p["b"], p["epochs_a"], p["epochs_b"]) for p in paired),
+                       key=lambda k: (rank.get(k[0], len(rank)), rank.get(k[1], len(rank)), k[2] == k[3]))
         shapes = sorted({(p["depth"], p.get("width")) for p in paired}, key=lambda k: (k[1] or 0, k[0]))
         several = len({w for _, w in shapes}) > 1
         lines += ["", "## Paired differences (points; same learngene, head, data order and augmentation)", "",
