@@ -205,9 +205,10 @@ def time_inherit(name: str = "glyphs-frequency", classes: int = 5, shots: int = 
         start = time.perf_counter()
         done = subprocess.run(cmd, check=True, capture_output=True, text=True)
         seconds = time.perf_counter() - start
+        training = json.loads((root / "model" / "model.json").read_text()).get("training")
     return {"seconds": seconds, "gene": name, "command": " ".join(["learngene", *cmd[3:]]),
             "support_images": classes * shots, "query_images": classes * queries,
-            "epochs": cfg.vit.descendant_epochs, "printed": done.stdout.strip().splitlines()}
+            "training": training, "printed": done.stdout.strip().splitlines()}
 
 
 def main(argv: list[str] | None = None) -> int:

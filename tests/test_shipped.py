@@ -58,7 +58,7 @@ def _folder(root, n_classes=3, per_class=2, size=20):
 def test_inherit_from_a_shipped_gene_by_name(tmp_path, capsys):
     sup = _folder(tmp_path / "support")
     args = ["inherit", "--gene", "glyphs-tleg", "--depth", "2", "--width", "48", "--support", str(sup),
-            "--query", str(sup), "--out", str(tmp_path / "m"), "--set", "vit.descendant_epochs=1"]
+            "--query", str(sup), "--out", str(tmp_path / "m"), "--set", "individual.head_epochs=1"]
     assert main(args) == 0, capsys.readouterr().err
     assert "depth-2 tleg descendant (width 48, 3 heads)" in capsys.readouterr().out
     meta = json.loads((tmp_path / "m" / "model.json").read_text())
