@@ -267,7 +267,9 @@ LEARNGENES = ["weight-selection", "tleg", "frequency"]  # every method that star
 
 def _grid() -> tuple[dict[str, Any], dict[tuple[str, int, int], dict[str, Any]]]:
     report = _json(WIDTHS)
-    return report, {(r["method"], r["depth"], r["width"]): r for r in report["descendants"]["rows"]}
+    # main runs only: a run of the merged code also has equal-budget rows (``budget``) at the same shapes
+    return report, {(r["method"], r["depth"], r["width"]): r for r in report["descendants"]["rows"]
+                    if not r.get("budget")}
 
 
 def _shapes(rows: dict[tuple[str, int, int], Any]) -> list[tuple[int, int]]:
@@ -278,7 +280,7 @@ def _cell(r: dict[str, Any] | None, best: bool = False) -> str:
     if r is None:
         return "n/a"
     ci = r["acc_ci95"] if r["acc_ci95"] is not None else math.nan
-    text = _acc(r["acc"], ci, len(r["per_seed"]))
+    text = _acc(r["acc"], ci, r.get("ci_n", len(r["per_seed"])))  # ci_n: the learngene seeds, where a run has them
     return f"**{text}**" if best else text
 
 
