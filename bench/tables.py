@@ -259,6 +259,175 @@ def vit17_fewshot(rel: str) -> Callable[[], str]:
         return render_fewshot(_json(rel)).rstrip("\n")
 
     return render
+# ---------------------------------------------------------------------- descendants of any width (issue 20)
+WIDTHS = "vit-widths/report.json"
+WIDTH_METHODS = ["scratch", "weight-selection", "tleg", "frequency"]
+LEARNGENES = ["weight-selection", "tleg", "frequency"]  # every method that starts from the ancestry's knowledge
+
+
+def _grid() -> tuple[dict[str, Any], dict[tuple[str, int, int], dict[str, Any]]]:
+    report = _json(WIDTHS)
+    # main runs only: a run of the merged code also has equal-budget rows (``budget``) at the same shapes
+    return report, {(r["method"], r["depth"], r["width"]): r for r in report["descendants"]["rows"]
+                    if not r.get("budget")}
+
+
+def _shapes(rows: dict[tuple[str, int, int], Any]) -> list[tuple[int, int]]:
+    return sorted({(w, d) for _, d, w in rows})
+
+
+def _cell(r: dict[str, Any] | None, best: bool = False) -> str:
+    if r is None:
+        return "n/a"
+    ci = r["acc_ci95"] if r["acc_ci95"] is not None else math.nan
+    text = _acc(r["acc"], ci, r.get("ci_n", len(r["per_seed"])))  # ci_n: the learngene seeds, where a run has them
+    return f"**{text}**" if best else text
+
+
+def vit_widths() -> str:
+    report, rows = _grid()
+    anc = report["descendants"]["ancestry_width"]
+    head = ["width", "depth", "params", "scratch (30 ep)", *(f"{m} (10 ep)" for m in LEARNGENES),
+            "best at 10 ep - scratch at 30 (points)"]
+    body = []
+    for w, d in _shapes(rows):
+        accs = {m: rows[(m, d, w)]["acc"] for m in WIDTH_METHODS if (m, d, w) in rows}
+        top = max(accs.values())
+        best = max((m for m in LEARNGENES if m in accs), key=accs.get)
+        cells = [str(w) + (" (ancestry)" if w == anc else ""), str(d), f"{rows[('scratch', d, w)]['params']:,}"]
+        cells += [_cell(rows.get((m, d, w)), accs.get(m) == top) for m in WIDTH_METHODS]
+        cells.append(f"{100 * (accs[best] - accs['scratch']):+.1f} ({best})")
+        body.append(cells)
+    seeds = report["descendants"]["protocol"]["seeds"]
+    same = sorted({(r["depth"], r["width"]) for r in report["descendants"]["rows"] if r.get("same_as")})
+    return "\n".join([
+        *_table(head, body), "",
+        f"Mean ± 95% CI over descendant seeds {seeds} (Student t, {len(seeds) - 1} df) of **one** ancestry and one "
+        f"of each learngene (seed {report['seed']}): conditional on them. Bold: the best mean of the row. At the "
+        f"ancestry's width and depths up to its {report['ancestry']['depth']}, weight selection *is* the truncated "
+        f"ancestry (the same model, trained once: {', '.join(f'd{d}' for d, _ in same)}).",
+    ])
+
+
+def vit_widths_epochs() -> str:
+    report, rows = _grid()
+    body = []
+    for w, d in _shapes(rows):
+        cells = [str(w), str(d)]
+        for m in WIDTH_METHODS:
+            r = rows.get((m, d, w))
+            cells.append("n/a" if r is None else " / ".join(
+                "-" if (a := _at_epoch(r, e)) is None else f"{a:.2f}" for e in (1, 3, 10)))
+        body.append(cells)
+    return "\n".join([*_table(["width", "depth", *(f"{m}: 1 / 3 / 10 ep" for m in WIDTH_METHODS)], body), "",
+                      "Mean test accuracy after 1, 3 and 10 epochs (scratch: read on its 30-epoch cosine schedule, "
+                      "so its learning rate is still high at epoch 10)."])
+
+
+def vit_widths_compute() -> str:
+    report, rows = _grid()
+    anc = report["ancestry"]
+    anc_s, anc_p = anc["train_seconds"], anc["params"]
+    head_p = _head_params(report)
+    tleg = report.get("tleg") or {}
+    learn = {"scratch": 0.0, "weight-selection": anc_s, "tleg": anc_s + tleg.get("train_seconds", 0.0),
+             "frequency": anc_s}
+    stored = {m: next(r["stored_params"] for (mm, _, _), r in rows.items() if mm == m) for m in WIDTH_METHODS}
+    stored["weight-selection"] = anc_p - head_p  # like for like: the ancestry without its head
+    body = []
+    for m in WIDTH_METHODS:
+        desc = sum(r["train_seconds"] for (mm, _, _), r in rows.items() if mm == m and not r.get("same_as"))
+        twins = [r for (mm, _, _), r in rows.items() if mm == m and r.get("same_as")]
+        desc += sum(rows[(r["same_as"], r["depth"], r["width"])]["train_seconds"] for r in twins)
+        frac = "" if m == "scratch" else f" ({100 * stored[m] / (anc_p - head_p):.1f}% of the ancestry)"
+        body.append([m, f"{stored[m]:,}{frac}", f"{learn[m]:,.0f}", f"{desc:,.0f}", f"{learn[m] + desc:,.0f}"])
+    seeds = len(report["descendants"]["protocol"]["seeds"])
+    return "\n".join([
+        *_table(["method", "stored parameters (no head)", "learngene training (s)",
+                 f"all {len(_shapes(rows))} shapes x {seeds} seeds (s)", "total (s)"], body), "",
+        f"CPU seconds of training on the shared 2-core machine (other jobs ran beside it: compare within the table). "
+        f"Weight selection and the truncated ancestry store the whole ancestry ({anc_p - head_p:,} parameters "
+        f"without its head; {anc_p:,} with it). The frequency learngene trains nothing beyond the ancestry "
+        f"({anc_s:,.0f} s).",
+    ])
+
+
+def vit_widths_targets() -> str:
+    report, rows = _grid()
+    anc_w = report["descendants"]["ancestry_width"]
+    shapes = _shapes(rows)
+    wins = []
+    for w, d in shapes:
+        best = max(rows[(m, d, w)]["acc"] for m in LEARNGENES if (m, d, w) in rows)
+        wins.append((w, d, best - rows[("scratch", d, w)]["acc"]))
+    beaten = [x for x in wins if x[2] > 0]
+    gaps = [(w, d, rows[("weight-selection", d, w)]["acc"] - rows[("frequency", d, w)]["acc"]) for w, d in shapes]
+    within = [g for g in gaps if g[2] <= 0.02]
+    freq = report["frequency"]
+    other = [(w, d) for w, d in shapes if w != anc_w]
+    tleg_vs = [(w, d, rows[("tleg", d, w)]["acc"] - rows[("weight-selection", d, w)]["acc"]) for w, d in other]
+    tleg_won = [t for t in tleg_vs if t[2] > 0]
+    timing = _json("vit-widths/inherit_time.json")
+
+    def span(xs):
+        return f"{100 * min(x[2] for x in xs):+.1f} to {100 * max(x[2] for x in xs):+.1f} points"
+
+    body = [
+        ["at every (depth, width), the best learngene method at 10 epochs beats scratch at 30",
+         f"{len(beaten)} of {len(wins)} shapes ({span(wins)}; means)",
+         "yes, for one ancestry" if len(beaten) == len(wins) else "**no**"],
+        ["the frequency learngene within 2 points of weight selection at every shape, storing <= 1/4 of the ancestry",
+         f"within 2 points at {len(within)} of {len(gaps)} shapes (weight selection - frequency: {span(gaps)}); "
+         f"stores {100 * freq['stored_fraction_of_ancestry']:.1f}% (no head on either side)",
+         "yes" if len(within) == len(gaps) and freq["stored_fraction_of_ancestry"] <= 0.25 else "**no**"],
+        ["TLEG with its width rule beats weight selection at widths other than the ancestry's",
+         f"ahead at {len(tleg_won)} of {len(tleg_vs)} shapes (tleg - weight selection: {span(tleg_vs)})",
+         "yes" if len(tleg_won) == len(tleg_vs) else "**no**: see below"],
+        ["`learngene inherit --gene <shipped glyph gene> --depth 6 --width 144 ... --compare scratch` under 30 s",
+         f"{timing['seconds']:.1f} s wall ({timing['gene']}, {timing['support_images']} support / "
+         f"{timing['query_images']} query images, {_inherit_training(timing)}, both models)",
+         "yes" if timing["seconds"] < 30 else "**no**"],
+    ]
+    return "\n".join(_table(["target", "result", "met"], body))
+
+
+def _inherit_training(timing: dict[str, Any]) -> str:
+    """How the timed ``inherit`` trained: epochs of the full-data recipe (before issue 17's few-shot recipe), or
+    the few-shot recipe's head and fine-tuning epochs."""
+    if "epochs" in timing:
+        return f"{timing['epochs']} epochs"
+    t = timing["training"]
+    return f"few-shot recipe: {t['head_epochs']} head + {t['epochs']} fine-tuning epochs"
+
+
+def vit_frequency_keep() -> str:
+    """The diagnostic after the result: the frequency gene with every coefficient kept, beside the grid's."""
+    _, rows = _grid()
+    full = _json("vit-widths/frequency-keep1/report.json")
+    body = []
+    for r in full["descendants"]["rows"]:
+        d, w = r["depth"], r["width"]
+        body.append([str(w), str(d), _cell(rows.get(("frequency", d, w))), _cell(r),
+                     _cell(rows.get(("weight-selection", d, w)))])
+    share = full["frequency"]["stored_fraction_of_ancestry"]
+    return "\n".join(_table(["width", "depth", "frequency, keep 0.6 (23.9% stored)",
+                              f"frequency, keep 1.0 ({100 * share:.0f}% stored)", "weight selection"], body))
+
+
+def shipped_genes() -> str:
+    """The learngenes shipped with the package, from their cards (src/learngene/shipped/<name>/card.json)."""
+    shipped = ROOT / "src" / "learngene" / "shipped"
+    body = []
+    for card_file in sorted(shipped.glob("*/card.json")):
+        c = json.loads(card_file.read_text())
+        rows = {(r["method"], r["depth"], r["width"]): r for r in c["accuracy_on_held_out_classes"]["rows"]}
+        own = [f"d{d} w{w}: {r['acc']:.3f}" for (m, d, w), r in rows.items() if m == c["kind"]]
+        size = sum(c["files_bytes"].values())
+        body.append([f"`{c['name']}`", c["kind"], f"{c['stored_params']:,} ({100 * c['stored_fraction_of_ancestry']:.1f}%)",
+                     f"{size / 1e6:.2f} MB", "; ".join(own), f"{c['check']['acc']:.3f}"])
+    return "\n".join(_table(["shipped gene", "kind", "stored parameters (of the ancestry, no heads)",
+                              "adds to the wheel", "accuracy on its 150 held-out classes (10 epochs, mean of 3 seeds)",
+                              "card check (20 classes, d2 w48, 3 epochs)"], body))
 
 
 # ---------------------------------------------------------------------- Omniglot, three collective seeds
@@ -481,6 +650,12 @@ TABLES: dict[str, Callable[[], str]] = {
     "vit-targets": vit_targets,
     "vit-variants": vit_variants,
     "vit-linearity": vit_linearity,
+    "vit-widths": vit_widths,
+    "vit-widths-epochs": vit_widths_epochs,
+    "vit-widths-compute": vit_widths_compute,
+    "vit-widths-targets": vit_widths_targets,
+    "shipped-genes": shipped_genes,
+    "vit-frequency-keep": vit_frequency_keep,
     "tuning:t0-taskscope": tuning("t0-taskscope"),
     "tuning:t1-memory": tuning("t1-memory"),
     "tuning:t2-distill-noise": tuning("t2-distill-noise"),

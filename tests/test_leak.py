@@ -110,7 +110,7 @@ def test_cnn_paradigm_and_tune_never_see_novel_classes(leak_data, tmp_path):
 
 
 def test_transformer_path_never_sees_novel_classes(leak_data, tmp_path):
-    cfg = _config("vit-smoke", ["criterion.name='validation'", "vit.depths=[2]", "evaluate.seeds=[0]",
+    cfg = _config("vit-smoke", ["criterion.name='validation'", "vit.depths=[2]", "vit.widths=[32]", "evaluate.seeds=[0]",
                                 "vit.descendant_epochs=1", "vit.scratch_epochs=1", "vit.eval_epochs=[0,1]",
                                 "individual.epochs=1", "evaluate.episodes=1"])
     reports = {}
@@ -118,8 +118,8 @@ def test_transformer_path_never_sees_novel_classes(leak_data, tmp_path):
         leak_data["vit-smoke"] = data
         reports[kind] = lg.run_vit(cfg, tmp_path / kind, progress=False)
     assert _without_seconds(reports["clean"]["descendants"]) != _without_seconds(reports["noisy"]["descendants"])
-    _assert_same_tensors(tmp_path / "clean", tmp_path / "noisy", ["ancestry", "aux", "heur-lg", "tleg"])
-    for key in ("ancestry", "heur_lg", "tleg"):
+    _assert_same_tensors(tmp_path / "clean", tmp_path / "noisy", ["ancestry", "aux", "heur-lg", "tleg", "frequency"])
+    for key in ("ancestry", "heur_lg", "tleg", "frequency"):
         same = [{k: v for k, v in _without_seconds(reports[r][key]).items() if k not in ("dir", "cached")}
                 for r in ("clean", "noisy")]
         assert same[0] == same[1], key

@@ -87,6 +87,10 @@ TRANSFORMER_GENE = ArtifactKind("transformer learngene", "learngene-vit/v1", "le
                                 remake="re-export the gene with learngene select", plural="transformer genes",
                                 where_from="a transformer learngene directory",
                                 descriptive=("criterion", "provenance"))
+FREQUENCY_GENE = ArtifactKind("frequency learngene", "learngene-vit-frequency/v1", "learngene.json", error=GeneError,
+                              remake="make it again with learngene make-gene or a run's frequency method",
+                              plural="frequency genes", where_from="a frequency learngene directory",
+                              descriptive=("provenance",))
 NETWORK = ArtifactKind("collective network", "learngene-network/v1", "network.json",
                        remake="run the collective training again")
 INDIVIDUAL = ArtifactKind("individual model", "learngene-individual/v1", "model.json",
@@ -98,7 +102,7 @@ GRADIENT_STATS = ArtifactKind("gradient statistics", "learngene-gradient-stats/v
                               weights="gradient_stats.safetensors", remake="run the collective training again",
                               plural="gradient statistics", error=DataError)
 
-KINDS = (GENE, TRANSFORMER_GENE, NETWORK, INDIVIDUAL, BASELINE, GRADIENT_STATS)
+KINDS = (GENE, TRANSFORMER_GENE, FREQUENCY_GENE, NETWORK, INDIVIDUAL, BASELINE, GRADIENT_STATS)
 
 # The oldest release whose artifacts this one reads (MAJOR, MINOR): 0.1 is the first release of these formats.
 # Raise it in the release that changes what a manifest or its tensors mean; change a kind's format for the layout.

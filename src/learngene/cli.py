@@ -164,12 +164,29 @@ def _after_interrupt(args: argparse.Namespace) -> str:
             "(--resume has no checkpoint to continue from)")
 
 
-LISTABLE = ("models", "architectures", "sources", "criteria", "methods", "vit-methods", "gene-kinds", "presets")
+LISTABLE = ("models", "architectures", "sources", "criteria", "methods", "vit-methods", "gene-kinds", "presets", "genes")
+
+
+def _list_genes() -> None:
+    """The learngenes shipped with the package: name, kind, stored parameters, file size, what they are."""
+    from learngene.shipped import list_shipped, shipped_card, shipped_path
+
+    print("genes:  (shipped with the package: learngene inherit --gene NAME ..., lg.load_gene(NAME))")
+    names = list_shipped()
+    width = max((len(n) for n in names), default=0)
+    for name in names:
+        card = shipped_card(name)
+        size = sum(p.stat().st_size for p in shipped_path(name).iterdir() if p.is_file())
+        print(f"  {name.ljust(width)}  {card.get('kind', '?')}, {card.get('stored_params', 0):,} stored parameters, "
+              f"{size / 1e6:.2f} MB: {card.get('summary', '')}".rstrip())
 
 
 @command("list")
 def _list(args: argparse.Namespace) -> int:
     """Registered names, so a user can see what ``--set model.name=...`` etc. accept (their own ones too)."""
+    if args.what == "genes":  # no torch needed: a quick answer
+        _list_genes()
+        return 0
     from learngene import kinds, registry, run  # noqa: F401 - they import every module that registers a built-in
     from learngene.config import list_presets, preset_description
 
@@ -177,6 +194,9 @@ def _list(args: argparse.Namespace) -> int:
               "criteria": registry.CRITERIA, "methods": registry.METHODS, "vit-methods": registry.DESCENDANT_METHODS,
               "gene-kinds": registry.GENE_KINDS}
     for what in [args.what] if args.what else LISTABLE:
+        if what == "genes":
+            _list_genes()
+            continue
         if what == "presets":
             names = [(n, preset_description(n)) for n in list_presets()]
         elif what in ("methods", "vit-methods"):

@@ -72,7 +72,20 @@ _DOCS: dict[str, tuple[str, str]] = {
         "--support is a folder with one subfolder of images per class; images of any size or mode are "
         "converted to the gene's size, channels and normalization. The model is saved for `learngene predict`.",
         "learngene inherit --gene runs/og-gene --support my_support/ --query my_query/ --out my_model\n"
-        "learngene inherit --gene runs/vit/genes/tleg --depth 6 --support my_support/ --out my_vit",
+        "learngene inherit --gene runs/vit/genes/tleg --depth 6 --support my_support/ --out my_vit\n"
+        "learngene inherit --gene glyphs-frequency --depth 6 --width 144 --support my_support/ --out my_vit  "
+        "# a shipped gene (learngene list genes)",
+    ),
+    "make-gene": (
+        "Turn your own trained ViT (a local timm checkpoint: .safetensors, or .pth/.pt/.bin read with "
+        "torch.load(weights_only=True), or a save_ancestry directory) into a learngene with one command. "
+        "--kind frequency needs no training: the low-frequency DCT coefficients of its weights, from which "
+        "descendants of any depth and width are built. --kind tleg distils it into TLEG templates on the source "
+        "classes of --preset (a transformer run reduced to the auxiliary net; minutes to hours).",
+        "learngene make-gene --weights deit_tiny.pth --timm deit_tiny_patch16_224 --image-size 224 --out my_gene\n"
+        "learngene make-gene --weights runs/vit/cache/ancestry --kind frequency --keep 0.5 --out my_gene\n"
+        "learngene make-gene --weights deit_tiny.pth --timm deit_tiny_patch16_224 --kind tleg --preset vit-glyphs "
+        "--out my_tleg",
     ),
     "predict": (
         "Classify images with a model written by `learngene inherit`. The score is the top softmax output, "

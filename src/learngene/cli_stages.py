@@ -59,10 +59,35 @@ def add_parsers(sub) -> None:
     p.add_argument("--seed", type=int, default=0,
                    help="seed of the fresh layers' initialization and of the training order (default 0)")
     p.add_argument("--depth", type=int, help="transformer genes: the descendant's number of blocks")
+    p.add_argument("--width", type=int, help="transformer genes: the descendant's width (embedding channels; default "
+                                             "the gene's); other widths by the gene's width rule")
+    p.add_argument("--heads", type=int, help="transformer genes: the descendant's attention heads (default: the "
+                                             "gene's count when it divides --width, else width / the gene's head width)")
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N | auto (transformer genes; default cpu)")
     p.add_argument("--compare", choices=("scratch",),
                    help="also train the same architecture from scratch with the same budget and print both accuracies")
     reading_args(p)
+
+    p = sub.add_parser("make-gene", help="turn your own trained ViT file into a frequency or TLEG learngene",
+                       **docs("make-gene"))
+    p.add_argument("--weights", required=True, help="a local .safetensors / .pth / .pt / .bin state dict, or a "
+                                                    "directory written by save_ancestry (a run's cache/ancestry)")
+    p.add_argument("--timm", default="", help="the timm model the state dict belongs to, e.g. deit_tiny_patch16_224 "
+                                              "(not needed for a save_ancestry directory)")
+    p.add_argument("--kind", choices=("frequency", "tleg"), default="frequency",
+                   help="frequency: training-free DCT coefficients (default); tleg: distilled templates (trains)")
+    p.add_argument("--keep", type=float, default=0.6,
+                   help="frequency: fraction of DCT coefficients kept along depth and each width axis (default 0.6)")
+    p.add_argument("--image-size", type=int, help="input size of its descendants (default: the model's own)")
+    p.add_argument("--channels", type=int, help="input channels (default: the model's own)")
+    p.add_argument("--mean", type=float, nargs="+", help="input normalization mean (default: timm's, else 0.5)")
+    p.add_argument("--std", type=float, nargs="+", help="input normalization std (default: timm's, else 0.5)")
+    p.add_argument("--preset", help="tleg: the vit-* preset whose source classes the templates are distilled on")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="tleg: override the preset's settings, e.g. vit.aux_epochs=30")
+    p.add_argument("--out", required=True, help="learngene directory to write")
+    p.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
+    verbosity_args(p)
 
     p = sub.add_parser("predict", help="classify images with a model written by `learngene inherit`",
                        **docs("predict"))
@@ -76,6 +101,7 @@ def add_parsers(sub) -> None:
     command("evaluate")(_evaluate)
     command("inherit")(_inherit)
     command("predict")(_predict)
+    command("make-gene")(_make_gene)
 
 
 def _invert_flag(text: str) -> bool | str:
@@ -164,7 +190,7 @@ def _inherit(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.preset, args.config, []) if (args.preset or args.config) else None
     result = inherit(args.gene, args.support, args.out, query_dir=args.query, cfg=cfg, overrides=args.overrides,
-                     depth=args.depth, seed=args.seed, compare_scratch=args.compare == "scratch",
+                     depth=args.depth, width=args.width, heads=args.heads, seed=args.seed, compare_scratch=args.compare == "scratch",
                      device=resolve_device(args.device), overwrite=args.overwrite, invert=args.invert,
                      resize=args.resize)
     msg = (f"trained {result['what']} on {result['images']} images of {len(result['classes'])} classes -> "
@@ -199,4 +225,48 @@ def _predict(args: argparse.Namespace) -> int:
         for r in rows:
             print(f"{r['image']:<{width}}  {r['class']}  {r['score']:.3f}")
         print(f"note: {SCORE_NOTE}", file=sys.stderr)
+    return 0
+
+
+def _make_gene(args: argparse.Namespace) -> int:
+    """A user's own ViT -> a learngene: frequency (no training) or TLEG (a run reduced to the auxiliary net)."""
+    import shutil
+
+    from learngene.errors import ConfigError
+    from learngene.safeio import check_writable_dir
+
+    if not Path(args.weights).exists():
+        raise ConfigError(f"--weights {args.weights}: no such file or directory; give the local path of your model's "
+                          ".safetensors / .pth state dict (with --timm naming its architecture) or of a save_ancestry "
+                          "directory (nothing is downloaded)")
+    if args.kind == "frequency" and (args.preset or args.overrides):
+        raise ConfigError("--preset / --set are for --kind tleg (the frequency learngene trains nothing); drop them")
+    if args.kind == "tleg" and not args.preset:
+        raise ConfigError("--kind tleg distils the templates on a data set's source classes: give --preset "
+                          "(e.g. vit-glyphs, or vit-imagenet with --set data.root=...)")
+    out = check_writable_dir(args.out, overwrite=args.overwrite, resumable=False, kind="learngene")
+    if args.kind == "frequency":
+        from learngene.vit.frequency import frequency_from_weights
+
+        gene = frequency_from_weights(args.weights, timm_name=args.timm, image_size=args.image_size,
+                                      channels=args.channels, keep=args.keep, mean=args.mean, std=args.std)
+    else:
+        from learngene.config import load_config
+        from learngene.kinds import load_gene
+        from learngene.vit.run import run_vit
+
+        quote = json.dumps
+        cfg = load_config(args.preset, None, [
+            *args.overrides, f"vit.ancestry_weights={quote(str(Path(args.weights).resolve()))}",
+            f"vit.ancestry_timm={quote(args.timm)}", "evaluate.methods=['tleg']", "vit.widths=[]",
+            "vit.depths=[2]", "evaluate.seeds=[0]", "vit.descendant_epochs=1", "vit.eval_epochs=[1]",
+            "evaluate.episodes=1", "vit.fewshot_depths=[2]", "individual.epochs=1"])
+        work = out.parent / f"{out.name}-run"  # the run (ancestry probe, auxiliary net) stays for --resume-like reuse
+        run_vit(cfg, work, progress=not args.quiet)
+        shutil.copytree(work / "genes" / "tleg", out, dirs_exist_ok=True)
+        gene = load_gene(out)
+    gene.save(out)
+    print(gene.describe())
+    print(f"\nlearngene written to {out}; inherit from it with: learngene inherit --gene {out} --depth D --width W "
+          "--support DIR --out MODEL")
     return 0

@@ -75,6 +75,12 @@ class ViTConfig(Section):
     schedule: str = "cosine"  # learning-rate schedule of every training: cosine (per step, no warm-up) | constant
     # descendants on the novel classes (full-data classification; learning rate individual.lr, else train.lr)
     depths: list[int] = field(default_factory=lambda: [2, 4, 6, 8, 10, 12])
+    # widths (embedding channels) of the grid: every depth at every width; None or []: the ancestry's width only. Heads:
+    # the ancestry's count when it divides the width, else width / the ancestry's head width
+    widths: list[int] | None = None
+    # the frequency learngene: the fraction of DCT coefficients kept along depth and every width axis (a 3-axis
+    # tensor keeps about frequency_keep**3 of its numbers)
+    frequency_keep: float = 0.6
     descendant_epochs: int = 10
     scratch_epochs: int = 30
     eval_epochs: list[int] = field(default_factory=lambda: [0, 1, 3, 10])
@@ -105,6 +111,8 @@ class ViTConfig(Section):
         "aux_init": one_of("random", "ancestry"),
         "schedule": one_of("cosine", "constant"),
         "depths": _DEPTHS,
+        "widths": optional(all_of(each(at_least(1), "width"), unique("width"))),
+        "frequency_keep": lambda v: None if 0.0 < v <= 1.0 else "must be in (0, 1] (1: every coefficient); fix the value",
         "descendant_epochs": at_least(1),
         "scratch_epochs": at_least(1),
         "eval_epochs": each(at_least(0, "must be >= 0 (0: before training)"), "epoch"),

@@ -29,7 +29,8 @@ def test_methods_share_heads_data_order_and_episodes_within_a_learngene_seed(tmp
 
     def fit(model, batches, epochs, **kw):
         method = kw["desc"].split(" depth ")[0]
-        trainings[kw["seed"]].append((method, epochs, batches.generator.initial_seed(), model.head.weight.clone()))
+        trainings[kw["seed"]].append((method, epochs, batches.generator.initial_seed(), model.head.weight.clone(),
+                                      model.embed_dim))
         return real_fit(model, batches, epochs, **kw)
 
     def train_episode(d, sx, sy, qx, qy, settings, *, seed):
@@ -40,20 +41,25 @@ def test_methods_share_heads_data_order_and_episodes_within_a_learngene_seed(tmp
     monkeypatch.setattr(vit_run, "train_episode", train_episode)
     report = vit_run.run_vit(load_config("vit-smoke", None, [*FAST, "vit.budget_epochs=[1]"]), tmp_path / "run",
                              progress=False)
-    # 2 learngene seeds x 2 descendant seeds: four draws, each shared by every method (scratch twice: 2 and 1 epochs)
-    assert len(trainings) == 4
+    # 2 learngene seeds x 2 descendant seeds x 2 widths: eight draws, each shared by every method of that width
+    # (scratch twice: 2 and 1 epochs; at the ancestry's width weight selection is truncated's copy, not trained)
+    assert len(trainings) == 8
+    both = [("frequency", 1), ("heur-lg", 1), ("scratch", 1), ("scratch", 2), ("tleg", 1)]
     for runs in trainings.values():
-        assert sorted((m, e) for m, e, _, _ in runs) == [("heur-lg", 1), ("scratch", 1), ("scratch", 2),
-                                                          ("tleg", 1), ("truncated", 1)]
-        assert len({order for _, _, order, _ in runs}) == 1  # one data order and augmentation for all
-        assert all(torch.equal(runs[0][3], head) for _, _, _, head in runs)  # one fresh head for all
-    assert len({runs[0][2] for runs in trainings.values()}) == 4
-    # few-shot: every method's descendant of an episode gets the same seed (2 learngenes x 2 episodes)
-    assert len(episodes) == 4 and all(len(v) == 4 for v in episodes.values())
+        width = runs[0][4]
+        assert all(w == width for *_, w in runs)
+        one_method = "truncated" if width == 32 else "weight-selection"
+        assert sorted((m, e) for m, e, *_ in runs) == sorted([*both, (one_method, 1)])
+        assert len({order for _, _, order, _, _ in runs}) == 1  # one data order and augmentation for all
+        assert all(torch.equal(runs[0][3], head) for _, _, _, head, _ in runs)  # one fresh head for all
+    assert len({runs[0][2] for runs in trainings.values()}) == 8
+    # few-shot: every method's descendant of an episode gets the same seed (2 learngenes x 2 episodes); weight
+    # selection at the ancestry's depth and width is truncated's row, not a second training
+    assert len(episodes) == 4 and all(len(v) == 5 for v in episodes.values())
     # the paired differences are taken over those shared draws, per learngene seed
     paired = report["descendants"]["paired"]
-    one = next(p for p in paired if (p["a"], p["b"], p["epochs_b"]) == ("tleg", "scratch", 1))
-    rows = {(r["method"], r["epochs"]): r for r in report["descendants"]["rows"]}
+    one = next(p for p in paired if (p["a"], p["b"], p["epochs_b"], p["width"]) == ("tleg", "scratch", 1, 32))
+    rows = {(r["method"], r["epochs"]): r for r in report["descendants"]["rows"] if r["width"] == 32}
     a, b = rows[("tleg", 1)], rows[("scratch", 1)]
     diffs = [x["acc"] - y["acc"] for x, y in zip(a["per_seed"], b["per_seed"])]
     assert one["mean"] == pytest.approx(sum(diffs) / 4) and one["equal_budget"] and one["n"] == 2

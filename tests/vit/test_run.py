@@ -13,13 +13,12 @@ from PIL import Image
 from learngene.artifacts import INDIVIDUAL
 from learngene.config import load_config
 from learngene.errors import ConfigError, DataError
-from learngene.kinds import inherit
+from learngene.kinds import inherit, load_gene
 from learngene.models.io import load_network
 from learngene.run import check_names
-from learngene.vit.gene import TransformerGene
 from learngene.vit.run import run_vit
 
-METHODS = ["scratch", "heur-lg", "truncated", "tleg"]
+METHODS = ["scratch", "heur-lg", "truncated", "tleg", "weight-selection", "frequency"]
 
 
 @pytest.fixture(scope="module")
@@ -47,13 +46,14 @@ def test_smoke_report_rows_are_well_formed(smoke):
     anc_depth = on_disk["ancestry"]["depth"]
     assert anc_depth == 3 and cfg.vit.depths == [2, 3, 4]
     assert cfg.vit.learngene_seeds == [0, 1] and cfg.vit.budget_epochs == [3] and cfg.vit.descendant_epochs == 3
-    expected = {(m, d, cfg.vit.scratch_epochs if m == "scratch" else 3) for d in cfg.vit.depths for m in METHODS
-                if not (m == "truncated" and d > anc_depth)}
-    expected |= {("scratch", d, 3) for d in cfg.vit.depths}  # the equal-budget run: scheduled for 3 epochs
-    assert {(r["method"], r["depth"], r["epochs"]) for r in rows} == expected
-    assert on_disk["descendants"]["skipped"] == [
-        {"method": "truncated", "depth": 4, "reason": "deeper than the 3-block ancestry: truncation only shortens"}]
-    genes = {k: TransformerGene.load(out / "genes" / k) for k in ("tleg", "heur-lg")}
+    expected = {(m, d, w, cfg.vit.scratch_epochs if m == "scratch" else 3) for w in cfg.vit.widths
+                for d in cfg.vit.depths for m in METHODS if not (m == "truncated" and (d > anc_depth or w != 32))}
+    # the equal-budget run: scheduled for 3 epochs
+    expected |= {("scratch", d, w, 3) for w in cfg.vit.widths for d in cfg.vit.depths}
+    assert {(r["method"], r["depth"], r["width"], r["epochs"]) for r in rows} == expected
+    assert {"method": "truncated", "depth": 4, "width": 32,
+            "reason": "deeper than the 3-block ancestry: truncation only shortens"} in on_disk["descendants"]["skipped"]
+    genes = {k: load_gene(out / "genes" / k) for k in ("tleg", "heur-lg", "frequency")}
     anc_no_head = on_disk["ancestry"]["params_no_head"]
     assert anc_no_head == on_disk["ancestry"]["params"] - (36 * 32 + 36)  # the head: width 32 x 36 source classes
     for r in rows:
@@ -67,17 +67,22 @@ def test_smoke_report_rows_are_well_formed(smoke):
         assert r["acc"] == pytest.approx(sum(r["per_learngene"]) / 2)
         assert [(s["learngene_seed"], s["seed"]) for s in r["per_seed"]] == [(0, 0), (1, 0)]
         assert r["budget"] == (r["method"] == "scratch" and r["epochs"] == 3)
-        # like for like: the truncated ancestry stores the ancestry without its head, as genes keep no head
-        stored = {"scratch": 0, "truncated": anc_no_head,
+        # like for like: the truncated ancestry (and weight selection from it) stores the ancestry without its
+        # head, as genes keep no head
+        stored = {"scratch": 0, "truncated": anc_no_head, "weight-selection": anc_no_head,
+                  "frequency": genes["frequency"].stored_params,
                   "tleg": genes["tleg"].stored_params, "heur-lg": genes["heur-lg"].stored_params}[r["method"]]
         assert r["stored_params"] == stored
-    # same depth, same architecture: every method's descendant has the same parameter count
+    # same depth and width, same architecture: every method's descendant has the same parameter count
     for d in cfg.vit.depths:
-        assert len({r["params"] for r in rows if r["depth"] == d}) == 1
+        for w in cfg.vit.widths:
+            assert len({r["params"] for r in rows if r["depth"] == d and r["width"] == w}) == 1
     tleg = on_disk["tleg"]
     assert tleg["stored_fraction_of_ancestry"] == pytest.approx(genes["tleg"].stored_params / anc_no_head)
     assert tleg["stored_fraction_with_heads"] == pytest.approx(
         (genes["tleg"].stored_params + 36 * 32 + 36) / on_disk["ancestry"]["params"])
+    assert on_disk["frequency"]["stored_fraction_of_ancestry"] == pytest.approx(
+        genes["frequency"].stored_params / anc_no_head)
     assert on_disk["heur_lg"]["selected"] == genes["heur-lg"].block_indices
     assert on_disk["heur_lg"]["name"] == "gradient_stability" and len(on_disk["heur_lg"]["candidates"]) == 2
 
@@ -109,7 +114,7 @@ def test_rerun_reuses_the_cached_ancestry_aux_and_descendants(smoke, tmp_path):
         [(r["method"], r["depth"], r["acc"]) for r in report["descendants"]["rows"]]
     # a changed setting that the descendants depend on retrains them, not the ancestry
     changed = load_config("vit-smoke", None, ["vit.descendant_epochs=1", "evaluate.methods=['tleg']", "vit.depths=[2]",
-                                              "vit.budget_epochs=[]"])
+                                              "vit.budget_epochs=[]", "vit.widths=[32]"])
     third = run_vit(changed, out, progress=False)
     assert third["ancestry"]["cached"] and third["tleg"]["cached"]
     assert [r["curve"]["epochs"] for r in third["descendants"]["rows"]] == [[0, 1]]
@@ -117,8 +122,8 @@ def test_rerun_reuses_the_cached_ancestry_aux_and_descendants(smoke, tmp_path):
 
 def test_validation_criterion_chooses_blocks_on_open_world_pseudo_tasks(tmp_path):
     cfg = load_config("vit-smoke", None, [
-        "criterion.name='validation'", "evaluate.methods=['heur-lg']", "vit.depths=[2]", "evaluate.seeds=[0]",
-        "vit.learngene_seeds=[0]", "vit.budget_epochs=[]",
+        "criterion.name='validation'", "evaluate.methods=['heur-lg']", "vit.depths=[2]", "vit.widths=[32]",
+        "evaluate.seeds=[0]", "vit.learngene_seeds=[0]", "vit.budget_epochs=[]",
         "criterion.pseudo_epochs=1", "vit.ancestry_epochs=1", "vit.descendant_epochs=1", "evaluate.episodes=1"])
     report = run_vit(cfg, tmp_path / "run", progress=False)
     crit = report["heur_lg"]
@@ -269,3 +274,60 @@ def test_progress_bars_and_log_lines_unless_quiet(tmp_path, capsys, monkeypatch)
     assert main([*args, "--out", str(tmp_path / "b"), "--quiet"]) == 0
     quiet = capsys.readouterr().err
     assert "ancestry" not in quiet and "%|" not in quiet
+
+
+def test_grid_of_widths_rows_and_width_rules(smoke):
+    """vit-smoke's grid: every method at widths 16 and 32 (truncated at the ancestry's only), rows with width and
+    heads, weight selection copied from truncated where it is the same model, the width rules recorded."""
+    cfg, out, report = smoke
+    desc = report["descendants"]
+    assert desc["widths"] == [16, 32] and desc["ancestry_width"] == 32
+    assert set(desc["width_rules"]) == set(cfg.evaluate.methods) and "uniformly spaced" in desc["width_rules"]["tleg"]
+    rows = {(r["method"], r["depth"], r["width"]): r for r in desc["rows"]}
+    assert {(m, w) for m, _, w in rows} >= {(m, w) for m in ("scratch", "tleg", "frequency", "weight-selection")
+                                            for w in (16, 32)}
+    assert all(r["heads"] == 2 for r in rows.values())
+    assert rows[("scratch", 2, 16)]["params"] < rows[("scratch", 2, 32)]["params"]
+    assert ("truncated", 2, 16) not in rows
+    assert any(s["method"] == "truncated" and s["width"] == 16 and "ancestry's width" in s["reason"]
+               for s in desc["skipped"])
+    twin = rows[("weight-selection", 2, 32)]
+    assert twin["same_as"] == "truncated" and twin["acc"] == rows[("truncated", 2, 32)]["acc"]
+    assert "same_as" not in rows[("weight-selection", 4, 32)]  # deeper than the ancestry: its own training
+    fq = report["frequency"]
+    assert fq["train_seconds"] == 0.0 and fq["stored_params"] == rows[("frequency", 2, 16)]["stored_params"]
+    assert (out / "plots" / "vit_accuracy_vs_params.png").read_bytes().startswith(b"\x89PNG")
+    from learngene.vit.report import render_vit_report
+
+    md = render_vit_report(report)
+    assert "## Test accuracy on the novel classes, width 16" in md and "| width | depth | heur-lg - scratch" in md
+    # paired differences at every shape, never a model against its own copy (weight selection = truncated here)
+    paired = desc["paired"]
+    assert {(p["depth"], p["width"]) for p in paired if p["a"] == "tleg" and p["b"] == "scratch"} == \
+        {(d, w) for d in cfg.vit.depths for w in cfg.vit.widths}
+    assert not any({p["a"], p["b"]} == {"weight-selection", "truncated"} for p in paired)
+
+
+def test_cli_inherit_width_end_to_end(smoke, tmp_path, capsys):
+    """`inherit --width` (and --heads) for every transformer kind: a narrower or wider descendant, trained, saved,
+    predicted from; the scratch comparison has the same shape."""
+    from learngene.cli import main
+    from learngene.individual import load_individual
+
+    cfg, out, _ = smoke
+    _, novel, sup, qry = _novel_folders(cfg, tmp_path)
+    for kind, width, heads in (("tleg", 48, None), ("frequency", 24, None), ("heur-lg", 16, 1)):
+        args = ["inherit", "--gene", str(out / "genes" / kind), "--depth", "5", "--width", str(width),
+                "--support", str(sup), "--query", str(qry), "--out", str(tmp_path / kind), "--compare", "scratch",
+                "--set", "individual.head_epochs=2", *(["--heads", str(heads)] if heads else [])]
+        assert main(args) == 0, capsys.readouterr().err
+        printed = capsys.readouterr().out
+        assert f"depth-5 {kind} descendant (width {width}, {heads or 2} heads)" in printed
+        model, meta = load_individual(tmp_path / kind)
+        assert model.embed_dim == width and len(model.blocks) == 5 and meta["width"] == width
+        assert model.blocks[0].attn.num_heads == (heads or 2)
+    assert main(["predict", "--model", str(tmp_path / "frequency"), str(qry), "--json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)) == 9
+    bad = ["inherit", "--gene", str(out / "genes" / "tleg"), "--depth", "2", "--width", "40", "--heads", "3",
+           "--support", str(sup), "--out", str(tmp_path / "bad")]
+    assert main(bad) == 2 and "divides the width 40" in capsys.readouterr().err

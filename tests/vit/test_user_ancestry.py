@@ -19,7 +19,7 @@ from learngene.vit.gene import TransformerGene
 from learngene.vit.run import run_vit
 
 # everything small: one seed, one epoch per stage, descendants of depth 2 and (deeper than the ancestry) 4
-FAST = ["evaluate.methods=['heur-lg','tleg']", "vit.depths=[2,4]", "evaluate.seeds=[0]", "vit.aux_epochs=1",
+FAST = ["evaluate.methods=['heur-lg','tleg']", "vit.depths=[2,4]", "vit.widths=[]", "evaluate.seeds=[0]", "vit.aux_epochs=1",
         "vit.descendant_epochs=1", "vit.scratch_epochs=1", "vit.eval_epochs=[1]", "evaluate.episodes=1",
         "individual.epochs=1", "vit.fewshot_depths=[2]"]
 

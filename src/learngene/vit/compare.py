@@ -7,7 +7,7 @@ nested in it.  :func:`aggregate` averages within each learngene and takes the St
 learngene means (:func:`learngene.stats.nested_ci95`); with one learngene there is no outer interval, and the
 interval over its descendants stands in, labelled as conditional on that learngene (``ci_level``).
 
-Within a learngene seed every method's descendant of a (depth, descendant seed) sees the same batches and
+Within a learngene seed every method's descendant of a (depth, width, descendant seed) sees the same batches and
 augmentation (their seed leaves the method out), so :func:`paired_differences` compares methods on the same draws:
 ``a - b`` per (learngene, descendant seed), at equal epoch budgets.
 """
@@ -40,19 +40,22 @@ def _values(row: Mapping[str, Any]) -> dict[tuple[int, int], float]:
 
 
 def paired_differences(rows: Sequence[Mapping[str, Any]], order: Sequence[str]) -> list[dict[str, Any]]:
-    """``a - b`` for every depth and pair of methods (``a`` later in ``order`` than ``b``), paired by learngene and
-    descendant seed: at equal epochs (a budget row of ``b`` where one exists), and each row against a from-scratch
-    row of another budget (``b``'s main run: e.g. 10-epoch TLEG against 30-epoch scratch)."""
+    """``a - b`` for every shape (depth, width) and pair of methods (``a`` later in ``order`` than ``b``), paired by
+    learngene and descendant seed: at equal epochs (a budget row of ``b`` where one exists), and each row against a
+    from-scratch row of another budget (``b``'s main run: e.g. 10-epoch TLEG against 30-epoch scratch).  A row that
+    is a copy of the other (``same_as``: the very same model) is not paired with it."""
     out = []
-    by_depth: dict[int, list[Mapping[str, Any]]] = {}
+    by_shape: dict[tuple[int, Any], list[Mapping[str, Any]]] = {}
     for r in rows:
-        by_depth.setdefault(r["depth"], []).append(r)
+        by_shape.setdefault((r["depth"], r.get("width")), []).append(r)
     rank = {m: i for i, m in enumerate(order)}
-    for depth in sorted(by_depth):
-        here = by_depth[depth]
+    for (depth, width) in sorted(by_shape, key=lambda k: (k[0], k[1] or 0)):
+        here = by_shape[(depth, width)]
         for a in here:
             for b in here:
                 if rank.get(a["method"], -1) <= rank.get(b["method"], -1):
+                    continue
+                if a.get("same_as") == b["method"] or b.get("same_as") == a["method"]:
                     continue
                 same = a["epochs"] == b["epochs"]
                 if not same and (a.get("budget") or b.get("budget") or not b.get("from_scratch")):
@@ -62,8 +65,8 @@ def paired_differences(rows: Sequence[Mapping[str, Any]], order: Sequence[str]) 
                 seeds = sorted({k[0] for k in keys})
                 groups = [[va[k] - vb[k] for k in keys if k[0] == s] for s in seeds]
                 agg = aggregate(groups)
-                out.append({"a": a["method"], "b": b["method"], "depth": depth, "epochs_a": a["epochs"],
-                            "epochs_b": b["epochs"], "equal_budget": same, "mean": agg["mean"], "ci95": agg["ci95"],
-                            "n": agg["n"], "ci_level": agg["ci_level"], "excludes_0": agg["excludes_0"],
-                            "per_learngene": agg["means"]})
+                out.append({"a": a["method"], "b": b["method"], "depth": depth, "width": width,
+                            "epochs_a": a["epochs"], "epochs_b": b["epochs"], "equal_budget": same,
+                            "mean": agg["mean"], "ci95": agg["ci95"], "n": agg["n"], "ci_level": agg["ci_level"],
+                            "excludes_0": agg["excludes_0"], "per_learngene": agg["means"]})
     return out

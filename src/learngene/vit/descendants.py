@@ -1,9 +1,19 @@
-"""Descendant vision transformers of a chosen depth and label count, by every method the benchmark compares.
+"""Descendant vision transformers of a chosen depth, width and label count, by every method the benchmark compares.
 
-* :func:`build_descendant` -- TLEG / SWS: blocks expanded from the learngene's templates;
+* :func:`build_descendant` -- from any transformer learngene: TLEG / SWS blocks expanded from the templates,
+  Heur-LG blocks stacked on fresh ones, the frequency learngene's inverse DCT;
 * :func:`stack_descendant` -- Heur-LG for transformers: whole ancestry blocks stacked with fresh ones;
 * :func:`truncated_ancestry` -- pretrain-then-finetune: the ancestry's first ``depth`` blocks;
+* :func:`selected_ancestry` -- weight selection (Xu et al., ICLR 2024): the ancestry's first ``depth`` blocks
+  (fresh ones on top when deeper), every tensor cut to the width by uniformly spaced elements;
 * :func:`scratch_descendant` -- the same shape, all fresh.
+
+**Width.** A descendant may be narrower or wider than the ancestry (``width``, ``heads``; default: the
+ancestry's).  The width rule of a gene that stores full-width tensors (TLEG templates, Heur-LG blocks) is weight
+selection (:func:`select_width`, :mod:`learngene.models.vit_resize`): the full-width descendant is built first,
+then each inherited tensor is cut to the target width by uniformly spaced elements (whole heads kept in place),
+and where the target is wider the source fills the first positions and the rest stays freshly initialized.
+Selection is linear, so selecting TLEG's templates and then expanding them gives the same blocks.
 
 Each returns a :class:`Descendant`: the timm model plus the cost that makes methods comparable, the numbers
 a user must *store* to build it (``stored_params``), and which state-dict keys were inherited.  Heads are
@@ -34,7 +44,9 @@ from learngene.models.vit import (
     shared_state_dict,
     vit_config,
 )
+from learngene.models.vit_resize import at_width, descendant_shape, select_width
 from learngene.runtime import seeded
+from learngene.vit.frequency import load_transformer_gene
 from learngene.vit.gene import TransformerGene
 
 __all__ = [
@@ -43,7 +55,10 @@ __all__ = [
     "params_without_head",
     "build_descendant",
     "descendant_from_gene",
+    "descendant_shape",
     "scratch_descendant",
+    "select_width",
+    "selected_ancestry",
     "stack_descendant",
     "truncated_ancestry",
 ]
@@ -64,6 +79,14 @@ class Descendant:
     num_classes: int
     stored_params: int
     inherited: tuple[str, ...]
+    width: int = 0  # filled from the model when left 0
+    heads: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.width and hasattr(self.model, "embed_dim"):
+            self.width = int(self.model.embed_dim)
+        if not self.heads and hasattr(self.model, "blocks") and len(self.model.blocks):
+            self.heads = int(self.model.blocks[0].attn.num_heads)
 
 
 def params_without_head(model: nn.Module) -> int:
@@ -93,23 +116,37 @@ def _fresh(cfg: Mapping[str, Any], depth: int, num_classes: int, seed: int | Non
         return build_vit({**cfg, "depth": depth, "num_classes": num_classes})
 
 
+def _at_width(d: Descendant, width: int | None, heads: int | None, seed: int | None) -> Descendant:
+    """``d`` moved to ``width`` / ``heads`` by weight selection of its inherited tensors (unchanged if equal)."""
+    model, inherited = at_width(d.model, d.inherited, width, heads, seed)
+    return d if model is d.model else Descendant(model, d.method, d.depth, d.num_classes, d.stored_params, inherited)
+
+
 def build_descendant(
     gene: Any,
     depth: int,
     num_classes: int,
     *,
+    width: int | None = None,
+    heads: int | None = None,
     copy_head: bool = False,
     seed: int | None = None,
 ) -> Descendant:
-    """A descendant of ``depth`` blocks with a fresh ``num_classes`` head, from any transformer learngene.
+    """A descendant of ``depth`` blocks, ``width`` channels in ``heads`` heads (default: the gene's) with a fresh
+    ``num_classes`` head, from any transformer learngene.
 
-    ``gene`` is a :class:`~learngene.vit.gene.TransformerGene` (or the directory of a saved one): TLEG genes
-    expand by their rule, Heur-LG genes stack their blocks on fresh ones (:func:`descendant_from_gene`); or an
-    :class:`ExpandedViT` / a ``(tensors, config)`` pair from its ``templates_state_dict()`` and ``config()``.
+    ``gene`` is a loaded learngene with a ``descendant`` method (:class:`~learngene.vit.gene.TransformerGene`:
+    TLEG expands by its rule, Heur-LG stacks its blocks on fresh ones; :class:`~learngene.vit.frequency.
+    FrequencyGene`: inverse DCT at the target shape) or the directory of a saved one; or an :class:`ExpandedViT`
+    / a ``(tensors, config)`` pair from its ``templates_state_dict()`` and ``config()``.  Genes that store
+    full-width tensors reach other widths by weight selection (the module docstring).
     """
-    if isinstance(gene, (TransformerGene, str, Path)):
-        return descendant_from_gene(gene, depth, num_classes, seed=seed)
-    return _from_templates(gene, depth, num_classes, copy_head=copy_head, seed=seed)
+    if isinstance(gene, (str, Path)):
+        gene = load_transformer_gene(gene)
+    if hasattr(gene, "descendant") and not isinstance(gene, ExpandedViT):
+        return descendant_from_gene(gene, depth, num_classes, width=width, heads=heads, seed=seed)
+    d = _from_templates(gene, depth, num_classes, copy_head=copy_head, seed=seed)
+    return _at_width(d, width, heads, seed)
 
 
 def _from_templates(gene: Any, depth: int, num_classes: int, *, copy_head: bool = False,
@@ -228,10 +265,30 @@ def truncated_ancestry(
     return Descendant(model, "truncated", depth, num_classes, params_without_head(ancestry), tuple(copied))
 
 
+def selected_ancestry(ancestry: nn.Module, depth: int, num_classes: int, *, width: int | None = None,
+                      heads: int | None = None, seed: int | None = None) -> Descendant:
+    """Weight selection (Xu et al., ICLR 2024): the ancestry's first ``depth`` blocks (all of them and fresh
+    blocks on top when ``depth`` is deeper), embeddings and final norm, every tensor cut to ``width`` / ``heads``
+    by uniformly spaced elements (:mod:`learngene.models.vit_resize`), a fresh head.  At the ancestry's width and
+    depth <= its depth this is exactly :func:`truncated_ancestry`.  Storage: the whole ancestry but its head (like
+    for like with the genes, which keep no head)."""
+    depth, num_classes = _depth(depth), _classes(num_classes)
+    cfg = vit_config(ancestry)
+    target = _fresh(descendant_shape(cfg, width, heads), depth, num_classes, seed)
+    kept = min(depth, num_blocks(ancestry))
+    prefixes = tuple(f"{BLOCK_PREFIX}{i}." for i in range(kept))
+    src = ancestry.state_dict()
+    keys = [k for k in src if not k.startswith("head.") and (not k.startswith(BLOCK_PREFIX) or k.startswith(prefixes))]
+    inherited = select_width(src, cfg, keys, target)
+    return Descendant(target, "weight-selection", depth, num_classes, params_without_head(ancestry), inherited)
+
+
 def scratch_descendant(
-    config: Mapping[str, Any] | nn.Module, depth: int, num_classes: int, *, seed: int | None = None
+    config: Mapping[str, Any] | nn.Module, depth: int, num_classes: int, *, width: int | None = None,
+    heads: int | None = None, seed: int | None = None
 ) -> Descendant:
-    """A freshly initialised ViT of the given shape record (or of a model's shape): nothing stored."""
+    """A freshly initialised ViT of the given shape record (or of a model's shape) at ``width`` / ``heads``
+    (default: the record's): nothing stored."""
     if isinstance(config, ExpandedViT):
         cfg: dict[str, Any] = config.vit_cfg
     elif isinstance(config, nn.Module):
@@ -239,23 +296,31 @@ def scratch_descendant(
     else:
         cfg = full_config(config)
     depth, num_classes = _depth(depth), _classes(num_classes)
-    return Descendant(_fresh(cfg, depth, num_classes, seed), "scratch", depth, num_classes, 0, ())
+    shape = descendant_shape(cfg, width, heads)
+    return Descendant(_fresh(shape, depth, num_classes, seed), "scratch", depth, num_classes, 0, ())
 
 
 # ---------------------------------------------------------------------- from a saved transformer learngene
 def descendant_from_gene(
-    gene: TransformerGene | str | Path, depth: int, num_classes: int, *, seed: int | None = None
+    gene: Any, depth: int, num_classes: int, *, width: int | None = None, heads: int | None = None,
+    seed: int | None = None
 ) -> Descendant:
-    """A descendant ViT of ``depth`` blocks and a fresh ``num_classes`` head from a transformer learngene.
+    """A descendant ViT of ``depth`` blocks, ``width`` / ``heads`` and a fresh ``num_classes`` head from a
+    transformer learngene (a loaded one with a ``descendant`` method, or the path of a saved one).
 
-    ``gene`` is a :class:`TransformerGene` or the path of a saved one (see :meth:`TransformerGene.descendant`:
-    TLEG expands every block by its rule, Heur-LG stacks its blocks last on fresh ones).  ``stored_params`` is
-    the gene's size: what must be kept to build every depth.
+    :class:`TransformerGene`: TLEG expands every block by its rule, Heur-LG stacks its blocks last on fresh
+    ones, both at the gene's width, then moved to ``width`` by weight selection.  A gene whose ``descendant``
+    takes the width itself (the frequency learngene) builds it directly.  ``stored_params`` is the gene's size:
+    what must be kept to build every shape.
     """
     if isinstance(gene, (str, Path)):
-        gene = TransformerGene.load(gene)
+        gene = load_transformer_gene(gene)
+    if not hasattr(gene, "descendant"):
+        raise GeneError(f"descendant_from_gene needs a transformer learngene or its directory, got {type(gene).__name__}")
     if not isinstance(gene, TransformerGene):
-        raise GeneError(f"descendant_from_gene needs a TransformerGene or its directory, got {type(gene).__name__}")
+        model, inherited = gene.descendant(depth, num_classes, width=width, heads=heads, seed=seed)
+        return Descendant(model, gene.kind, depth, num_classes, gene.stored_params, inherited)
     model, inherited = gene.descendant(depth, num_classes, seed=seed)
     method = gene.kind if gene.kind == "heur-lg" or gene.rule_name == "linear" else f"expanded:{gene.rule_name}"
-    return Descendant(model, method, depth, num_classes, gene.stored_params, inherited)
+    d = Descendant(model, method, depth, num_classes, gene.stored_params, inherited)
+    return _at_width(d, width, heads, seed)

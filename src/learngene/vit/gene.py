@@ -47,12 +47,14 @@ from learngene.models.vit import (
     split_block_key,
     vit_config,
 )
+from learngene.models.vit_resize import at_width, descendant_shape
 from learngene.runtime import seeded
 from learngene.safeio import jsonable
 
 __all__ = [
     "GENE_KINDS",
     "TransformerGene",
+    "check_input_spec",
     "extract_heur_lg",
     "extract_tleg",
     "is_transformer_gene",
@@ -88,6 +90,9 @@ def _check_spec(spec: Any, where: str = "") -> dict[str, Any]:
     # how a user's files are read (inversion, resize mode) travels with the gene, as for CNN genes
     contract = validate_file_contract({k: spec[k] for k in ("invert", "resize") if k in spec}, GeneError)
     return {**out, "invert": contract["invert"], "resize": contract["resize"]}
+
+
+check_input_spec = _check_spec  # public for the other transformer kinds (learngene.vit.frequency)
 
 
 def _meta_vit(cfg: Mapping[str, Any], depth: int) -> nn.Module:
@@ -263,12 +268,15 @@ class TransformerGene:
             inherited += [f"{BLOCK_PREFIX}{start + offset}.{name}" for name in block]
         return model, tuple(inherited)
 
-    def build(self, num_classes: int, *, depth: int, seed: int | None = None, inherit: bool = True) -> nn.Module:
-        """A descendant of ``depth`` blocks (``inherit=False``: the same shape, randomly initialized)."""
+    def build(self, num_classes: int, *, depth: int, width: int | None = None, heads: int | None = None,
+              seed: int | None = None, inherit: bool = True) -> nn.Module:
+        """A descendant of ``depth`` blocks, ``width`` / ``heads`` (default: the gene's; other widths by weight
+        selection of the inherited tensors) (``inherit=False``: the same shape, randomly initialized)."""
+        shape = descendant_shape(self.vit_cfg, width, heads)
         if not inherit:
             with seeded(seed):
-                return build_vit({**self.vit_cfg, "depth": self.check_depth(depth), "num_classes": num_classes})
-        return self.descendant(depth, num_classes, seed=seed)[0]
+                return build_vit({**shape, "depth": self.check_depth(depth), "num_classes": num_classes})
+        return at_width(*self.descendant(depth, num_classes, seed=seed), width, heads, seed)[0]
 
     # ------------------------------------------------------------------ files
     def _fields(self) -> dict[str, Any]:

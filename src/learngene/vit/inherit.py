@@ -25,7 +25,7 @@ from learngene.runtime import resolve_device
 from learngene.safeio import jsonable
 from learngene.vit.descendants import build_descendant, scratch_descendant
 from learngene.vit.fewshot import RECIPE_KEYS, fewshot_settings, ncm_accuracy, train_descendant
-from learngene.vit.gene import TransformerGene
+from learngene.vit.gene import TransformerGene  # or any gene with its attributes (vit.frequency)
 from learngene.vit.train import NetworkRecord
 
 __all__ = ["inherit_descendant", "inherit_transformer"]
@@ -34,10 +34,11 @@ __all__ = ["inherit_descendant", "inherit_transformer"]
 def inherit_descendant(gene: TransformerGene, support_dir: str | Path, query_dir: str | Path | None, depth: int,
                        out: Path | None, *, settings: IndividualConfig, seed: int = 0, compare_scratch: bool = False,
                        curve_every: int = 1, gene_dir: str | None = None, invert: bool | str | None = None,
-                       resize: str | None = None, device: torch.device | str = "cpu") -> dict[str, Any]:
-    """A depth-``depth`` descendant of ``gene`` trained on the support folder by the individual recipe
-    (``settings``; and, with ``compare_scratch``, the same architecture from random initialization with the same
-    recipe and seed); saved in ``out`` when given.
+                       resize: str | None = None, width: int | None = None, heads: int | None = None,
+                       device: torch.device | str = "cpu") -> dict[str, Any]:
+    """A depth-``depth`` descendant of ``gene`` (``width`` / ``heads``: default the gene's) trained on the
+    support folder by the individual recipe (``settings``; and, with ``compare_scratch``, the same architecture
+    from random initialization with the same recipe and seed); saved in ``out`` when given.
 
     Returns ``{"out", "classes", "depth", "kind", "support_images", "query_images", "params", "stored_params",
     "query_accuracy", "ncm_query_accuracy", "curve", "scratch"}`` (accuracies None without a query folder).
@@ -58,12 +59,12 @@ def inherit_descendant(gene: TransformerGene, support_dir: str | Path, query_dir
         res = train_descendant(d, x, y, settings, seed=seed, qx=qx, qy=qy, curve_every=curve_every)
         return {**res, "ncm": ncm}
 
-    d = build_descendant(gene, depth, len(classes), seed=seed)
+    d = build_descendant(gene, depth, len(classes), width=width, heads=heads, seed=seed)
     res = train(d)
     acc = res.get("accuracy")
     scratch = None
     if compare_scratch:
-        s = scratch_descendant(gene.vit_cfg, depth, len(classes), seed=seed)
+        s = scratch_descendant(gene.vit_cfg, depth, len(classes), width=d.width, heads=d.heads, seed=seed)
         sres = train(s)
         scratch = {"query_accuracy": sres.get("accuracy"), "ncm_query_accuracy": sres["ncm"],
                    "curve": {"epochs": sres["curve_epochs"], "acc": sres["curve"]},
@@ -79,6 +80,8 @@ def inherit_descendant(gene: TransformerGene, support_dir: str | Path, query_dir
             "gene": {"dir": gene_dir, "kind": gene.kind, "rule": gene.rule, "block_indices": gene.block_indices,
                      "stored_params": gene.stored_params},
             "depth": depth,
+            "width": d.width,
+            "heads": d.heads,
             "support": {"dir": str(Path(support_dir).resolve()), "images": len(y)},
             "params": params,
             "inherited_params": sum(int(t.numel()) for k, t in model.state_dict().items() if k in inherited),
@@ -88,7 +91,8 @@ def inherit_descendant(gene: TransformerGene, support_dir: str | Path, query_dir
             "scratch_query_accuracy": None if scratch is None else scratch["query_accuracy"],
         }
         save_network(NetworkRecord(model), out, INDIVIDUAL, jsonable(fields))
-    return {"out": None if out is None else str(out), "classes": classes, "depth": depth, "kind": gene.kind,
+    return {"out": None if out is None else str(out), "classes": classes, "depth": depth, "width": d.width,
+            "heads": d.heads, "kind": gene.kind,
             "support_images": len(y), "query_images": None if qy is None else len(qy), "params": params,
             "stored_params": gene.stored_params, "query_accuracy": acc, "ncm_query_accuracy": res["ncm"],
             "curve": {"epochs": res["curve_epochs"], "acc": res["curve"]}, "scratch": scratch, "warnings": notes,
@@ -97,13 +101,15 @@ def inherit_descendant(gene: TransformerGene, support_dir: str | Path, query_dir
 
 def inherit_transformer(gene: TransformerGene, support_dir: Any, query_dir: Any, out: Path | None, *, cfg: Config,
                         depth: int | None, seed: int, compare_scratch: bool, device: Any,
-                        source: str, reading: dict[str, Any] | None = None) -> dict[str, Any]:
+                        source: str, reading: dict[str, Any] | None = None, width: int | None = None,
+                        heads: int | None = None) -> dict[str, Any]:
     """:func:`learngene.kinds.inherit` for a transformer gene: the individual recipe (``[individual]`` at
-    ``vit.fewshot_lr``) on the user's classes."""
+    ``vit.fewshot_lr``) on the user's classes, at ``width`` / ``heads`` (default the gene's)."""
     if depth is None:
         raise LearngeneError(f"{source} is a transformer learngene: give the descendant's depth, e.g. --depth 6")
     dev = resolve_device(str(device)) if not isinstance(device, torch.device) else device
     r = inherit_descendant(gene, support_dir, query_dir, depth, out, settings=fewshot_settings(cfg), seed=seed,
                            compare_scratch=compare_scratch, curve_every=cfg.evaluate.curve_every, gene_dir=source,
-                           device=dev, **(reading or {}))
-    return {**r, "what": f"a depth-{depth} {gene.kind} descendant", "images": r["support_images"]}
+                           width=width, heads=heads, device=dev, **(reading or {}))
+    return {**r, "what": f"a depth-{depth} {gene.kind} descendant (width {r['width']}, {r['heads']} heads)",
+            "images": r["support_images"]}

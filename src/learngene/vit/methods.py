@@ -10,7 +10,15 @@ ancestry trains.  The built-in rows, in the order of the report's columns:
 * ``scratch`` -- the same shape, all fresh;
 * ``heur-lg`` -- the ancestry blocks chosen by the criterion (``criterion.name``), stacked last on fresh ones;
 * ``truncated`` -- the ancestry's first ``depth`` blocks (storage: the whole ancestry);
-* ``tleg`` -- blocks expanded by ``vit.rule`` from an auxiliary net distilled from the ancestry.
+* ``tleg`` -- blocks expanded by ``vit.rule`` from an auxiliary net distilled from the ancestry;
+* ``weight-selection`` -- the ancestry's first blocks, every tensor cut to the width by uniformly spaced elements
+  (Xu et al., ICLR 2024; at the ancestry's width and depth this is ``truncated`` exactly);
+* ``frequency`` -- the training-free learngene: the ancestry's weights as low-frequency DCT coefficients
+  (``vit.frequency_keep``), truncated or zero-padded to any depth and width (:mod:`learngene.vit.frequency`).
+
+``vit.widths`` adds other widths than the ancestry's to the grid.  A row with ``any_width`` builds every width
+(its ``width_rule`` says how, recorded in ``report.json``); the others build the ancestry's width only.  A row's
+``same_as`` names a method whose descendant at that shape is the very same model (its row is copied, not trained).
 
 A new kind of transformer learngene is one module with its rows; ``evaluate.methods`` then accepts its name.
 """
@@ -40,8 +48,10 @@ from learngene.vit.descendants import (
     build_descendant,
     params_without_head,
     scratch_descendant,
+    selected_ancestry,
     truncated_ancestry,
 )
+from learngene.vit.frequency import extract_frequency
 from learngene.vit.gene import TransformerGene, extract_heur_lg, extract_tleg
 from learngene.vit.train import Recipe, Task, fingerprint
 
@@ -66,12 +76,16 @@ class Lineage:
     spec: dict[str, Any]
     source: Task  # the source classes (the ancestry's and the auxiliary net's training task)
     provenance: dict[str, Any] = field(default_factory=dict)
-    genes: dict[str, TransformerGene] = field(default_factory=dict)  # method name -> its saved learngene
+    genes: dict[str, Any] = field(default_factory=dict)  # method name -> its saved learngene (any Gene kind)
     seed: int = 0  # the learngene seed: every draw of the ancestry, the auxiliary net and the genes follows it
 
     @property
     def depth(self) -> int:
         return num_blocks(self.ancestry)
+
+    @property
+    def width(self) -> int:
+        return int(self.shape["embed_dim"])
 
 
 @dataclass(frozen=True)
@@ -80,11 +94,14 @@ class DescendantMethod:
 
     name: str
     description: str
-    build: Callable[[Lineage, int, int, int], Descendant]  # (lineage, depth, num_classes, seed)
-    learngene: Callable[[Lineage], tuple[TransformerGene, dict[str, Any]]] | None = None
+    build: Callable[..., Descendant]  # (lineage, depth, num_classes, seed[, width=W]); width only with any_width
+    learngene: Callable[[Lineage], tuple[Any, dict[str, Any]]] | None = None
     from_scratch: bool = False
     skip: Callable[[Lineage, int], str | None] | None = None  # (lineage, depth) -> why it cannot be built
     check: Callable[[Config, int], None] | None = None  # (config, ancestry depth): refuse before training
+    any_width: bool = False  # builds widths other than the ancestry's (build gets width=)
+    width_rule: str = "the ancestry's width only"  # how other widths are made (report.json: descendants.width_rules)
+    same_as: Callable[[Lineage, int, int], str | None] | None = None  # (lineage, depth, width) -> identical method
 
 
 def register_descendant_method(name: str, description: str, build: Callable[[Lineage, int, int, int], Descendant],
@@ -190,18 +207,52 @@ def _deeper_than_ancestry(lineage: Lineage, depth: int) -> str | None:
     return f"deeper than the {n}-block ancestry: truncation only shortens" if depth > n else None
 
 
+SELECTION_RULE = ("weight selection: uniformly spaced elements of every inherited tensor along each axis that "
+                  "shrinks (whole heads kept in place); along an axis that grows the source fills the first "
+                  "positions and the rest stays freshly initialized")
+
+
+def _frequency(lineage: Lineage) -> tuple[Any, dict[str, Any]]:
+    keep = lineage.cfg.vit.frequency_keep
+    gene = extract_frequency(lineage.ancestry, lineage.spec, keep=keep, provenance=lineage.provenance)
+    return gene, {"keep": keep, "kept": gene.kept, "train_seconds": 0.0,
+                  "stored_fraction_of_ancestry": gene.stored_params / gene.ancestry["params_without_head"],
+                  "counted": "stored coefficients / ancestry parameters, no head on either side"}
+
+
+def _truncated_twin(lineage: Lineage, depth: int, width: int) -> str | None:
+    return "truncated" if width == lineage.width and depth <= lineage.depth else None
+
+
 register_descendant_method(
     "scratch", "the same shape, every weight fresh",
-    lambda c, depth, classes, seed: scratch_descendant(c.ancestry, depth, classes, seed=seed), from_scratch=True)
+    lambda c, depth, classes, seed, width=None: scratch_descendant(c.ancestry, depth, classes, width=width, seed=seed),
+    from_scratch=True, any_width=True, width_rule="fresh at any width")
 register_descendant_method(
     "heur-lg", "the ancestry blocks the criterion chose, stacked last on fresh blocks",
-    lambda c, depth, classes, seed: build_descendant(c.genes["heur-lg"], depth, classes, seed=seed),
-    learngene=_heur_lg, check=_check_heur_lg)
+    lambda c, depth, classes, seed, width=None: build_descendant(c.genes["heur-lg"], depth, classes, width=width,
+                                                                 seed=seed),
+    learngene=_heur_lg, check=_check_heur_lg, any_width=True, width_rule=SELECTION_RULE + " (the gene's blocks)")
 register_descendant_method(
     "truncated", "the ancestry's first blocks (storage: the whole ancestry but its head)",
     lambda c, depth, classes, seed: truncated_ancestry(c.ancestry, depth, classes, seed=seed),
-    skip=_deeper_than_ancestry)
+    skip=_deeper_than_ancestry, width_rule="the ancestry's width only (other widths: weight-selection)")
 register_descendant_method(
     "tleg", "blocks expanded by the rule (theta_A + l/L theta_B) from an auxiliary net distilled from the ancestry",
-    lambda c, depth, classes, seed: build_descendant(c.genes["tleg"], depth, classes, seed=seed),
-    learngene=_tleg, check=_check_tleg)
+    lambda c, depth, classes, seed, width=None: build_descendant(c.genes["tleg"], depth, classes, width=width,
+                                                                 seed=seed),
+    learngene=_tleg, check=_check_tleg, any_width=True,
+    width_rule=SELECTION_RULE + " (of the expanded blocks; selection is linear, so the same as selecting the "
+                                "templates)")
+register_descendant_method(
+    "weight-selection", "the ancestry's first blocks cut to the width by uniformly spaced elements (Xu et al. 2024)",
+    lambda c, depth, classes, seed, width=None: selected_ancestry(c.ancestry, depth, classes, width=width, seed=seed),
+    any_width=True, same_as=_truncated_twin,
+    width_rule=SELECTION_RULE + "; depth: the first blocks, fresh blocks on top of a deeper descendant")
+register_descendant_method(
+    "frequency", "the ancestry's low-frequency DCT coefficients at any depth and width (training-free, FRONT-style)",
+    lambda c, depth, classes, seed, width=None: build_descendant(c.genes["frequency"], depth, classes, width=width,
+                                                                 seed=seed),
+    learngene=_frequency, any_width=True,
+    width_rule="DCT coefficients truncated or zero-padded along depth and every width axis, inverse DCT, "
+               "magnitudes kept (sqrt(target / source) per axis)")

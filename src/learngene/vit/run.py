@@ -2,7 +2,8 @@
 
 source classes -> ancestry ViT (:mod:`~learngene.vit.ancestry`, recording each block's gradient share) -> the
 learngene of every method that makes one (:mod:`~learngene.vit.methods`: Heur-LG blocks chosen by the criterion,
-TLEG templates distilled into an auxiliary net) -> descendants of every depth in ``vit.depths`` by every method,
+TLEG templates distilled into an auxiliary net, the frequency learngene's DCT coefficients) -> descendants of every
+depth in ``vit.depths`` at every width in ``vit.widths`` (default: the ancestry's) by every method,
 fine-tuned on classes neither the ancestry nor the auxiliary net ever saw (the novel classes; each class's images
 split into train and test), over the seeds -> the few-shot episodes of ``[evaluate]`` and TLEG's linearity check
 of the ancestry -> the report (:mod:`~learngene.vit.report`).
@@ -10,8 +11,8 @@ of the ancestry -> the report (:mod:`~learngene.vit.report`).
 **Seeds.** Each learngene seed (``vit.learngene_seeds``, default the top-level ``seed``) is one lineage: its own
 ancestry, auxiliary net, genes and descendants; the descendant seeds ``evaluate.seeds`` are nested in it and the
 class split stays on the top-level ``seed``.  Within a lineage the methods share every draw that is not theirs to
-make: a (depth, descendant seed) gets the same fresh head, data order and augmentation whatever the method, and
-every method sees the same few-shot episodes.  Intervals are over learngenes (:mod:`~learngene.vit.compare`).
+make: a (depth, width, descendant seed) gets the same fresh head, data order and augmentation whatever the
+method, and every method sees the same few-shot episodes.  Intervals are over learngenes (:mod:`~learngene.vit.compare`).
 Every method also trains a run scheduled for each ``vit.budget_epochs`` (equal-budget comparisons).
 
 Layout of ``out/``::
@@ -19,10 +20,10 @@ Layout of ``out/``::
     config.json                      the run's configuration
     cache/ancestry/                  trained ancestry (network.json + model.safetensors; gradient record inside)
     cache/aux/                       trained auxiliary net (ExpandedViT)
-    cache/descendants/*.json         one finished (method, depth, seed[, budget]) training each
+    cache/descendants/*.json         one finished (method, depth[, width], seed[, budget]) training each
     genes/<method>/                  the learngenes (learngene.json + model.safetensors)
     lineages/seed-<s>/               the same cache/ and genes/ of every further learngene seed
-    report.json, report.md           results; plots/vit_accuracy_vs_depth.png
+    report.json, report.md           results; plots/vit_accuracy_vs_depth.png, plots/vit_accuracy_vs_params.png
 
 A rerun with the same configuration reuses every cache entry whose fingerprint (the settings it depends on)
 still matches, so an interrupted run continues where it stopped.
@@ -54,10 +55,17 @@ from learngene.vit.ancestry import UserAncestry, records_probe, train_ancestry, 
 from learngene.vit.compare import aggregate, paired_differences
 from learngene.vit.descendants import params_without_head
 from learngene.vit.fewshot import fewshot_record, fewshot_settings, ncm_accuracy, train_episode
-from learngene.vit.gene import TransformerGene
+from learngene.vit.frequency import load_transformer_gene
 from learngene.vit.linearity import layer_linearity
 from learngene.vit.methods import DescendantMethod, Lineage, list_descendant_methods
-from learngene.vit.report import ACCURACY_PLOT, plot_accuracy_vs_depth, render_vit_report, summary_curve
+from learngene.vit.report import (
+    ACCURACY_PLOT,
+    PARAMS_PLOT,
+    plot_accuracy_vs_depth,
+    plot_accuracy_vs_params,
+    render_vit_report,
+    summary_curve,
+)
 from learngene.vit.train import Recipe, Task, fingerprint
 
 __all__ = ["fewshot_depths", "learngene_seeds", "lineage_dir", "run_vit"]
@@ -115,7 +123,9 @@ def run_vit(cfg: Config, out: str | Path, *, progress: bool = True,
                          _linearity(lineages[0].ancestry), dev, time.perf_counter() - start)
         atomic_write_json(out / "report.json", report)
         atomic_write_bytes(out / "report.md", render_vit_report(report).encode())
-        plot_accuracy_vs_depth([r for r in rows if not r["budget"]], out / "plots" / ACCURACY_PLOT)
+        main = [r for r in rows if not r["budget"]]
+        plot_accuracy_vs_depth([r for r in main if r["width"] == lineages[0].width], out / "plots" / ACCURACY_PLOT)
+        plot_accuracy_vs_params(main, out / "plots" / PARAMS_PLOT)
     log.info("done in %.1f s: %s", report["seconds"], out / "report.md")
     return report
 
@@ -202,7 +212,7 @@ def _learngenes(lineage: Lineage, methods: list[DescendantMethod]) -> dict[str, 
         gene, section = m.learngene(lineage)
         where = lineage.out / "genes" / m.name
         gene.save(where)
-        lineage.genes[m.name] = TransformerGene.load(where)
+        lineage.genes[m.name] = load_transformer_gene(where)
         anc = lineage.info["params_no_head"]
         sections[m.name] = {**section, "dir": str(where), "stored_params": gene.stored_params,
                             "stored_fraction_of_ancestry": gene.stored_params / anc}
@@ -217,37 +227,58 @@ def _budgets(cfg: Config, m: DescendantMethod) -> list[tuple[int, bool]]:
 
 def _descendants(lineages: list[Lineage], methods: list[DescendantMethod], task: Task,
                  novel: list[str]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Every (depth, method, budget) on the novel classes over the learngene and descendant seeds, each finished
-    training cached."""
+    """Every (depth, width, method, budget) on the novel classes over the learngene and descendant seeds, each
+    finished training cached."""
     first = lineages[0]
     v, seeds = first.cfg.vit, first.cfg.evaluate.seeds
     rows, skipped = [], []
-    for depth in v.depths:
-        for m in methods:
-            why = m.skip(first, depth) if m.skip is not None else None
-            if why is not None:
-                skipped.append({"method": m.name, "depth": depth, "reason": why})
-                continue
-            for epochs, budget in _budgets(first.cfg, m):
-                groups = [[_descendant(lin, m, task, depth, s, epochs, budget, novel) for s in seeds]
-                          for lin in lineages]
-                flat = [r for g in groups for r in g]
-                agg = aggregate([[r["acc"] for r in g] for g in groups])
-                row = {"method": m.name, "depth": depth, "epochs": epochs, "budget": budget,
-                       "from_scratch": m.from_scratch, "params": flat[0]["params"],
-                       "stored_params": flat[0]["stored_params"], "acc": agg["mean"], "acc_ci95": agg["ci95"],
-                       "ci_n": agg["n"], "ci_level": agg["ci_level"], "per_learngene": agg["means"],
-                       "curve": summary_curve([_mean_record(g) for g in groups] if len(groups) > 1 else flat),
-                       "train_seconds": sum(r["train_seconds"] for r in flat),
-                       "inherited_tensors": flat[0]["inherited"],
-                       "per_seed": [{"learngene_seed": lin.seed, **{k: r[k] for k in ("seed", "acc", "curve",
-                                                                                       "curve_epochs")}}
-                                    for lin, g in zip(lineages, groups) for r in g]}
-                rows.append(row)
-                log.info("depth %2d %-9s %3d ep: acc %.3f %s (%s params, %s stored)", depth, m.name, epochs, row["acc"],
-                         format_ci(row["acc"], row["acc_ci95"], row["ci_n"]), f"{row['params']:,}",
-                         f"{row['stored_params']:,}")
+    names = {m.name for m in methods}
+    for depth in v.depths:  # depth outermost: an interrupted grid has every width of its first depths
+        for width in widths_of(first.cfg, first.width):
+            for m in methods:
+                why = _why_not(first, m, depth, width)
+                if why is not None:
+                    skipped.append({"method": m.name, "depth": depth, "width": width, "reason": why})
+                    continue
+                twin = m.same_as(first, depth, width) if m.same_as is not None else None
+                for epochs, budget in _budgets(first.cfg, m):
+                    done = next((r for r in rows if r["method"] == twin and r["depth"] == depth
+                                 and r["width"] == width and r["epochs"] == epochs and r["budget"] == budget),
+                                None) if twin in names else None
+                    if done is not None:  # the very same model: its row, not a second training
+                        rows.append({**done, "method": m.name, "same_as": twin})
+                        continue
+                    groups = [[_descendant(lin, m, task, depth, width, s, epochs, budget, novel) for s in seeds]
+                              for lin in lineages]
+                    flat = [r for g in groups for r in g]
+                    agg = aggregate([[r["acc"] for r in g] for g in groups])
+                    row = {"method": m.name, "depth": depth, "width": width, "heads": flat[0].get("heads"),
+                           "epochs": epochs, "budget": budget, "from_scratch": m.from_scratch,
+                           "params": flat[0]["params"], "stored_params": flat[0]["stored_params"],
+                           "acc": agg["mean"], "acc_ci95": agg["ci95"], "ci_n": agg["n"],
+                           "ci_level": agg["ci_level"], "per_learngene": agg["means"],
+                           "curve": summary_curve([_mean_record(g) for g in groups] if len(groups) > 1 else flat),
+                           "train_seconds": sum(r["train_seconds"] for r in flat),
+                           "inherited_tensors": flat[0]["inherited"],
+                           "per_seed": [{"learngene_seed": lin.seed, **{k: r[k] for k in ("seed", "acc", "curve",
+                                                                                           "curve_epochs")}}
+                                        for lin, g in zip(lineages, groups) for r in g]}
+                    rows.append(row)
+                    log.info("depth %2d width %3d %-16s %3d ep: acc %.3f %s (%s params, %s stored)", depth, width,
+                             m.name, epochs, row["acc"], format_ci(row["acc"], row["acc_ci95"], row["ci_n"]),
+                             f"{row['params']:,}", f"{row['stored_params']:,}")
     return rows, skipped
+
+
+def widths_of(cfg: Config, ancestry_width: int) -> list[int]:
+    """The grid's widths: ``vit.widths``, or the ancestry's width alone."""
+    return list(cfg.vit.widths) if cfg.vit.widths else [ancestry_width]
+
+
+def _why_not(lineage: Lineage, m: DescendantMethod, depth: int, width: int) -> str | None:
+    if width != lineage.width and not m.any_width:
+        return f"builds the ancestry's width ({lineage.width}) only: {m.width_rule}"
+    return m.skip(lineage, depth) if m.skip is not None else None
 
 
 def _mean_record(group: list[dict[str, Any]]) -> dict[str, Any]:
@@ -256,18 +287,21 @@ def _mean_record(group: list[dict[str, Any]]) -> dict[str, Any]:
     return {"curve_epochs": group[0]["curve_epochs"], "curve": [sum(c) / len(c) for c in zip(*curves)]}
 
 
-def _descendant(lineage: Lineage, m: DescendantMethod, task: Task, depth: int, s: int, epochs: int, budget: bool,
-                novel: list[str]) -> dict[str, Any]:
-    """One (method, depth, seed, budget) training, or its cached record when the fingerprint matches."""
+def _descendant(lineage: Lineage, m: DescendantMethod, task: Task, depth: int, width: int, s: int, epochs: int,
+                budget: bool, novel: list[str]) -> dict[str, Any]:
+    """One (method, depth, width, seed, budget) training, or its cached record when the fingerprint matches."""
     cfg, recipe, v = lineage.cfg, lineage.recipe, lineage.cfg.vit
+    other = width != lineage.width  # the ancestry's width keeps the names and fingerprints of depth-only runs
+    shape = {"width": width} if other else {}
     # the saved genes' sha256: descendants are reused only for the same genes
     gene_shas = {name: gene.manifest()["sha256"] for name, gene in lineage.genes.items()}
     fp = fingerprint({"ancestry": lineage.fingerprint, "learngene_seed": lineage.seed, "genes": gene_shas,
                       "lr": recipe.child_lr, "wd": recipe.weight_decay, "bs": recipe.batch_size,
                       "schedule": recipe.schedule, "amp": recipe.amp, "augment": recipe.augment,
                       "eval": v.eval_epochs, "novel": novel, "test_fraction": cfg.stream.test_fraction,
-                      "method": m.name, "depth": depth, "seed": s, "epochs": epochs})
-    path = lineage.out / "cache" / "descendants" / f"{m.name}-d{depth}-s{s}{f'-e{epochs}' if budget else ''}.json"
+                      "method": m.name, "depth": depth, "seed": s, "epochs": epochs, **shape})
+    path = (lineage.out / "cache" / "descendants"
+            / f"{m.name}-d{depth}{f'-w{width}' if other else ''}-s{s}{f'-e{epochs}' if budget else ''}.json")
     hit = None
     if path.is_file():
         try:
@@ -276,16 +310,17 @@ def _descendant(lineage: Lineage, m: DescendantMethod, task: Task, depth: int, s
             hit = None
     if isinstance(hit, dict) and hit.get("fingerprint") == fp:
         return hit
-    # the method is not part of the seed: every method's descendant gets the same head, data order and augmentation
-    seed = derive_seed(lineage.seed, "descendant", depth, s)
-    d = m.build(lineage, depth, task.num_classes, seed)
+    # the method is not part of the seed: every method's descendant of a shape gets the same head, data order and
+    # augmentation
+    seed = derive_seed(lineage.seed, "descendant", depth, s, *([width] if other else []))
+    d = m.build(lineage, depth, task.num_classes, seed, **shape)
     res = fit(d.model, recipe.task_batches(task, seed), epochs,
               **recipe.options(seed=seed, lr=recipe.child_lr, evaluate=task.accuracy,
                                eval_epochs=eval_points(v.eval_epochs, epochs),
-                               desc=f"{m.name} depth {depth} seed {s}"))
+                               desc=f"{m.name} depth {depth} seed {s}{f' width {width}' if other else ''}"))
     one = {"fingerprint": fp, "seed": s, "acc": res["curve"][-1], "curve": res["curve"],
            "curve_epochs": res["curve_epochs"], "train_seconds": res["train_seconds"],
-           "params": sum(int(p.numel()) for p in d.model.parameters()),
+           "params": sum(int(p.numel()) for p in d.model.parameters()), "heads": d.heads,
            "stored_params": d.stored_params, "inherited": len(d.inherited)}
     atomic_write_json(path, jsonable(one))
     return one
@@ -307,6 +342,10 @@ def _fewshot(lineages: list[Lineage], methods: list[DescendantMethod]) -> dict[s
         for depth in fewshot_depths(cfg, first.depth):
             for m in methods:
                 if m.skip is not None and m.skip(first, depth) is not None:
+                    continue
+                twin = m.same_as(first, depth, first.width) if m.same_as is not None else None
+                if f"{twin}@{depth}" in res:  # the very same model on the same episodes: its row, not a rerun
+                    res[f"{m.name}@{depth}"] = {**res[f"{twin}@{depth}"], "method": m.name, "same_as": twin}
                     continue
                 groups, ncm_groups = [], []
                 for lin in lineages:
@@ -340,7 +379,7 @@ def _paired_fewshot(res: dict[str, Any], order: list[str]) -> list[dict[str, Any
     rank = {m: i for i, m in enumerate(order)}
     for a in rows:
         for b in rows:
-            if a["depth"] != b["depth"] or rank[a["method"]] <= rank[b["method"]]:
+            if a["depth"] != b["depth"] or rank[a["method"]] <= rank[b["method"]] or a.get("same_as") == b["method"]:
                 continue
             agg = aggregate([[x - y for x, y in zip(ga, gb)]
                              for ga, gb in zip(a["per_learngene"], b["per_learngene"])])
@@ -390,13 +429,15 @@ def _report(lineages: list[Lineage], sections: list[dict[str, dict[str, Any]]], 
         "lineages": per_lineage,
         "descendants": {
             "methods": [m.name for m in methods],
+            "widths": widths_of(cfg, first.width), "depths": list(v.depths), "ancestry_width": first.width,
+            "width_rules": {m.name: m.width_rule for m in methods},
             "protocol": {**task.sizes(), "descendant_epochs": v.descendant_epochs,
                          "scratch_epochs": v.scratch_epochs, "budget_epochs": list(v.budget_epochs),
                          "eval_epochs": list(v.eval_epochs), "learngene_seeds": [lin.seed for lin in lineages],
                          "seeds": list(cfg.evaluate.seeds), "lr": recipe.child_lr, "batch_size": recipe.batch_size,
                          "schedule": recipe.schedule, "augment": recipe.augment,
-                         "paired": "within a learngene seed, every method's descendant of a (depth, seed) has the "
-                                   "same fresh head, data order and augmentation"},
+                         "paired": "within a learngene seed, every method's descendant of a (depth, width, seed) has "
+                                   "the same fresh head, data order and augmentation"},
             "rows": rows,
             "paired": paired_differences(rows, [m.name for m in methods]),
             "skipped": skipped,
