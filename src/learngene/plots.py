@@ -237,11 +237,21 @@ def plot_tradeoff(methods: dict[str, dict[str, Any]], x: str = "params", path: s
         pts.append((float(row[x]), float(row["acc_mean"]), lo, hi, name))
     if not pts:
         return _finish(fig, path)
-    for cost, acc, lo, hi, name in pts:
+    span = max(p[0] for p in pts) / max(min(p[0] for p in pts), 1e-12)
+    log_x = x == "params" and span > 10  # a log axis only where the costs span more than a decade
+    def pos(c: float) -> float:  # where a cost lands along the axis, for telling which labels would collide
+        return math.log10(max(c, 1e-12)) if log_x else c
+
+    width = (max(pos(p[0]) for p in pts) - min(pos(p[0]) for p in pts)) or 1.0
+    placed: list[tuple[float, float]] = []
+    for cost, acc, lo, hi, name in sorted(pts, key=lambda p: (p[0], -p[1])):
         strong = name in highlight
         ax.errorbar([cost], [acc], yerr=[[acc - lo], [hi - acc]], fmt="o" if strong else "s",
                     ms=8 if strong else 5, capsize=3, color="tab:red" if strong else "tab:blue", zorder=3)
-        ax.annotate(name, (cost, acc), textcoords="offset points", xytext=(5, 4), fontsize=8)
+        # labels of points that (nearly) coincide are stacked instead of printed over each other
+        near = sum(1 for c, a in placed if abs(pos(c) - pos(cost)) <= 0.06 * width and abs(a - acc) < 0.03)
+        placed.append((cost, acc))
+        ax.annotate(name, (cost, acc), textcoords="offset points", xytext=(6, 4 - 10 * near), fontsize=8)
     frontier, best = [], -1.0
     for cost, acc, *_ in sorted(pts, key=lambda p: (p[0], -p[1])):
         if acc > best:
@@ -250,8 +260,9 @@ def plot_tradeoff(methods: dict[str, dict[str, Any]], x: str = "params", path: s
     ax.step([c for c, _ in frontier], [a for _, a in frontier], where="post", color="0.6", ls="--", zorder=1,
             label="frontier (no method is both cheaper and more accurate)")
     if x == "params":
-        ax.set_xscale("log")
-        ax.set_xlabel("parameters of the model (log scale)")
+        if log_x:
+            ax.set_xscale("log")
+        ax.set_xlabel("parameters of the model" + (" (log scale)" if log_x else ""))
     else:
         ax.set_xlabel("training seconds per task")
     ax.set_ylabel("query accuracy (95% CI)")
