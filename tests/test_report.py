@@ -118,13 +118,26 @@ def test_tradeoff_plot_draws_each_method_once_with_clipped_intervals_and_the_fro
     ax = fig.axes[0]
     names = [t.get_text() for t in ax.texts]
     assert sorted(names) == ["finetune", "learngene", "ncm-gene", "scratch"]  # the copy is drawn once
-    assert ax.get_xlabel() and ax.get_ylabel() and ax.get_xscale() == "log"
+    assert ax.get_xlabel() and ax.get_ylabel() and ax.get_xscale() == "linear"  # 800 to 5,000: under a decade
     assert ax.get_ylim()[1] <= 1.0  # finetune's 0.97 +- 0.10 is clipped at 1
     frontier = [line for line in ax.get_lines() if line.get_linestyle() == "--"][0]
     assert list(frontier.get_xdata()) == [800.0, 1000.0, 5000.0]  # scratch is dominated by learngene
     assert (tmp_path / "t.png").read_bytes()[:4] == b"\x89PNG"
     fig = plot_tradeoff(rows, "train_seconds_mean")
     assert "seconds" in fig.axes[0].get_xlabel()
+    rows["finetune"]["params"] = 50_000  # costs over more than a decade: a log axis
+    assert plot_tradeoff(rows, "params").axes[0].get_xscale() == "log"
+
+
+def test_tradeoff_labels_of_coinciding_points_do_not_overlap():
+    from learngene.plots import plot_tradeoff
+
+    rows = {m: {"acc_mean": 0.90 + 0.001 * i, "acc_ci95": 0.02, "params": 174_480 + 10 * i}
+            for i, m in enumerate(["joint", "protonet", "ncm-collective", "finetune"])}
+    rows["learngene"] = {"acc_mean": 0.92, "acc_ci95": 0.02, "params": 120_000}
+    ax = plot_tradeoff(rows, "params").axes[0]
+    offsets = [t.xyann for t in ax.texts if t.get_text() != "learngene"]
+    assert len({y for _, y in offsets}) == 4  # four near-identical points, four label heights
 
 
 def _ind(diff, ci, n=20, best=None):
