@@ -525,7 +525,8 @@ def seeds16_accuracy() -> str:
     return "\n".join([*_table([f"setting ({tasks} tasks)", *SEED16_METHODS], body), "",
                       f"Mean ± 95% CI over collective seeds {seeds} (per-seed means, Student t with {len(seeds) - 1} "
                       "df); \"was\": the same method and setting in the three-seed table before issue 16 "
-                      f"(`{SEEDS}`, the same collective models' preset, the old individual recipe)."])
+                      f"(`{SEEDS}`: the same collective configuration and seeds, trained by that day's code, the old "
+                      "individual recipe and one shared lr; not paired with these tasks)."])
 
 
 def seeds16_targets() -> str:
@@ -728,6 +729,8 @@ TABLES: dict[str, Callable[[], str]] = {
                                           "t10-default-lr-finetune", "t10-default-lr-linear-probe")},
     "default16": default16,
     "inherit-files": inherit_files,
+    "seeds16-accuracy": seeds16_accuracy,
+    "seeds16-targets": seeds16_targets,
     "seeds-headline": seeds_headline,
     "seeds-accuracy": seeds_accuracy,
     "seeds-paired": seeds_paired,
