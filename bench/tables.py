@@ -202,6 +202,43 @@ def vit17_levers() -> str:
                       f"epochs, source val {anc:.3f}) for {epochs} epochs. Novel classes were not looked at."])
 
 
+def vit16_depth(rel: str) -> Callable[[], str]:
+    """TLEG against the truncated ancestry at equal ancestry training, paired over learngene seeds (issue 16)."""
+    def render() -> str:
+        report = _json(rel)
+        rows = {(r["method"], r["depth"]): r for r in report["descendants"]["rows"] if not r["budget"]}
+        paired = {(p["a"], p["b"], p["depth"]): p for p in report["descendants"]["paired"] if p["equal_budget"]}
+        depths = sorted({d for _, d in rows})
+        methods = [m for m in report["descendants"]["methods"] if any(k[0] == m for k in rows)]
+        head = ["depth", *(f"{m} ({rows[(m, depths[0])]['epochs']} ep)" for m in methods),
+                "tleg - truncated (points, paired)", "within 2 points"]
+        body = []
+        for d in depths:
+            cells = [str(d)]
+            for m in methods:
+                r = rows[(m, d)]
+                cells.append(_acc(r["acc"], r["acc_ci95"] if r["acc_ci95"] is not None else math.nan, r["ci_n"]))
+            p = paired[("tleg", "truncated", d)]
+            ci = p["ci95"] if p["ci95"] is not None else math.nan
+            verdict = ("yes" if math.isfinite(ci) and p["mean"] - ci >= -0.02 else
+                       "no" if math.isfinite(ci) and p["mean"] + ci < -0.02 else
+                       f"not shown (mean {'inside' if p['mean'] >= -0.02 else 'outside'})")
+            body.append([*cells, _ci_pts(p), verdict])
+        seeds = report["descendants"]["protocol"]["learngene_seeds"]
+        per = "; ".join(f"{lin['learngene_seed']}: {lin['ancestry']['val_acc']:.3f} / {lin['tleg']['val_acc']:.3f}"
+                        for lin in report["lineages"])
+        tleg = report["tleg"]
+        return "\n".join([*_table(head, body), "",
+                          f"Mean ± 95% CI over learngene seeds {seeds} (Student t, {len(seeds) - 1} df): each seed "
+                          f"trains its own ancestry ({report['config']['vit']['ancestry_epochs']} epochs), auxiliary "
+                          f"net ({tleg['epochs']} epochs of distillation from the ancestry fit) and genes; within a "
+                          "seed both methods' descendants share head, data order and augmentation. 'Within 2 "
+                          "points': yes if the paired interval's lower end is above -2, no if its upper end is below "
+                          f"-2. Source val accuracy, ancestry / aux net, per seed: {per}."])
+
+    return render
+
+
 def vit17_fewshot(rel: str) -> Callable[[], str]:
     def render() -> str:
         from bench.vit_fewshot import render as render_fewshot
@@ -552,6 +589,32 @@ def seeds16_targets() -> str:
                       "upper end is below it; else the interval holds the bar and the data cannot say."])
 
 
+SEEDS17P = "omniglot-seeds-17-protonet/seeds.json"
+
+
+def seeds17_protonet() -> str:
+    """learngene against the fairly trained and tuned ProtoNet (issue 17), over the three collective seeds."""
+    per = _json(SEEDS17P)["per_seed"]
+    body = []
+    for st in per[0]["individual"]["settings"]:
+        accs = {m: nested_ci95([r["individual"]["settings"][st]["methods"][m]["accuracies"] for r in per])
+                for m in ("learngene", "protonet")}
+        d, old = _paired_in(SEEDS17P, st, "learngene", "protonet"), _paired(st, "learngene", "protonet")
+        body.append([SETTING_NAMES[st], _acc(accs["learngene"]["mean"], accs["learngene"]["ci95"], 3),
+                     _acc(accs["protonet"]["mean"], accs["protonet"]["ci95"], 3),
+                     f"{100 * old['mean']:+.1f} ±{100 * old['ci95']:.1f} ({_verdict_vs(old)})",
+                     f"{_pts(d, tasks=False)} ({_verdict_vs(d)})"])
+    cfg = per[0]["config"]["baseline"]
+    tasks = _paired_in(SEEDS17P, "5way1shot", "learngene", "protonet")["tasks_n"]
+    return "\n".join([*_table([f"setting ({tasks} tasks)", "learngene", "protonet (fair)",
+                                "learngene - protonet before (old ProtoNet)", "learngene - protonet now"], body), "",
+                      f"Mean ± 95% CI over collective seeds {[r['seed'] for r in per]} (Student t, 2 df). ProtoNet: "
+                      f"joint's optimizer steps, trained at the shot it is evaluated at, {cfg['protonet_ways']}-way "
+                      f"episodes, lr {cfg['protonet_lr']:g} and logit scale {cfg['protonet_scale']:g} (t11). The "
+                      "collective models and genes are those of the table above (the same three seeds); before: "
+                      f"`{SEEDS}`."])
+
+
 DEFAULT16 = "default-16"
 
 
@@ -710,6 +773,8 @@ TABLES: dict[str, Callable[[], str]] = {
     "vit17-fewshot-choose1": vit17_fewshot(FEWSHOT_CHOOSE1),
     "vit17-fewshot-choose": vit17_fewshot(FEWSHOT_CHOOSE),
     "vit17-fewshot-target": vit17_fewshot(FEWSHOT_TARGET),
+    "vit16-depth:aux10": vit16_depth("vit-glyphs-16/aux10/report.json"),
+    "vit16-depth:aux30": vit16_depth("vit-glyphs-16/aux30/report.json"),
     "vit-depth": vit_depth,
     "vit-targets": vit_targets,
     "vit-variants": vit_variants,
@@ -726,7 +791,8 @@ TABLES: dict[str, Callable[[], str]] = {
     "tuning:t4-individual-lr": tuning("t4-individual-lr"),
     **{f"tuning:{n}": tuning(n) for n in ("t5-readout", "t6-epochs-lr", "t9-lr-scratch", "t9-lr-finetune",
                                           "t7-default-memory", "t8-default-readout", "t10-default-lr-scratch",
-                                          "t10-default-lr-finetune", "t10-default-lr-linear-probe")},
+                                          "t10-default-lr-finetune", "t10-default-lr-linear-probe",
+                                          "t11-protonet")},
     "default16": default16,
     "inherit-files": inherit_files,
     "seeds16-accuracy": seeds16_accuracy,
