@@ -127,7 +127,8 @@ def test_omniglot_real(omniglot_root, cache):
     t = time.perf_counter()
     again = load_source("omniglot", root=omniglot_root, image_size=28)
     second = time.perf_counter() - t
-    assert second < 1.0 and second < first
+    # the cached copy, not a second decoding of 4,840 PNGs (relative: an absolute bound fails on a busy machine)
+    assert second < first / 3
     assert torch.equal(again.images, d.images) and again.classes == d.classes
 
 
