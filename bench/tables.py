@@ -431,11 +431,16 @@ def _nested(setting: str, method: str) -> dict[str, Any]:
     return nested_ci95([r["individual"]["settings"][setting]["methods"][method]["accuracies"] for r in _per_seed()])
 
 
-def _paired(setting: str, a: str, b: str) -> dict[str, Any]:
+def _paired_in(rel: str, setting: str, a: str, b: str) -> dict[str, Any]:
+    """Paired a - b per target task of a bench.seeds file, with the interval over its collective seeds."""
     def accs(r, m):
         return r["individual"]["settings"][setting]["methods"][m]["accuracies"]
 
-    return nested_ci95([[x - y for x, y in zip(accs(r, a), accs(r, b))] for r in _per_seed()])
+    return nested_ci95([[x - y for x, y in zip(accs(r, a), accs(r, b))] for r in _json(rel)["per_seed"]])
+
+
+def _paired(setting: str, a: str, b: str) -> dict[str, Any]:
+    return _paired_in(SEEDS, setting, a, b)
 
 
 def seeds_accuracy() -> str:
@@ -535,13 +540,6 @@ def seeds_targets() -> str:
 # ---------------------------------------------------------------------- issue 16: inheritance that builds on the gene
 SEEDS16 = "omniglot-seeds-16/seeds.json"
 SEED16_METHODS = ["learngene", "ncm-gene", "scratch", "finetune", "linear-probe", "ncm-collective"]
-
-
-def _paired_in(rel: str, setting: str, a: str, b: str) -> dict[str, Any]:
-    def accs(r, m):
-        return r["individual"]["settings"][setting]["methods"][m]["accuracies"]
-
-    return nested_ci95([[x - y for x, y in zip(accs(r, a), accs(r, b))] for r in _json(rel)["per_seed"]])
 
 
 def seeds16_accuracy() -> str:

@@ -114,8 +114,7 @@ def settings_for(row: GeneKind, cfg: Config | None, overrides: Sequence[str] = (
     # a copy: the caller's config (one preset object reused over many tasks) must not take these overrides
     base = copy.deepcopy(cfg) if cfg is not None else config_for(row.paradigm)
     recipe = getattr(gene, "individual", None)
-    if cfg is None and recipe:
-        base = copy.deepcopy(base)
+    if cfg is None and recipe:  # config_for made base afresh: nothing shared to protect
         for key, value in recipe.items():  # each value checked by the section as it is set
             setattr(base.individual, key, copy.deepcopy(value))
     if base.paradigm != row.paradigm:
